@@ -1,0 +1,753 @@
+package oip
+
+import (
+	"math"
+	"strconv"
+	"unicode/utf16"
+	"unicode/utf8"
+	"unsafe"
+)
+
+// DecodeInferRequest parses an inference request body. It accepts standard JSON plus the bare
+// tokens NaN, Infinity and -Infinity inside floating-point "data" (as Python's json writes them).
+// Tensor data may be flat or nested arrays; nested data is flattened in row-major order. Every
+// failure is an *Error.
+func DecodeInferRequest(body []byte, lim Limits) (*InferRequest, error) {
+	d := &decoder{b: body, lim: lim}
+	req := &InferRequest{}
+	d.ws()
+	err := d.object(func(key string) error {
+		switch key {
+		case "id":
+			s, err := d.str()
+			req.ID = s
+			return err
+		case "parameters":
+			p, err := d.params()
+			req.Parameters = p
+			return err
+		case "inputs":
+			if req.Inputs != nil {
+				return errorf("duplicate field \"inputs\"")
+			}
+			req.Inputs = []Tensor{}
+			return d.array(func() error {
+				if len(req.Inputs) >= lim.MaxInputs {
+					return errorf("too many inputs (limit %d)", lim.MaxInputs)
+				}
+				t, err := d.input()
+				if err != nil {
+					return err
+				}
+				req.Inputs = append(req.Inputs, t)
+				return nil
+			})
+		case "outputs":
+			if req.Outputs != nil {
+				return errorf("duplicate field \"outputs\"")
+			}
+			req.Outputs = []RequestedOutput{}
+			return d.array(func() error {
+				if len(req.Outputs) >= lim.MaxOutputs {
+					return errorf("too many outputs (limit %d)", lim.MaxOutputs)
+				}
+				o, err := d.output()
+				if err != nil {
+					return err
+				}
+				req.Outputs = append(req.Outputs, o)
+				return nil
+			})
+		default:
+			return d.skip(0)
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	d.ws()
+	if d.i != len(d.b) {
+		return nil, d.fail("unexpected data after the request object")
+	}
+	if len(req.Inputs) == 0 {
+		return nil, errorf("request has no inputs")
+	}
+	if err := binaryParam(req.Parameters, "binary_data_output"); err != nil {
+		return nil, err
+	}
+	return req, nil
+}
+
+// binaryParam refuses the binary tensor data extension, which this server does not implement.
+func binaryParam(p map[string]any, key string) error {
+	if v, ok := p[key]; ok && v != false {
+		return errorf("parameter %q: the binary tensor data extension is not supported; use JSON data", key)
+	}
+	return nil
+}
+
+type decoder struct {
+	b   []byte
+	i   int
+	lim Limits
+}
+
+func (d *decoder) fail(msg string) error {
+	return errorf("invalid JSON at byte %d: %s", d.i, msg)
+}
+
+func (d *decoder) ws() {
+	for d.i < len(d.b) {
+		switch d.b[d.i] {
+		case ' ', '\t', '\n', '\r':
+			d.i++
+		default:
+			return
+		}
+	}
+}
+
+func (d *decoder) peek() byte {
+	if d.i < len(d.b) {
+		return d.b[d.i]
+	}
+	return 0
+}
+
+// object parses {"key": value, ...}, calling fn with d positioned at each value. Keys must be
+// unique.
+func (d *decoder) object(fn func(key string) error) error {
+	d.ws()
+	if d.peek() != '{' {
+		return d.fail("expected an object")
+	}
+	d.i++
+	d.ws()
+	if d.peek() == '}' {
+		d.i++
+		return nil
+	}
+	var seen [16]string
+	n := 0
+	for {
+		d.ws()
+		if d.peek() != '"' {
+			return d.fail("expected a string key")
+		}
+		key, err := d.str()
+		if err != nil {
+			return err
+		}
+		for _, k := range seen[:min(n, len(seen))] {
+			if k == key {
+				return errorf("duplicate field %q", key)
+			}
+		}
+		if n < len(seen) {
+			seen[n] = key
+		}
+		n++
+		d.ws()
+		if d.peek() != ':' {
+			return d.fail("expected ':'")
+		}
+		d.i++
+		d.ws()
+		if err := fn(key); err != nil {
+			return err
+		}
+		d.ws()
+		switch d.peek() {
+		case ',':
+			d.i++
+		case '}':
+			d.i++
+			return nil
+		default:
+			return d.fail("expected ',' or '}'")
+		}
+	}
+}
+
+// array parses [v, ...], calling fn with d positioned at each element.
+func (d *decoder) array(fn func() error) error {
+	d.ws()
+	if d.peek() != '[' {
+		return d.fail("expected an array")
+	}
+	d.i++
+	d.ws()
+	if d.peek() == ']' {
+		d.i++
+		return nil
+	}
+	for {
+		d.ws()
+		if err := fn(); err != nil {
+			return err
+		}
+		d.ws()
+		switch d.peek() {
+		case ',':
+			d.i++
+		case ']':
+			d.i++
+			return nil
+		default:
+			return d.fail("expected ',' or ']'")
+		}
+	}
+}
+
+// str parses a JSON string.
+func (d *decoder) str() (string, error) {
+	d.ws()
+	if d.peek() != '"' {
+		return "", d.fail("expected a string")
+	}
+	d.i++
+	start := d.i
+	// Fast path: no escapes.
+	for d.i < len(d.b) {
+		c := d.b[d.i]
+		if c == '"' {
+			s := d.b[start:d.i]
+			d.i++
+			if len(s) > d.lim.MaxString {
+				return "", errorf("string longer than %d bytes", d.lim.MaxString)
+			}
+			if !utf8.Valid(s) {
+				return "", d.fail("invalid UTF-8 in string")
+			}
+			return string(s), nil
+		}
+		if c == '\\' {
+			break
+		}
+		if c < 0x20 {
+			return "", d.fail("control character in string")
+		}
+		d.i++
+	}
+	buf := append([]byte(nil), d.b[start:d.i]...)
+	for d.i < len(d.b) {
+		if len(buf) > d.lim.MaxString {
+			return "", errorf("string longer than %d bytes", d.lim.MaxString)
+		}
+		c := d.b[d.i]
+		switch {
+		case c == '"':
+			d.i++
+			if !utf8.Valid(buf) {
+				return "", d.fail("invalid UTF-8 in string")
+			}
+			return string(buf), nil
+		case c < 0x20:
+			return "", d.fail("control character in string")
+		case c != '\\':
+			buf = append(buf, c)
+			d.i++
+			continue
+		}
+		d.i++
+		if d.i >= len(d.b) {
+			break
+		}
+		e := d.b[d.i]
+		d.i++
+		switch e {
+		case '"', '\\', '/':
+			buf = append(buf, e)
+		case 'b':
+			buf = append(buf, '\b')
+		case 'f':
+			buf = append(buf, '\f')
+		case 'n':
+			buf = append(buf, '\n')
+		case 'r':
+			buf = append(buf, '\r')
+		case 't':
+			buf = append(buf, '\t')
+		case 'u':
+			r, ok := d.hex4()
+			if !ok {
+				return "", d.fail("bad \\u escape")
+			}
+			if utf16.IsSurrogate(r) {
+				r2 := rune(-1)
+				if d.i+1 < len(d.b) && d.b[d.i] == '\\' && d.b[d.i+1] == 'u' {
+					d.i += 2
+					if r2, ok = d.hex4(); !ok {
+						return "", d.fail("bad \\u escape")
+					}
+				}
+				r = utf16.DecodeRune(r, r2)
+			}
+			buf = utf8.AppendRune(buf, r)
+		default:
+			return "", d.fail("bad escape")
+		}
+	}
+	return "", d.fail("unterminated string")
+}
+
+func (d *decoder) hex4() (rune, bool) {
+	if d.i+4 > len(d.b) {
+		return 0, false
+	}
+	var r rune
+	for _, c := range d.b[d.i : d.i+4] {
+		r <<= 4
+		switch {
+		case c >= '0' && c <= '9':
+			r |= rune(c - '0')
+		case c >= 'a' && c <= 'f':
+			r |= rune(c - 'a' + 10)
+		case c >= 'A' && c <= 'F':
+			r |= rune(c - 'A' + 10)
+		default:
+			return 0, false
+		}
+	}
+	d.i += 4
+	return r, true
+}
+
+// number scans a JSON number and returns its text.
+func (d *decoder) number() ([]byte, error) {
+	start := d.i
+	if d.peek() == '-' {
+		d.i++
+	}
+	switch c := d.peek(); {
+	case c == '0':
+		d.i++
+	case c >= '1' && c <= '9':
+		for d.i < len(d.b) && d.b[d.i] >= '0' && d.b[d.i] <= '9' {
+			d.i++
+		}
+	default:
+		return nil, d.fail("expected a number")
+	}
+	if d.peek() == '.' {
+		d.i++
+		n := d.i
+		for d.i < len(d.b) && d.b[d.i] >= '0' && d.b[d.i] <= '9' {
+			d.i++
+		}
+		if d.i == n {
+			return nil, d.fail("expected a digit after '.'")
+		}
+	}
+	if c := d.peek(); c == 'e' || c == 'E' {
+		d.i++
+		if c := d.peek(); c == '+' || c == '-' {
+			d.i++
+		}
+		n := d.i
+		for d.i < len(d.b) && d.b[d.i] >= '0' && d.b[d.i] <= '9' {
+			d.i++
+		}
+		if d.i == n {
+			return nil, d.fail("expected a digit in the exponent")
+		}
+	}
+	if d.i-start > 64 {
+		return nil, d.fail("number too long")
+	}
+	return d.b[start:d.i], nil
+}
+
+// literal consumes the given word if it is next.
+func (d *decoder) literal(w string) bool {
+	if len(d.b)-d.i >= len(w) && string(d.b[d.i:d.i+len(w)]) == w {
+		d.i += len(w)
+		return true
+	}
+	return false
+}
+
+// maxDepth bounds nesting while skipping unknown values.
+const maxDepth = 32
+
+// skip consumes any JSON value.
+func (d *decoder) skip(depth int) error {
+	if depth > maxDepth {
+		return d.fail("nested too deeply")
+	}
+	d.ws()
+	switch c := d.peek(); {
+	case c == '{':
+		return d.object(func(string) error { return d.skip(depth + 1) })
+	case c == '[':
+		return d.array(func() error { return d.skip(depth + 1) })
+	case c == '"':
+		_, err := d.str()
+		return err
+	case c == 't':
+		if d.literal("true") {
+			return nil
+		}
+	case c == 'f':
+		if d.literal("false") {
+			return nil
+		}
+	case c == 'n':
+		if d.literal("null") {
+			return nil
+		}
+	case c == '-' || (c >= '0' && c <= '9'):
+		_, err := d.number()
+		return err
+	}
+	return d.fail("expected a value")
+}
+
+// params parses a parameters object: values are strings, numbers or booleans.
+func (d *decoder) params() (map[string]any, error) {
+	p := map[string]any{}
+	err := d.object(func(key string) error {
+		if len(p) >= 64 {
+			return errorf("too many parameters")
+		}
+		d.ws()
+		switch c := d.peek(); {
+		case c == '"':
+			s, err := d.str()
+			p[key] = s
+			return err
+		case c == 't' || c == 'f':
+			if d.literal("true") {
+				p[key] = true
+				return nil
+			}
+			if d.literal("false") {
+				p[key] = false
+				return nil
+			}
+		case c == '-' || (c >= '0' && c <= '9'):
+			n, err := d.number()
+			if err != nil {
+				return err
+			}
+			f, err := strconv.ParseFloat(string(n), 64)
+			if err != nil {
+				return errorf("parameter %q: %s", key, n)
+			}
+			p[key] = f
+			return nil
+		}
+		return errorf("parameter %q: value must be a string, number or boolean", key)
+	})
+	return p, err
+}
+
+// output parses one requested output.
+func (d *decoder) output() (RequestedOutput, error) {
+	var o RequestedOutput
+	var params map[string]any
+	err := d.object(func(key string) error {
+		switch key {
+		case "name":
+			s, err := d.str()
+			o.Name = s
+			return err
+		case "parameters":
+			p, err := d.params()
+			params = p
+			return err
+		default:
+			return d.skip(0)
+		}
+	})
+	if err != nil {
+		return o, err
+	}
+	if o.Name == "" {
+		return o, errorf("requested output without a name")
+	}
+	if err := binaryParam(params, "binary_data"); err != nil {
+		return o, err
+	}
+	if v, ok := params["classification"]; ok {
+		f, isNum := v.(float64)
+		if !isNum || f != math.Trunc(f) || f < 1 || f > 1<<20 {
+			return o, errorf("output %q: parameter \"classification\" must be a positive integer", o.Name)
+		}
+		o.Classification = int(f)
+	}
+	return o, nil
+}
+
+// input parses one input tensor. Its data is located first and parsed once the datatype and
+// shape are known (they may come after it).
+func (d *decoder) input() (Tensor, error) {
+	var t Tensor
+	dataStart, dataEnd := -1, -1
+	var params map[string]any
+	shapeSeen := false
+	err := d.object(func(key string) error {
+		switch key {
+		case "name":
+			s, err := d.str()
+			t.Name = s
+			return err
+		case "datatype":
+			s, err := d.str()
+			t.Datatype = s
+			return err
+		case "shape":
+			shapeSeen = true
+			t.Shape = []int64{}
+			return d.array(func() error {
+				if len(t.Shape) >= d.lim.MaxRank {
+					return errorf("shape has more than %d dimensions", d.lim.MaxRank)
+				}
+				n, err := d.number()
+				if err != nil {
+					return err
+				}
+				v, err := strconv.ParseInt(string(n), 10, 64)
+				if err != nil || v < 0 {
+					return errorf("shape dimension %s: want a non-negative integer", n)
+				}
+				t.Shape = append(t.Shape, v)
+				return nil
+			})
+		case "parameters":
+			p, err := d.params()
+			params = p
+			return err
+		case "data":
+			dataStart = d.i
+			if err := d.skip(0); err != nil {
+				return err
+			}
+			dataEnd = d.i
+			return nil
+		default:
+			return d.skip(0)
+		}
+	})
+	if err != nil {
+		return t, err
+	}
+	if t.Name == "" {
+		return t, errorf("input without a name")
+	}
+	if t.Datatype == "" {
+		return t, errorf("input %q: missing datatype", t.Name)
+	}
+	if !shapeSeen {
+		return t, errorf("input %q: missing shape", t.Name)
+	}
+	if dataStart < 0 {
+		return t, errorf("input %q: missing data", t.Name)
+	}
+	if err := binaryParam(params, "binary_data_size"); err != nil {
+		return t, err
+	}
+	want := int64(1)
+	for _, v := range t.Shape {
+		if v > d.lim.MaxElements || (v > 0 && want > d.lim.MaxElements/v) {
+			return t, errorf("input %q: shape %v has more than %d elements", t.Name, t.Shape, d.lim.MaxElements)
+		}
+		want *= v
+	}
+	dd := &decoder{b: d.b[:dataEnd], i: dataStart, lim: d.lim}
+	data, nonFinite, err := dd.data(t.Datatype, int(want))
+	if err != nil {
+		return t, errorf("input %q: %s", t.Name, err.Error())
+	}
+	t.Data, t.NonFinite = data, nonFinite
+	if n := int64(dataLen(data)); n != want {
+		return t, errorf("input %q: shape %v needs %d elements, data has %d", t.Name, t.Shape, want, n)
+	}
+	return t, nil
+}
+
+// data parses tensor data of a datatype, flattening nested arrays. want is the element count the
+// shape implies; parsing stops with an error once the data holds more.
+func (d *decoder) data(datatype string, want int) (any, bool, error) {
+	var (
+		nonFinite bool
+		count     int
+	)
+	// leaf parses one scalar element; it is set per datatype below.
+	var leaf func() error
+	tooMany := func() error { return errorf("data has more elements than the shape's %d", want) }
+	switch datatype {
+	case FP32, FP16, FP64:
+		bits := 64
+		limit := math.MaxFloat64
+		if datatype != FP64 {
+			bits = 32
+			if datatype == FP16 {
+				limit = 65504
+			}
+		}
+		var f32 []float32
+		var f64 []float64
+		if bits == 32 {
+			f32 = make([]float32, 0, want)
+		} else {
+			f64 = make([]float64, 0, want)
+		}
+		leaf = func() error {
+			if count >= want {
+				return tooMany()
+			}
+			var v float64
+			switch c := d.peek(); {
+			case c == 'N' && d.literal("NaN"):
+				v, nonFinite = math.NaN(), true
+			case c == 'I' && d.literal("Infinity"):
+				v, nonFinite = math.Inf(1), true
+			case c == '-' && d.literal("-Infinity"):
+				v, nonFinite = math.Inf(-1), true
+			default:
+				n, err := d.number()
+				if err != nil {
+					return err
+				}
+				v, err = strconv.ParseFloat(unsafe.String(&n[0], len(n)), bits)
+				if err != nil || math.Abs(v) > limit {
+					return errorf("%s is out of range for %s", n, datatype)
+				}
+			}
+			if bits == 32 {
+				f32 = append(f32, float32(v))
+			} else {
+				f64 = append(f64, v)
+			}
+			count++
+			return nil
+		}
+		err := d.flatten(0, leaf)
+		if bits == 32 {
+			return f32, nonFinite, err
+		}
+		return f64, nonFinite, err
+	case INT8, INT16, INT32, INT64:
+		bits := map[string]int{INT8: 8, INT16: 16, INT32: 32, INT64: 64}[datatype]
+		vals := make([]int64, 0, want)
+		leaf = func() error {
+			if count >= want {
+				return tooMany()
+			}
+			n, err := d.number()
+			if err != nil {
+				return err
+			}
+			v, err := strconv.ParseInt(unsafe.String(&n[0], len(n)), 10, bits)
+			if err != nil {
+				return errorf("%s is not a valid %s", n, datatype)
+			}
+			vals = append(vals, v)
+			count++
+			return nil
+		}
+		if err := d.flatten(0, leaf); err != nil {
+			return nil, false, err
+		}
+		switch bits {
+		case 8:
+			return convert[int8](vals), false, nil
+		case 16:
+			return convert[int16](vals), false, nil
+		case 32:
+			return convert[int32](vals), false, nil
+		}
+		return vals, false, nil
+	case UINT8, UINT16, UINT32, UINT64:
+		bits := map[string]int{UINT8: 8, UINT16: 16, UINT32: 32, UINT64: 64}[datatype]
+		vals := make([]uint64, 0, want)
+		leaf = func() error {
+			if count >= want {
+				return tooMany()
+			}
+			n, err := d.number()
+			if err != nil {
+				return err
+			}
+			v, err := strconv.ParseUint(unsafe.String(&n[0], len(n)), 10, bits)
+			if err != nil {
+				return errorf("%s is not a valid %s", n, datatype)
+			}
+			vals = append(vals, v)
+			count++
+			return nil
+		}
+		if err := d.flatten(0, leaf); err != nil {
+			return nil, false, err
+		}
+		switch bits {
+		case 8:
+			return convert[uint8](vals), false, nil
+		case 16:
+			return convert[uint16](vals), false, nil
+		case 32:
+			return convert[uint32](vals), false, nil
+		}
+		return vals, false, nil
+	case BOOL:
+		vals := make([]bool, 0, want)
+		leaf = func() error {
+			if count >= want {
+				return tooMany()
+			}
+			switch {
+			case d.literal("true"):
+				vals = append(vals, true)
+			case d.literal("false"):
+				vals = append(vals, false)
+			default:
+				return d.fail("expected true or false")
+			}
+			count++
+			return nil
+		}
+		err := d.flatten(0, leaf)
+		return vals, false, err
+	case BYTES:
+		vals := make([]string, 0, min(want, 1024))
+		leaf = func() error {
+			if count >= want {
+				return tooMany()
+			}
+			s, err := d.str()
+			if err != nil {
+				return err
+			}
+			vals = append(vals, s)
+			count++
+			return nil
+		}
+		err := d.flatten(0, leaf)
+		return vals, false, err
+	}
+	return nil, false, errorf("unknown datatype %q", datatype)
+}
+
+func convert[T int8 | int16 | int32 | uint8 | uint16 | uint32, S int64 | uint64](in []S) []T {
+	out := make([]T, len(in))
+	for i, v := range in {
+		out[i] = T(v)
+	}
+	return out
+}
+
+// flatten walks a possibly nested array of scalars, calling leaf at each scalar.
+func (d *decoder) flatten(depth int, leaf func() error) error {
+	d.ws()
+	if d.peek() != '[' {
+		if depth == 0 {
+			return d.fail("data must be an array")
+		}
+		return leaf()
+	}
+	if depth >= d.lim.MaxRank {
+		return d.fail("data nested deeper than the maximum rank")
+	}
+	return d.array(func() error { return d.flatten(depth+1, leaf) })
+}
