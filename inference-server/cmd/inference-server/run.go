@@ -1,0 +1,132 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/countersign/countersign/inference-server/modelrepo"
+	"github.com/countersign/countersign/inference-server/ortsession"
+	"github.com/countersign/countersign/inference-server/server"
+	"github.com/countersign/countersign/internal/version"
+)
+
+// exitCode maps run's error to the process exit code: 0 ok, 2 usage, 1 anything else.
+func exitCode(err error, stderr io.Writer) int {
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.As(err, new(usageError)):
+		fmt.Fprintln(stderr, "inference-server:", err)
+		return 2
+	default:
+		fmt.Fprintln(stderr, "inference-server:", err)
+		return 1
+	}
+}
+
+type usageError struct{ error }
+
+func (u usageError) Unwrap() error { return u.error }
+
+// run serves until ctx is cancelled, then drains in-flight requests. ready, if not nil, receives
+// the listening address once the server accepts requests (tests use it).
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	return runWithReady(ctx, args, stdout, stderr, os.Getenv, nil)
+}
+
+func runWithReady(ctx context.Context, args []string, _ io.Writer, stderr io.Writer, getenv func(string) string, ready chan<- string) error {
+	cfg, err := parseConfig(args, getenv, stderr)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return usageError{err}
+	}
+	log := newLogger(cfg, stderr)
+
+	models, err := modelrepo.Load(cfg.ModelRepository)
+	if err != nil {
+		return err
+	}
+	if err := ortsession.Init(cfg.ORTLib); err != nil {
+		return err
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	var served []server.Model
+	for _, m := range models {
+		s, err := ortsession.New(m, ortsession.Options{IntraOpThreads: cfg.IntraOpThreads})
+		if err != nil {
+			return err
+		}
+		defer s.Close()
+		served = append(served, server.Model{Config: m.Config, Session: s})
+		log.Info("model loaded", "model", m.Name, "version", m.Version, "sha256", m.SHA256, "max_batch_size", m.MaxBatchSize)
+	}
+	srv, err := server.New(server.Options{
+		Models: served, Logger: log, Registry: reg, MaxBodyBytes: cfg.MaxBodyBytes,
+		Batch: server.BatchConfig{MaxSize: cfg.BatchMaxSize, MaxDelay: cfg.BatchMaxDelay, QueueSize: cfg.BatchQueueSize, Workers: cfg.BatchWorkers},
+	})
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return err
+	}
+	hs := &http.Server{
+		Handler:           srv,
+		ReadHeaderTimeout: cfg.ReadHeaderTO,
+		ReadTimeout:       cfg.ReadTO,
+		WriteTimeout:      cfg.WriteTO,
+		IdleTimeout:       cfg.IdleTO,
+		MaxHeaderBytes:    cfg.MaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+	log.Info("serving", "addr", ln.Addr().String(), "version", version.Version, "onnxruntime", cfg.ORTLib,
+		"batch_max_size", cfg.BatchMaxSize, "batch_max_delay", cfg.BatchMaxDelay, "intra_op_threads", cfg.IntraOpThreads)
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	if ready != nil {
+		ready <- ln.Addr().String()
+	}
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("shutting down: draining in-flight requests", "timeout", cfg.ShutdownTO)
+	srv.SetReady(false)
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTO)
+	defer cancel()
+	if err := hs.Shutdown(sctx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	log.Info("stopped")
+	return nil
+}
+
+func newLogger(cfg config, w io.Writer) *slog.Logger {
+	var lvl slog.Level
+	_ = lvl.UnmarshalText([]byte(cfg.LogLevel))
+	opts := &slog.HandlerOptions{Level: lvl}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
