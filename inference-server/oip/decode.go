@@ -403,6 +403,24 @@ func (d *decoder) skip(depth int) error {
 	return d.fail("expected a value")
 }
 
+// skipData consumes tensor data: nested arrays of JSON scalars or the tokens NaN, Infinity and
+// -Infinity. The datatype-specific parse runs later over the same bytes.
+func (d *decoder) skipData(depth int) error {
+	if depth > maxDepth {
+		return d.fail("nested too deeply")
+	}
+	d.ws()
+	switch c := d.peek(); {
+	case c == '[':
+		return d.array(func() error { return d.skipData(depth + 1) })
+	case c == 'N' && d.literal("NaN"), c == 'I' && d.literal("Infinity"), c == '-' && d.literal("-Infinity"):
+		return nil
+	case c == '{':
+		return d.fail("tensor data must be arrays of scalars")
+	}
+	return d.skip(depth)
+}
+
 // params parses a parameters object: values are strings, numbers or booleans.
 func (d *decoder) params() (map[string]any, error) {
 	p := map[string]any{}
@@ -520,7 +538,7 @@ func (d *decoder) input() (Tensor, error) {
 			return err
 		case "data":
 			dataStart = d.i
-			if err := d.skip(0); err != nil {
+			if err := d.skipData(0); err != nil {
 				return err
 			}
 			dataEnd = d.i

@@ -1,0 +1,181 @@
+package oip
+
+import (
+	"encoding/json"
+	"math"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+func TestDecodeInferRequest(t *testing.T) {
+	cases := []struct {
+		name string
+		body string
+		want *InferRequest
+	}{
+		{"flat", `{"id":"a","inputs":[{"name":"x","datatype":"FP32","shape":[2,2],"data":[1,2.5,-3e2,0]}]}`,
+			&InferRequest{ID: "a", Inputs: []Tensor{{Name: "x", Datatype: FP32, Shape: []int64{2, 2}, Data: []float32{1, 2.5, -300, 0}}}}},
+		{"nested, data before datatype", `{"inputs":[{"data":[[1,2],[3,4]],"shape":[2,2],"name":"x","datatype":"INT64"}]}`,
+			&InferRequest{Inputs: []Tensor{{Name: "x", Datatype: INT64, Shape: []int64{2, 2}, Data: []int64{1, 2, 3, 4}}}}},
+		{"all the other fields", ` { "id" : "\u00e9\n" , "parameters":{"p":1,"q":"s","r":true}, "inputs":[{"name":"b","datatype":"BOOL","shape":[2],"data":[true,false],"parameters":{}}],
+			"outputs":[{"name":"o","parameters":{"classification":3}}],"unknown":{"x":[1,{"y":null}]}} `,
+			&InferRequest{ID: "é\n", Parameters: map[string]any{"p": 1.0, "q": "s", "r": true},
+				Inputs:  []Tensor{{Name: "b", Datatype: BOOL, Shape: []int64{2}, Data: []bool{true, false}}},
+				Outputs: []RequestedOutput{{Name: "o", Classification: 3}}}},
+		{"bytes", `{"inputs":[{"name":"s","datatype":"BYTES","shape":[1],"data":["hi\"there"]}]}`,
+			&InferRequest{Inputs: []Tensor{{Name: "s", Datatype: BYTES, Shape: []int64{1}, Data: []string{`hi"there`}}}}},
+		{"uint8", `{"inputs":[{"name":"u","datatype":"UINT8","shape":[3],"data":[0,128,255]}]}`,
+			&InferRequest{Inputs: []Tensor{{Name: "u", Datatype: UINT8, Shape: []int64{3}, Data: []uint8{0, 128, 255}}}}},
+		{"fp64", `{"inputs":[{"name":"d","datatype":"FP64","shape":[1],"data":[0.1]}]}`,
+			&InferRequest{Inputs: []Tensor{{Name: "d", Datatype: FP64, Shape: []int64{1}, Data: []float64{0.1}}}}},
+		{"empty tensor", `{"inputs":[{"name":"e","datatype":"INT32","shape":[0,3],"data":[]}]}`,
+			&InferRequest{Inputs: []Tensor{{Name: "e", Datatype: INT32, Shape: []int64{0, 3}, Data: []int32{}}}}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got, err := DecodeInferRequest([]byte(c.body), DefaultLimits)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(got, c.want) {
+				t.Errorf("got  %+v\nwant %+v", got, c.want)
+			}
+		})
+	}
+}
+
+func TestDecodeNonFinite(t *testing.T) {
+	got, err := DecodeInferRequest([]byte(`{"inputs":[{"name":"x","datatype":"FP32","shape":[3],"data":[NaN,Infinity,-Infinity]}]}`), DefaultLimits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := got.Inputs[0].Data.([]float32)
+	if !got.Inputs[0].NonFinite || !math.IsNaN(float64(d[0])) || !math.IsInf(float64(d[1]), 1) || !math.IsInf(float64(d[2]), -1) {
+		t.Fatalf("got %+v", got.Inputs[0])
+	}
+	got, _ = DecodeInferRequest([]byte(`{"inputs":[{"name":"x","datatype":"FP32","shape":[1],"data":[1]}]}`), DefaultLimits)
+	if got.Inputs[0].NonFinite {
+		t.Fatal("finite data flagged")
+	}
+}
+
+func TestDecodeErrors(t *testing.T) {
+	in := func(dt, shape, data string) string {
+		return `{"inputs":[{"name":"x","datatype":"` + dt + `","shape":` + shape + `,"data":` + data + `}]}`
+	}
+	cases := map[string]string{
+		"trailing data":       `{"inputs":[]} x`,
+		"not an object":       `[]`,
+		"no inputs":           `{"id":"x"}`,
+		"duplicate key":       `{"inputs":[],"inputs":[]}`,
+		"missing shape":       `{"inputs":[{"name":"x","datatype":"FP32","data":[1]}]}`,
+		"missing data":        `{"inputs":[{"name":"x","datatype":"FP32","shape":[1]}]}`,
+		"missing name":        `{"inputs":[{"datatype":"FP32","shape":[1],"data":[1]}]}`,
+		"negative dim":        in("FP32", "[-1]", "[1]"),
+		"fraction dim":        in("FP32", "[1.5]", "[1]"),
+		"too many elements":   in("FP32", "[100000,100000]", "[1]"),
+		"int overflow":        in("INT8", "[1]", "[128]"),
+		"uint negative":       in("UINT8", "[1]", "[-1]"),
+		"int fraction":        in("INT32", "[1]", "[1.5]"),
+		"fp16 range":          in("FP16", "[1]", "[70000]"),
+		"bool as number":      in("BOOL", "[1]", "[1]"),
+		"object in data":      in("FP32", "[1]", `[{"a":1}]`),
+		"scalar data":         in("FP32", "[1]", "1"),
+		"nan in int":          in("INT32", "[1]", "[NaN]"),
+		"leading zero":        in("FP32", "[1]", "[01]"),
+		"bad escape":          `{"id":"\x","inputs":[]}`,
+		"control char":        "{\"id\":\"a\x01\",\"inputs\":[]}",
+		"bad utf8":            "{\"id\":\"\xff\",\"inputs\":[]}",
+		"deep nesting":        `{"x":` + strings.Repeat("[", 100) + strings.Repeat("]", 100) + `,"inputs":[]}`,
+		"count mismatch":      in("FP32", "[2,2]", "[[1,2],[3]]"),
+		"rank too high":       in("FP32", "[1,1,1,1,1,1,1,1,1]", "[1]"),
+		"binary request":      `{"parameters":{"binary_data_output":true},"inputs":[{"name":"x","datatype":"FP32","shape":[1],"data":[1]}]}`,
+		"classification str":  `{"inputs":[{"name":"x","datatype":"FP32","shape":[1],"data":[1]}],"outputs":[{"name":"o","parameters":{"classification":"2"}}]}`,
+		"parameter object":    `{"parameters":{"a":{}},"inputs":[]}`,
+		"unterminated":        `{"inputs":[{"name":"x`,
+		"empty":               ``,
+		"truncated number":    in("FP32", "[1]", "[1e]"),
+		"unknown datatype":    in("FP8", "[1]", "[1]"),
+		"unnamed output":      `{"inputs":[{"name":"x","datatype":"FP32","shape":[1],"data":[1]}],"outputs":[{}]}`,
+		"too many inputs":     `{"inputs":[` + strings.Repeat(`{"name":"x","datatype":"FP32","shape":[1],"data":[1]},`, 32) + `{"name":"x","datatype":"FP32","shape":[1],"data":[1]}]}`,
+		"long string element": in("BYTES", "[1]", `["`+strings.Repeat("a", 70000)+`"]`),
+	}
+	for name, body := range cases {
+		t.Run(name, func(t *testing.T) {
+			_, err := DecodeInferRequest([]byte(body), DefaultLimits)
+			if err == nil {
+				t.Fatalf("accepted %.100q", body)
+			}
+			if _, ok := err.(*Error); !ok {
+				t.Fatalf("error %T is not *Error: %v", err, err)
+			}
+		})
+	}
+}
+
+func TestEncodeRoundTrip(t *testing.T) {
+	r := &InferResponse{ModelName: "m\"<x>", ModelVersion: "1", ID: "id\x01\xff", Outputs: []Tensor{
+		{Name: "f", Datatype: FP32, Shape: []int64{4}, Data: []float32{1.5, float32(math.NaN()), 3.4028235e38, 1e-45}},
+		{Name: "s", Datatype: BYTES, Shape: []int64{2}, Data: []string{"0.9:1:opacity", "é"}},
+		{Name: "i", Datatype: INT8, Shape: []int64{2}, Data: []int8{-128, 127}},
+		{Name: "u", Datatype: UINT64, Shape: []int64{1}, Data: []uint64{math.MaxUint64}},
+		{Name: "b", Datatype: BOOL, Shape: []int64{1}, Data: []bool{true}},
+	}}
+	b := AppendInferResponse(nil, r)
+	var got map[string]any
+	if err := json.Unmarshal(b, &got); err != nil {
+		t.Fatalf("%s: %v", b, err)
+	}
+	want := `{"model_name":"m\"<x>","model_version":"1","id":"id\u0001\ufffd","outputs":[{"name":"f","datatype":"FP32","shape":[4],"data":[1.5,null,3.4028235e+38,1e-45]},{"name":"s","datatype":"BYTES","shape":[2],"data":["0.9:1:opacity","é"]},{"name":"i","datatype":"INT8","shape":[2],"data":[-128,127]},{"name":"u","datatype":"UINT64","shape":[1],"data":[18446744073709551615]},{"name":"b","datatype":"BOOL","shape":[1],"data":[true]}]}`
+	if string(b) != want {
+		t.Errorf("got  %s\nwant %s", b, want)
+	}
+	if e := string(AppendError(nil, "bad \"x\"")); e != `{"error":"bad \"x\""}` {
+		t.Errorf("error body %s", e)
+	}
+}
+
+// FuzzDecodeInferRequest feeds arbitrary bytes to the decoder: it must never panic, must return
+// only *Error failures, and whatever it accepts must be consistent.
+func FuzzDecodeInferRequest(f *testing.F) {
+	f.Add([]byte(`{"id":"1","inputs":[{"name":"scan","datatype":"FP32","shape":[1,2],"data":[0.5,1]}],"outputs":[{"name":"probabilities","parameters":{"classification":2}}]}`))
+	f.Add([]byte(`{"inputs":[{"data":[[1,2],[3,4]],"shape":[2,2],"name":"x","datatype":"INT64"}]}`))
+	f.Add([]byte(`{"inputs":[{"name":"x","datatype":"FP32","shape":[3],"data":[NaN,Infinity,-Infinity]}]}`))
+	f.Add([]byte(`{"inputs":[{"name":"s","datatype":"BYTES","shape":[1],"data":["\ud83d\ude00\n"]}]}`))
+	lim := Limits{MaxInputs: 4, MaxOutputs: 4, MaxRank: 4, MaxElements: 1 << 12, MaxString: 256}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		req, err := DecodeInferRequest(body, lim)
+		if err != nil {
+			if _, ok := err.(*Error); !ok {
+				t.Fatalf("error %T: %v", err, err)
+			}
+			return
+		}
+		nonFinite := false
+		if len(req.Inputs) == 0 || len(req.Inputs) > lim.MaxInputs || len(req.Outputs) > lim.MaxOutputs {
+			t.Fatalf("accepted %d inputs, %d outputs", len(req.Inputs), len(req.Outputs))
+		}
+		for _, in := range req.Inputs {
+			n := int64(1)
+			for _, d := range in.Shape {
+				if d < 0 {
+					t.Fatalf("negative dimension %v", in.Shape)
+				}
+				n *= d
+			}
+			if len(in.Shape) > lim.MaxRank || n > lim.MaxElements || int64(in.Len()) != n || in.Name == "" {
+				t.Fatalf("inconsistent tensor %+v", in)
+			}
+			nonFinite = nonFinite || in.NonFinite
+		}
+		if !nonFinite && !json.Valid(body) {
+			t.Fatalf("accepted invalid JSON %q", body)
+		}
+		// What was accepted encodes to valid JSON.
+		out := AppendInferResponse(nil, &InferResponse{ModelName: "m", ID: req.ID, Outputs: req.Inputs})
+		if !json.Valid(out) {
+			t.Fatalf("encoded invalid JSON %q", out)
+		}
+	})
+}
