@@ -90,6 +90,9 @@ type decoder struct {
 	b   []byte
 	i   int
 	lim Limits
+	// For tensor data: the declared shape and the depth of the first scalar (-1: none yet).
+	shape     []int64
+	leafDepth int
 }
 
 func (d *decoder) fail(msg string) error {
@@ -572,7 +575,7 @@ func (d *decoder) input() (Tensor, error) {
 		}
 		want *= v
 	}
-	dd := &decoder{b: d.b[:dataEnd], i: dataStart, lim: d.lim}
+	dd := &decoder{b: d.b[:dataEnd], i: dataStart, lim: d.lim, shape: t.Shape, leafDepth: -1}
 	data, nonFinite, err := dd.data(t.Datatype, int(want))
 	if err != nil {
 		return t, errorf("input %q: %s", t.Name, err.Error())
@@ -755,17 +758,38 @@ func convert[T int8 | int16 | int32 | uint8 | uint16 | uint32, S int64 | uint64]
 	return out
 }
 
-// flatten walks a possibly nested array of scalars, calling leaf at each scalar.
+// flatten walks tensor data, calling leaf at each scalar. Data is either a flat array of all
+// elements or arrays nested exactly as the shape says (every level as long as its dimension).
 func (d *decoder) flatten(depth int, leaf func() error) error {
 	d.ws()
 	if d.peek() != '[' {
 		if depth == 0 {
 			return d.fail("data must be an array")
 		}
+		if d.leafDepth < 0 {
+			d.leafDepth = depth
+			if depth != 1 && depth != len(d.shape) {
+				return errorf("nested data must be flat or follow the shape %v", d.shape)
+			}
+		}
+		if depth != d.leafDepth {
+			return errorf("nested data must be flat or follow the shape %v", d.shape)
+		}
 		return leaf()
 	}
-	if depth >= d.lim.MaxRank {
-		return d.fail("data nested deeper than the maximum rank")
+	if depth >= d.lim.MaxRank || depth >= max(len(d.shape), 1) {
+		return d.fail("data nested deeper than the shape")
 	}
-	return d.array(func() error { return d.flatten(depth+1, leaf) })
+	n := int64(0)
+	err := d.array(func() error { n++; return d.flatten(depth+1, leaf) })
+	if err != nil {
+		return err
+	}
+	if depth > 0 && n != d.shape[depth] {
+		return errorf("nested data: an array at depth %d has %d elements, shape %v says %d", depth, n, d.shape, d.shape[depth])
+	}
+	if depth == 0 && d.leafDepth > 1 && n != d.shape[0] {
+		return errorf("nested data: the outer array has %d elements, shape %v says %d", n, d.shape, d.shape[0])
+	}
+	return nil
 }

@@ -1,0 +1,5 @@
+package demomodel
+
+import "math"
+
+func expRef(x float64) float64 { return math.Exp(x) }
