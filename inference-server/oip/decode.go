@@ -93,6 +93,7 @@ type decoder struct {
 	// For tensor data: the declared shape and the depth of the first scalar (-1: none yet).
 	shape     []int64
 	leafDepth int
+	last      int // start of the last number parsed by float
 }
 
 func (d *decoder) fail(msg string) error {
@@ -361,6 +362,119 @@ func (d *decoder) number() ([]byte, error) {
 	return d.b[start:d.i], nil
 }
 
+// pow10 holds the powers of ten that float64 represents exactly.
+var pow10 = [...]float64{1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22}
+
+// float scans a JSON number and converts it to a float of the given bit size, correctly rounded.
+// Short decimals take Clinger's fast path (an exact integer mantissa times an exact power of ten is
+// one correctly rounded IEEE operation); for float32 the float64 result is then rounded again,
+// which is exact unless it lies exactly halfway between two float32 values. Everything else goes
+// to strconv.ParseFloat. d.last marks where the number began, for error messages.
+func (d *decoder) float(bits int) (float64, error) {
+	start := d.i
+	d.last = start
+	neg := false
+	if d.peek() == '-' {
+		neg = true
+		d.i++
+	}
+	var mant uint64
+	nd, exp10 := 0, 0
+	exact := true
+	digit := func(c byte, frac bool) {
+		if mant == 0 && c == '0' {
+			if frac {
+				exp10--
+			}
+			return
+		}
+		if nd < 19 {
+			mant = mant*10 + uint64(c-'0')
+			nd++
+			if frac {
+				exp10--
+			}
+			return
+		}
+		exact = false // more digits than the fast path keeps
+		if !frac {
+			exp10++
+		}
+	}
+	switch c := d.peek(); {
+	case c == '0':
+		d.i++
+	case c >= '1' && c <= '9':
+		for d.i < len(d.b) && d.b[d.i] >= '0' && d.b[d.i] <= '9' {
+			digit(d.b[d.i], false)
+			d.i++
+		}
+	default:
+		return 0, d.fail("expected a number")
+	}
+	if d.peek() == '.' {
+		d.i++
+		n := d.i
+		for d.i < len(d.b) && d.b[d.i] >= '0' && d.b[d.i] <= '9' {
+			digit(d.b[d.i], true)
+			d.i++
+		}
+		if d.i == n {
+			return 0, d.fail("expected a digit after '.'")
+		}
+	}
+	if c := d.peek(); c == 'e' || c == 'E' {
+		d.i++
+		eneg := false
+		if c := d.peek(); c == '+' || c == '-' {
+			eneg = c == '-'
+			d.i++
+		}
+		n := d.i
+		e := 0
+		for d.i < len(d.b) && d.b[d.i] >= '0' && d.b[d.i] <= '9' {
+			if e < 10000 {
+				e = e*10 + int(d.b[d.i]-'0')
+			}
+			d.i++
+		}
+		if d.i == n {
+			return 0, d.fail("expected a digit in the exponent")
+		}
+		if eneg {
+			e = -e
+		}
+		exp10 += e
+	}
+	if d.i-start > 64 {
+		return 0, d.fail("number too long")
+	}
+	if exact && mant <= 1<<53 && exp10 >= -22 && exp10 <= 22 {
+		f := float64(mant)
+		if exp10 < 0 {
+			f /= pow10[-exp10]
+		} else {
+			f *= pow10[exp10]
+		}
+		if neg {
+			f = -f
+		}
+		if bits == 64 || f == 0 {
+			return f, nil
+		}
+		a := math.Abs(f)
+		if a >= 0x1p-126 && a <= math.MaxFloat32 && math.Float64bits(f)&(1<<29-1) != 1<<28 {
+			return float64(float32(f)), nil
+		}
+	}
+	s := d.b[start:d.i]
+	v, err := strconv.ParseFloat(unsafe.String(&s[0], len(s)), bits)
+	if err != nil {
+		return 0, errorf("%s is out of range for FP%d", s, bits)
+	}
+	return v, nil
+}
+
 // literal consumes the given word if it is next.
 func (d *decoder) literal(w string) bool {
 	if len(d.b)-d.i >= len(w) && string(d.b[d.i:d.i+len(w)]) == w {
@@ -507,6 +621,9 @@ func (d *decoder) input() (Tensor, error) {
 	dataStart, dataEnd := -1, -1
 	var params map[string]any
 	shapeSeen := false
+	var parsed any // data parsed in place (datatype and shape came first)
+	var parsedNonFinite bool
+	var parseErr error
 	err := d.object(func(key string) error {
 		switch key {
 		case "name":
@@ -541,6 +658,21 @@ func (d *decoder) input() (Tensor, error) {
 			return err
 		case "data":
 			dataStart = d.i
+			if shapeSeen && t.Datatype != "" && t.Name != "" {
+				// Common order (name, datatype, shape, data): parse in one pass.
+				want, err := d.elements(t.Name, t.Shape)
+				if err != nil {
+					return err
+				}
+				dd := &decoder{b: d.b, i: d.i, lim: d.lim, shape: t.Shape, leafDepth: -1}
+				parsed, parsedNonFinite, parseErr = dd.data(t.Datatype, int(want))
+				if parseErr != nil {
+					return errorf("input %q: %s", t.Name, parseErr.Error())
+				}
+				d.i = dd.i
+				dataEnd = d.i
+				return nil
+			}
 			if err := d.skipData(0); err != nil {
 				return err
 			}
@@ -568,23 +700,35 @@ func (d *decoder) input() (Tensor, error) {
 	if err := binaryParam(params, "binary_data_size"); err != nil {
 		return t, err
 	}
-	want := int64(1)
-	for _, v := range t.Shape {
-		if v > d.lim.MaxElements || (v > 0 && want > d.lim.MaxElements/v) {
-			return t, errorf("input %q: shape %v has more than %d elements", t.Name, t.Shape, d.lim.MaxElements)
-		}
-		want *= v
-	}
-	dd := &decoder{b: d.b[:dataEnd], i: dataStart, lim: d.lim, shape: t.Shape, leafDepth: -1}
-	data, nonFinite, err := dd.data(t.Datatype, int(want))
+	want, err := d.elements(t.Name, t.Shape)
 	if err != nil {
-		return t, errorf("input %q: %s", t.Name, err.Error())
+		return t, err
+	}
+	data, nonFinite := parsed, parsedNonFinite
+	if data == nil {
+		dd := &decoder{b: d.b[:dataEnd], i: dataStart, lim: d.lim, shape: t.Shape, leafDepth: -1}
+		data, nonFinite, err = dd.data(t.Datatype, int(want))
+		if err != nil {
+			return t, errorf("input %q: %s", t.Name, err.Error())
+		}
 	}
 	t.Data, t.NonFinite = data, nonFinite
 	if n := int64(dataLen(data)); n != want {
 		return t, errorf("input %q: shape %v needs %d elements, data has %d", t.Name, t.Shape, want, n)
 	}
 	return t, nil
+}
+
+// elements returns the element count of a shape, bounded by the limits.
+func (d *decoder) elements(name string, shape []int64) (int64, error) {
+	want := int64(1)
+	for _, v := range shape {
+		if v > d.lim.MaxElements || (v > 0 && want > d.lim.MaxElements/v) {
+			return 0, errorf("input %q: shape %v has more than %d elements", name, shape, d.lim.MaxElements)
+		}
+		want *= v
+	}
+	return want, nil
 }
 
 // data parses tensor data of a datatype, flattening nested arrays. want is the element count the
@@ -627,13 +771,12 @@ func (d *decoder) data(datatype string, want int) (any, bool, error) {
 			case c == '-' && d.literal("-Infinity"):
 				v, nonFinite = math.Inf(-1), true
 			default:
-				n, err := d.number()
-				if err != nil {
+				var err error
+				if v, err = d.float(bits); err != nil {
 					return err
 				}
-				v, err = strconv.ParseFloat(unsafe.String(&n[0], len(n)), bits)
-				if err != nil || math.Abs(v) > limit {
-					return errorf("%s is out of range for %s", n, datatype)
+				if math.Abs(v) > limit {
+					return errorf("%s is out of range for %s", d.b[d.last:d.i], datatype)
 				}
 			}
 			if bits == 32 {

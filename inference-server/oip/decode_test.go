@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"math"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -179,6 +180,60 @@ func FuzzDecodeInferRequest(f *testing.F) {
 		out := AppendInferResponse(nil, &InferResponse{ModelName: "m", ID: req.ID, Outputs: req.Inputs})
 		if !json.Valid(out) {
 			t.Fatalf("encoded invalid JSON %q", out)
+		}
+	})
+}
+
+// The decoder's float conversion agrees with strconv.ParseFloat bit for bit.
+func TestFloatMatchesStrconv(t *testing.T) {
+	cases := []string{"0", "-0", "1", "0.1", "0.5019608", "3.4028235e38", "3.4028236e38", "1e-45", "1.4e-45", "1e-46",
+		"16777217", "16777219", "0.30000001192092896", "9007199254740993", "123456789012345678901234567890",
+		"2.2250738585072014e-308", "1.17549435e-38", "1.1754942e-38", "7e22", "7e23", "-1.5e-10", "0.000000000000000000000000000001",
+		"33554435", "1.00000005960464477539062", "1.0000000596046448", "4.9406564584124654e-324", "1e308", "1.7976931348623157e308"}
+	r := uint64(12345)
+	next := func() uint64 { r ^= r << 13; r ^= r >> 7; r ^= r << 17; return r }
+	for range 20000 {
+		m := next() % 100000000000
+		e := int(next()%60) - 40
+		cases = append(cases, strconv.FormatUint(m, 10)+"e"+strconv.Itoa(e))
+		f := math.Float32frombits(uint32(next()))
+		if !math.IsNaN(float64(f)) && !math.IsInf(float64(f), 0) {
+			cases = append(cases, strconv.FormatFloat(float64(f), 'g', -1, 32), strconv.FormatFloat(float64(f), 'g', 9, 32))
+			// Halfway between f and its neighbour, written exactly.
+			g := math.Nextafter32(f, float32(math.Inf(1)))
+			mid := (float64(f) + float64(g)) / 2
+			cases = append(cases, strconv.FormatFloat(mid, 'g', -1, 64))
+		}
+	}
+	for _, s := range cases {
+		for _, bits := range []int{32, 64} {
+			want, werr := strconv.ParseFloat(s, bits)
+			d := &decoder{b: []byte(s), lim: DefaultLimits}
+			got, gerr := d.float(bits)
+			if (werr != nil) != (gerr != nil) || (werr == nil && math.Float64bits(got) != math.Float64bits(want)) {
+				t.Fatalf("%s (%d bits): got %v, %v; strconv %v, %v", s, bits, got, gerr, want, werr)
+			}
+		}
+	}
+}
+
+// FuzzFloat checks the fast float path against strconv on any JSON number.
+func FuzzFloat(f *testing.F) {
+	for _, s := range []string{"0.5019608", "16777217", "1e-45", "3.4028236e38", "-12.5e3"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		d := &decoder{b: []byte(s), lim: DefaultLimits}
+		if _, err := d.number(); err != nil || d.i != len(s) {
+			return // not a JSON number
+		}
+		for _, bits := range []int{32, 64} {
+			want, werr := strconv.ParseFloat(s, bits)
+			d := &decoder{b: []byte(s), lim: DefaultLimits}
+			got, gerr := d.float(bits)
+			if (werr != nil) != (gerr != nil) || (werr == nil && math.Float64bits(got) != math.Float64bits(want)) {
+				t.Fatalf("%s (%d bits): got %v, %v; strconv %v, %v", s, bits, got, gerr, want, werr)
+			}
 		}
 	})
 }

@@ -1,0 +1,183 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/countersign/countersign/inference-server/internal/testort"
+	"github.com/countersign/countersign/inference-server/modelrepo"
+	"github.com/countersign/countersign/inference-server/oip"
+	"github.com/countersign/countersign/inference-server/ortsession"
+	"github.com/countersign/countersign/inference-server/server"
+)
+
+// latencies collects per-request durations.
+type latencies []time.Duration
+
+func (l latencies) pct(p float64) time.Duration {
+	s := slices.Clone(l)
+	slices.Sort(s)
+	return s[min(len(s)-1, int(p*float64(len(s))))]
+}
+
+// measure runs fn from conc goroutines, n calls each, and returns every call's latency and the
+// wall time.
+func measure(conc, n int, fn func() error) (latencies, time.Duration, error) {
+	lat := make([]latencies, conc)
+	errs := make([]error, conc)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for g := range conc {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			l := make(latencies, 0, n)
+			for range n {
+				t0 := time.Now()
+				if err := fn(); err != nil {
+					errs[g] = err
+					return
+				}
+				l = append(l, time.Since(t0))
+			}
+			lat[g] = l
+		}()
+	}
+	wg.Wait()
+	wall := time.Since(start)
+	var all latencies
+	for g := range conc {
+		if errs[g] != nil {
+			return nil, 0, errs[g]
+		}
+		all = append(all, lat[g]...)
+	}
+	return all, wall, nil
+}
+
+// BenchmarkServerVsDirect measures, in one run, the server's per-request overhead (HTTP +
+// decode + validate + encode) against a direct session.Run loop on the same input, at
+// concurrency 1 and 8, and throughput with dynamic batching off and on. It runs a fixed number
+// of requests per row (b.N is not used) and prints a table; see docs/inference-server.md.
+func BenchmarkServerVsDirect(b *testing.B) {
+	lib := testort.Lib(b)
+	const warm, n1, n8 = 300, 3000, 600 // n8 per client
+	m, err := modelrepo.LoadModel(filepath.Join(testort.ModelRepository(), modelName))
+	if err != nil {
+		b.Fatal(err)
+	}
+	sess, err := ortsession.New(m, ortsession.Options{IntraOpThreads: 1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer sess.Close()
+	x := samples(b)["opacity-1"]
+	body := []byte(inferBody("bench", x))
+	inputs := []oip.Tensor{{Name: "scan", Datatype: oip.FP32, Shape: []int64{1, 1, 64, 64}, Data: x}}
+	direct := func() error { _, err := sess.Run(context.Background(), inputs); return err }
+
+	// In-process handler (no network): isolates decode + validate + run + encode.
+	srv, err := server.New(server.Options{
+		Models: []server.Model{{Config: m.Config, Session: sess}}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Registry: prometheus.NewRegistry(), MaxBodyBytes: 8 << 20,
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer srv.Close()
+	handler := func() error {
+		req := httptest.NewRequest(http.MethodPost, "/v2/models/"+modelName+"/infer", bytes.NewReader(body))
+		rec := httptest.NewRecorder()
+		srv.ServeHTTP(rec, req)
+		if rec.Code != 200 {
+			return fmt.Errorf("handler: %d %s", rec.Code, rec.Body)
+		}
+		return nil
+	}
+
+	plain := start(b, "--onnxruntime-lib", lib, "--intra-op-threads", "1")
+	batched := start(b, "--onnxruntime-lib", lib, "--intra-op-threads", "1", "--batch-max-size", "8", "--batch-max-delay", "500us")
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 32, DisableCompression: true}, Timeout: 30 * time.Second}
+	buf := make([]byte, 0, 4096)
+	var bufMu sync.Mutex
+	httpCall := func(url string) func() error {
+		return func() error {
+			resp, err := client.Post(url, "application/json", bytes.NewReader(body))
+			if err != nil {
+				return err
+			}
+			bufMu.Lock()
+			w := bytes.NewBuffer(buf[:0])
+			_, err = io.Copy(w, resp.Body)
+			bufMu.Unlock()
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				return fmt.Errorf("status %d", resp.StatusCode)
+			}
+			return err
+		}
+	}
+	plainCall := httpCall(plain.url + "/v2/models/" + modelName + "/infer")
+	batchedCall := httpCall(batched.url + "/v2/models/" + modelName + "/infer")
+
+	type row struct {
+		name       string
+		conc, n    int
+		fn         func() error
+		lat        latencies
+		wall       time.Duration
+		throughput float64
+	}
+	rows := []*row{
+		{name: "direct session.Run", conc: 1, n: n1, fn: direct},
+		{name: "handler in-process (no HTTP)", conc: 1, n: n1, fn: handler},
+		{name: "server HTTP, batching off", conc: 1, n: n1, fn: plainCall},
+		{name: "direct session.Run", conc: 8, n: n8, fn: direct},
+		{name: "server HTTP, batching off", conc: 8, n: n8, fn: plainCall},
+		{name: "server HTTP, batching on (8, 500µs)", conc: 8, n: n8, fn: batchedCall},
+	}
+	for _, r := range rows {
+		if _, _, err := measure(r.conc, warm/r.conc+1, r.fn); err != nil {
+			b.Fatal(r.name, err)
+		}
+		r.lat, r.wall, err = measure(r.conc, r.n, r.fn)
+		if err != nil {
+			b.Fatal(r.name, err)
+		}
+		r.throughput = float64(r.conc*r.n) / r.wall.Seconds()
+	}
+	us := func(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 }
+	w := os.Stdout
+	fmt.Fprintf(w, "\ninference-server: %s, one 1×1×64×64 FP32 scan per request (JSON body %d bytes), intra-op threads 1, GOMAXPROCS %d\n",
+		modelName, len(body), runtimeProcs())
+	fmt.Fprintf(w, "%-38s %5s %8s %9s %9s %10s\n", "path", "conc", "requests", "p50 µs", "p99 µs", "req/s")
+	for _, r := range rows {
+		fmt.Fprintf(w, "%-38s %5d %8d %9.1f %9.1f %10.0f\n", r.name, r.conc, r.conc*r.n, us(r.lat.pct(0.5)), us(r.lat.pct(0.99)), r.throughput)
+	}
+	d1, h1, s1, d8, s8, bt8 := rows[0], rows[1], rows[2], rows[3], rows[4], rows[5]
+	ov50 := us(s1.lat.pct(0.5)) - us(d1.lat.pct(0.5))
+	ov99 := us(s1.lat.pct(0.99)) - us(d1.lat.pct(0.99))
+	fmt.Fprintf(w, "overhead at concurrency 1 (server − direct): p50 %.1f µs (target ≤ 100), p99 %.1f µs (target ≤ 250); in-process handler alone p50 %.1f µs\n",
+		ov50, ov99, us(h1.lat.pct(0.5))-us(d1.lat.pct(0.5)))
+	fmt.Fprintf(w, "overhead at concurrency 8 (server − direct): p50 %.1f µs, p99 %.1f µs\n",
+		us(s8.lat.pct(0.5))-us(d8.lat.pct(0.5)), us(s8.lat.pct(0.99))-us(d8.lat.pct(0.99)))
+	fmt.Fprintf(w, "throughput vs direct loop at concurrency 8: batching off %.2f×, batching on %.2f× (target ≥ 0.9×); batching on/off %.2f×\n\n",
+		s8.throughput/d8.throughput, bt8.throughput/d8.throughput, bt8.throughput/s8.throughput)
+	b.ReportMetric(ov50, "overhead-p50-µs")
+	b.ReportMetric(ov99, "overhead-p99-µs")
+	b.ReportMetric(s8.throughput/d8.throughput, "tput-ratio-off")
+	b.ReportMetric(bt8.throughput/d8.throughput, "tput-ratio-batched")
+}
