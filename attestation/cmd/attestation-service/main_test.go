@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
@@ -11,6 +12,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,6 +24,7 @@ import (
 
 	"github.com/countersign/countersign/attestation/maa"
 	"github.com/countersign/countersign/attestation/quote"
+	"github.com/countersign/countersign/attestation/service"
 )
 
 func TestRunConfigErrors(t *testing.T) {
@@ -255,4 +258,59 @@ func runBinaryOnce(t *testing.T, bin string, args []string, dir string, more fun
 		}
 	}
 	return set.Keys[0].Kid
+}
+
+// TestSimRequest: the sim-request subcommand prints bodies the service accepts.
+func TestSimRequest(t *testing.T) {
+	dir := t.TempDir()
+	keyPath := filepath.Join(dir, "platform.key")
+	key, cert, _, err := service.LoadOrCreateSigningKey(filepath.Join(dir, "k.pem"), filepath.Join(dir, "c.pem"), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, tt := range []struct {
+		args []string
+		path string
+	}{
+		{[]string{"--runtime-data", `{"keys":[]}`, "--mrenclave", strings.Repeat("ab", 32), "--svn", "9"}, "/attest/SgxEnclave?api-version=2022-08-01"},
+		{[]string{"--runtime-data", "raw bytes", "--data-type", "Binary", "--openenclave"}, "/attest/OpenEnclave?api-version=2020-10-01"},
+	} {
+		var stdout, stderr bytes.Buffer
+		if err := run(context.Background(), append([]string{"sim-request", "--platform-key", keyPath}, tt.args...), &stdout, &stderr); err != nil {
+			t.Fatalf("sim-request: %v", err)
+		}
+		if generated := strings.Contains(stderr.String(), "generated simulated platform key"); generated != (i == 0) {
+			t.Errorf("run %d: generated=%v, want only on the first run", i, generated)
+		}
+		pub, err := quote.LoadPlatformPublicKey(keyPath + ".pub")
+		if err != nil {
+			t.Fatal(err)
+		}
+		svc, err := service.New(service.Config{Issuer: "https://attest.test", SigningKey: key, SigningCert: cert, SimPlatformKeys: []ed25519.PublicKey{pub}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec := httptest.NewRecorder()
+		req := httptest.NewRequest("POST", tt.path, &stdout)
+		req.Header.Set("Content-Type", "application/json")
+		svc.Handler().ServeHTTP(rec, req)
+		if rec.Code != 200 {
+			t.Errorf("%v: status %d %s", tt.args, rec.Code, rec.Body)
+		}
+	}
+	for _, tt := range []struct {
+		args []string
+		msg  string
+	}{
+		{nil, "--platform-key: required"},
+		{[]string{"--platform-key", keyPath, "--mrsigner", "abc"}, `--mrsigner: "abc", expected 64 hex digits`},
+		{[]string{"--platform-key", keyPath, "--svn", "70000"}, "expected at most 65535"},
+		{[]string{"--platform-key", keyPath, "--data-type", "Text"}, `--data-type: "Text", expected Binary or JSON`},
+		{[]string{"--platform-key", filepath.Join(dir, "k.pem")}, "--platform-key:"},
+	} {
+		err := run(context.Background(), append([]string{"sim-request"}, tt.args...), io.Discard, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), tt.msg) {
+			t.Errorf("%v: error %v, want %q", tt.args, err, tt.msg)
+		}
+	}
 }
