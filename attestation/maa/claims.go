@@ -63,6 +63,10 @@ type Claims struct {
 	SGXCollateral   *Collateral `json:"x-ms-sgx-collateral,omitempty"`
 
 	Sim *bool `json:"x-countersign-sim,omitempty"`
+
+	rt     *RuntimeData // set by ParseClaims
+	rtErr  error
+	rtDone bool
 }
 
 // Collateral is x-ms-sgx-collateral: hashes of the collateral the quote was checked against.

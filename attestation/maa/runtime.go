@@ -1,7 +1,6 @@
 package maa
 
 import (
-	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -13,6 +12,8 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+
+	"github.com/valyala/fastjson"
 )
 
 // Bounds on runtime data. Countersign's runtime data holds one or two keys and a few claimed
@@ -32,6 +33,8 @@ type RuntimeData struct {
 	// Claimed are labels the enclave reports but that no hardware measured: the app image
 	// digest beside the proxy, a model's SHA-256. They are reported as claimed, never as proven.
 	Claimed map[string]string `json:"claimed,omitempty"`
+
+	pubs []crypto.PublicKey // Keys decoded, set by ParseRuntimeData
 }
 
 // JWK is a public JSON Web Key (RFC 7517) of the kinds Countersign uses: EC P-256/P-384, RSA,
@@ -161,32 +164,86 @@ func (r *RuntimeData) Marshal() ([]byte, error) {
 }
 
 // ParseRuntimeData parses runtime data (or the x-ms-runtime claim) strictly: bounded size, a
-// JSON object with a non-empty "keys" array of valid public keys, and string-valued "claimed"
-// labels. Other members are ignored so that other tools' runtime data still parses.
+// JSON object with a non-empty "keys" array of valid public keys (JWK members must be strings),
+// and string-valued "claimed" labels. Other members are ignored so that other tools' runtime
+// data still parses.
 func ParseRuntimeData(b []byte) (*RuntimeData, error) {
 	if len(b) > MaxRuntimeDataSize {
 		return nil, fmt.Errorf("runtime data of %d bytes, at most %d allowed", len(b), MaxRuntimeDataSize)
 	}
+	p := parsers.Get()
+	defer parsers.Put(p)
+	v, err := p.ParseBytes(b)
+	if err != nil {
+		return nil, fmt.Errorf("runtime data is not JSON: %w", err)
+	}
+	return runtimeFromValue(v)
+}
+
+func runtimeFromValue(v *fastjson.Value) (*RuntimeData, error) {
+	if v.Type() != fastjson.TypeObject {
+		return nil, fmt.Errorf("runtime data is a JSON %s, expected an object {\"keys\":[JWK...]}", v.Type())
+	}
 	var rd RuntimeData
-	dec := json.NewDecoder(bytes.NewReader(b))
-	if err := dec.Decode(&rd); err != nil {
-		return nil, fmt.Errorf("runtime data is not the expected JSON object {\"keys\":[JWK...]}: %w", err)
-	}
-	if dec.More() {
-		return nil, errors.New("runtime data has trailing bytes after the JSON object")
-	}
-	if len(rd.Keys) == 0 {
+	keys := v.Get("keys")
+	if keys == nil {
 		return nil, errors.New("runtime data has no keys: expected \"keys\" with at least one JWK")
 	}
-	if len(rd.Keys) > MaxRuntimeKeys {
-		return nil, fmt.Errorf("runtime data has %d keys, at most %d allowed", len(rd.Keys), MaxRuntimeKeys)
+	arr, err := keys.Array()
+	if err != nil {
+		return nil, fmt.Errorf("runtime data \"keys\" is a JSON %s, expected an array of JWKs", keys.Type())
 	}
-	if len(rd.Claimed) > MaxClaimedEntries {
-		return nil, fmt.Errorf("runtime data has %d claimed labels, at most %d allowed", len(rd.Claimed), MaxClaimedEntries)
+	if len(arr) == 0 {
+		return nil, errors.New("runtime data has no keys: expected \"keys\" with at least one JWK")
 	}
-	for i := range rd.Keys {
-		if _, err := rd.Keys[i].PublicKey(); err != nil {
+	if len(arr) > MaxRuntimeKeys {
+		return nil, fmt.Errorf("runtime data has %d keys, at most %d allowed", len(arr), MaxRuntimeKeys)
+	}
+	rd.Keys = make([]JWK, len(arr))
+	for i, kv := range arr {
+		o, err := kv.Object()
+		if err != nil {
+			return nil, fmt.Errorf("runtime data keys[%d] is a JSON %s, expected a JWK object", i, kv.Type())
+		}
+		j := &rd.Keys[i]
+		fields := [...]struct {
+			name string
+			dst  *string
+		}{{"kty", &j.Kty}, {"kid", &j.Kid}, {"use", &j.Use}, {"alg", &j.Alg}, {"crv", &j.Crv}, {"x", &j.X}, {"y", &j.Y}, {"n", &j.N}, {"e", &j.E}}
+		for _, f := range fields {
+			fv := o.Get(f.name)
+			if fv == nil {
+				continue
+			}
+			if fv.Type() != fastjson.TypeString {
+				return nil, fmt.Errorf("runtime data keys[%d].%s is a JSON %s, expected a string", i, f.name, fv.Type())
+			}
+			*f.dst = string(fv.GetStringBytes())
+		}
+		k, err := j.PublicKey()
+		if err != nil {
 			return nil, fmt.Errorf("runtime data keys[%d]: %w", i, err)
+		}
+		rd.pubs = append(rd.pubs, k)
+	}
+	if cv := v.Get("claimed"); cv != nil {
+		o, oerr := cv.Object()
+		if oerr != nil {
+			return nil, fmt.Errorf("runtime data \"claimed\" is a JSON %s, expected an object of strings", cv.Type())
+		}
+		if o.Len() > MaxClaimedEntries {
+			return nil, fmt.Errorf("runtime data has %d claimed labels, at most %d allowed", o.Len(), MaxClaimedEntries)
+		}
+		rd.Claimed = make(map[string]string, o.Len())
+		var err error
+		o.Visit(func(k []byte, lv *fastjson.Value) {
+			if err == nil && lv.Type() != fastjson.TypeString {
+				err = fmt.Errorf("runtime data claimed.%s is a JSON %s, expected a string", k, lv.Type())
+			}
+			rd.Claimed[string(k)] = string(lv.GetStringBytes())
+		})
+		if err != nil {
+			return nil, err
 		}
 	}
 	return &rd, nil
@@ -199,13 +256,27 @@ func (r *RuntimeData) HasKey(pub crypto.PublicKey) bool {
 	if !ok {
 		return false
 	}
-	for i := range r.Keys {
-		k, err := r.Keys[i].PublicKey()
-		if err == nil && want.Equal(k) {
+	for _, k := range r.PublicKeys() {
+		if want.Equal(k) {
 			return true
 		}
 	}
 	return false
+}
+
+// PublicKeys returns the decoded keys (decoding them now if r was not made by ParseRuntimeData;
+// keys that do not decode are left out).
+func (r *RuntimeData) PublicKeys() []crypto.PublicKey {
+	if r.pubs != nil {
+		return r.pubs
+	}
+	var out []crypto.PublicKey
+	for i := range r.Keys {
+		if k, err := r.Keys[i].PublicKey(); err == nil {
+			out = append(out, k)
+		}
+	}
+	return out
 }
 
 // ReportDataFor is what an enclave puts in the first 32 bytes of its SGX report data for the
