@@ -13,7 +13,7 @@ func TestGenerateReproducesCommittedFiles(t *testing.T) {
 	if testing.Short() {
 		t.Skip("trains the model (seconds; longer under -race)")
 	}
-	files, err := Generate()
+	files, _, err := BuildOnce()
 	if err != nil {
 		t.Fatal(err)
 	}

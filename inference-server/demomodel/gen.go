@@ -38,6 +38,12 @@ type Files map[string][]byte
 
 // Generate trains the model and returns every file of its model-repository folder.
 func Generate() (Files, error) {
+	files, _, err := Build()
+	return files, err
+}
+
+// Build is Generate that also returns the trained network.
+func Build() (Files, *Net, error) {
 	net := Train(DefaultTrain)
 	model := net.ONNX()
 	sum := sha256.Sum256(model)
@@ -50,7 +56,7 @@ func Generate() (Files, error) {
 
 	cfg, err := ConfigJSON(digest)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	files := Files{
 		Name + "/model.onnx":    model,
@@ -63,12 +69,12 @@ func Generate() (Files, error) {
 			img := Scan(r, c)
 			b, err := EncodePNG(img)
 			if err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			files[fmt.Sprintf("%s/samples/%s-%d.png", Name, class, i+1)] = b
 		}
 	}
-	return files, nil
+	return files, net, nil
 }
 
 // EncodePNG writes a scan as an 8-bit greyscale PNG.

@@ -1,6 +1,7 @@
 package oip
 
 import (
+	"errors"
 	"math"
 	"strconv"
 	"unicode/utf16"
@@ -787,7 +788,16 @@ func (d *decoder) data(datatype string, want int) (any, bool, error) {
 			count++
 			return nil
 		}
-		err := d.flatten(0, leaf)
+		var err error
+		if bits == 32 && d.flatNumbers() {
+			// Fast path for the common flat FP32 array of plain numbers: no per-element closures.
+			err = d.flatFloat32(want, &f32, limit, datatype)
+			if err == errNotPlain {
+				err = d.flatten(0, leaf)
+			}
+		} else {
+			err = d.flatten(0, leaf)
+		}
 		if bits == 32 {
 			return f32, nonFinite, err
 		}
@@ -899,6 +909,61 @@ func convert[T int8 | int16 | int32 | uint8 | uint16 | uint32, S int64 | uint64]
 		out[i] = T(v)
 	}
 	return out
+}
+
+// errNotPlain makes flatFloat32 hand over to the general path.
+var errNotPlain = errors.New("not a plain flat array")
+
+// flatNumbers reports whether the data at d is an array whose first element is a plain number.
+func (d *decoder) flatNumbers() bool {
+	j := d.i
+	for j < len(d.b) && (d.b[j] == ' ' || d.b[j] == '\t' || d.b[j] == '\n' || d.b[j] == '\r') {
+		j++
+	}
+	if j >= len(d.b) || d.b[j] != '[' {
+		return false
+	}
+	j++
+	for j < len(d.b) && (d.b[j] == ' ' || d.b[j] == '\t' || d.b[j] == '\n' || d.b[j] == '\r') {
+		j++
+	}
+	return j < len(d.b) && (d.b[j] == '-' || (d.b[j] >= '0' && d.b[j] <= '9'))
+}
+
+// flatFloat32 parses a flat array of plain numbers. If it meets anything else (a nested array,
+// NaN, Infinity) before consuming input it cannot give back, it rewinds and returns errNotPlain.
+func (d *decoder) flatFloat32(want int, out *[]float32, limit float64, datatype string) error {
+	start, startLen := d.i, len(*out)
+	rewind := func() error { d.i = start; *out = (*out)[:startLen]; return errNotPlain }
+	d.ws()
+	d.i++ // '['
+	for {
+		d.ws()
+		if c := d.peek(); c != '-' && (c < '0' || c > '9') || (c == '-' && d.i+1 < len(d.b) && d.b[d.i+1] == 'I') {
+			return rewind()
+		}
+		if len(*out) >= want {
+			return errorf("data has more elements than the shape's %d", want)
+		}
+		v, err := d.float(32)
+		if err != nil {
+			return err
+		}
+		if math.Abs(v) > limit {
+			return errorf("%s is out of range for %s", d.b[d.last:d.i], datatype)
+		}
+		*out = append(*out, float32(v))
+		d.ws()
+		switch d.peek() {
+		case ',':
+			d.i++
+		case ']':
+			d.i++
+			return nil
+		default:
+			return d.fail("expected ',' or ']'")
+		}
+	}
 }
 
 // flatten walks tensor data, calling leaf at each scalar. Data is either a flat array of all
