@@ -1,0 +1,36 @@
+package cli
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/hex"
+	"fmt"
+
+	"github.com/countersign/countersign/attestation/quote"
+)
+
+func init() {
+	Commands["sim-platform-key"] = Command{
+		Summary: "make a simulated platform key (private to FILE, public to FILE.pub)",
+		Run:     runSimPlatformKey,
+	}
+}
+
+func runSimPlatformKey(_ context.Context, args []string, s Streams) error {
+	fs := newFlagSet("sim-platform-key", s)
+	out := fs.String("out", "", "file for the private key (PKCS#8 PEM); the public key goes to FILE.pub (required)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *out == "" {
+		return usagef("--out FILE is required")
+	}
+	priv, err := quote.GeneratePlatformKey(*out)
+	if err != nil {
+		return usagef("%v", err)
+	}
+	id := quote.PlatformKeyID(priv.Public().(ed25519.PublicKey))
+	fmt.Fprintf(s.Out, "simulated platform key written to %s (public half: %s.pub, key id %s)\n", *out, *out, hex.EncodeToString(id[:8]))
+	fmt.Fprintf(s.Out, "trust it with: attestation-service --sim-platform-key %s.pub\n", *out)
+	return nil
+}

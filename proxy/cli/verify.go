@@ -1,0 +1,141 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/countersign/countersign/attestation"
+	"github.com/countersign/countersign/attestation/policy"
+	"github.com/countersign/countersign/attestation/token"
+)
+
+func init() {
+	Commands["verify"] = Command{
+		Summary: "explain whether a token satisfies a policy (exit 0 accepted, 1 rejected, 2 error)",
+		Run:     runVerify,
+	}
+}
+
+func runVerify(ctx context.Context, args []string, s Streams) error {
+	fs := newFlagSet("verify", s)
+	policyFile := fs.String("policy", "", "policy file (YAML, see docs/policy.md) (required)")
+	identity := fs.String("identity", "", "identity the token must satisfy (default: any identity in the policy)")
+	tokenFile := fs.String("token", "", "token file, or - for standard input")
+	keyFile := fs.String("key", "", "optional PEM public key or certificate the token's runtime data must name")
+	timeout := fs.Duration("timeout", 30*time.Second, "how long to wait for the issuer's keys")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *policyFile == "" {
+		return usagef("--policy FILE is required")
+	}
+	if *tokenFile == "" {
+		return usagef("one of --token FILE|- is required")
+	}
+	p, err := policy.Load(*policyFile)
+	if err != nil {
+		return usagef("%v", err)
+	}
+	raw, err := readInput(*tokenFile, s, token.DefaultMaxTokenSize*2)
+	if err != nil {
+		return usagef("--token: %v", err)
+	}
+	var pub crypto.PublicKey
+	if *keyFile != "" {
+		if pub, err = loadPublicKey(*keyFile); err != nil {
+			return usagef("--key: %v", err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	log := slog.New(slog.NewTextHandler(s.Err, &slog.HandlerOptions{Level: slog.LevelError}))
+	eng, err := policy.NewEngine(p, log, nil)
+	if err != nil {
+		return usagef("%v", err)
+	}
+	if err := eng.Verifier.Prefetch(ctx); err != nil {
+		return usagef("cannot fetch the issuers' keys: %v", err)
+	}
+	var ids []string
+	if *identity != "" {
+		ids = []string{*identity}
+	}
+	d, t := eng.Check(ctx, string(bytes.TrimSpace(raw)), ids, pub)
+	if !d.Allowed() {
+		if d.Rejection.Code == attestation.CodeUnknownIdentity {
+			return usagef("--identity: %s", d.Rejection.Sentence())
+		}
+		fmt.Fprintf(s.Out, "rejected: %s\n", d.Rejection.Code)
+		fmt.Fprintf(s.Out, "  %s\n", d.Rejection.Sentence())
+		if t != nil {
+			describe(s, t)
+		}
+		return &exitError{code: ExitRejected, err: fmt.Errorf("token rejected: %s", d.Rejection.Code)}
+	}
+	fmt.Fprintf(s.Out, "accepted: identity %s\n", d.Identity)
+	describe(s, t)
+	return nil
+}
+
+func describe(s Streams, t *token.Verified) {
+	c := t.Claims
+	b := func(p *bool) string {
+		if p == nil {
+			return "absent"
+		}
+		return fmt.Sprint(*p)
+	}
+	u := func(p *uint64) string {
+		if p == nil {
+			return "absent"
+		}
+		return fmt.Sprint(*p)
+	}
+	fmt.Fprintf(s.Out, "  issuer          %s\n", c.Issuer)
+	fmt.Fprintf(s.Out, "  type            %s\n", c.AttestationType)
+	fmt.Fprintf(s.Out, "  mrenclave       %s\n", c.SGXMREnclave)
+	fmt.Fprintf(s.Out, "  mrsigner        %s\n", c.SGXMRSigner)
+	fmt.Fprintf(s.Out, "  product id/svn  %s/%s\n", u(c.SGXProductID), u(c.SGXSVN))
+	fmt.Fprintf(s.Out, "  debuggable      %s\n", b(c.SGXIsDebuggable))
+	if c.Sim != nil && *c.Sim {
+		fmt.Fprintf(s.Out, "  simulated       true (software attester: not hardware-backed)\n")
+	}
+	fmt.Fprintf(s.Out, "  policy hash     %s\n", c.PolicyHash)
+	fmt.Fprintf(s.Out, "  issued/expires  %s / %s\n", c.IssuedAt.Time().UTC().Format(time.RFC3339), c.Expiry.Time().UTC().Format(time.RFC3339))
+	if t.Runtime != nil {
+		fmt.Fprintf(s.Out, "  runtime keys    %d\n", len(t.Runtime.Keys))
+		for k, v := range t.Runtime.Claimed {
+			fmt.Fprintf(s.Out, "  claimed %-7s %s (reported by the enclave, not measured)\n", k, v)
+		}
+	}
+}
+
+// loadPublicKey reads a PEM public key or certificate.
+func loadPublicKey(path string) (crypto.PublicKey, error) {
+	b, err := readInput(path, Streams{}, 1<<20)
+	if err != nil {
+		return nil, err
+	}
+	block, _ := pem.Decode(b)
+	if block == nil {
+		return nil, fmt.Errorf("%s: no PEM block", path)
+	}
+	switch strings.ToUpper(block.Type) {
+	case "PUBLIC KEY":
+		return x509.ParsePKIXPublicKey(block.Bytes)
+	case "CERTIFICATE":
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, err
+		}
+		return c.PublicKey, nil
+	}
+	return nil, fmt.Errorf("%s: PEM block %q, expected PUBLIC KEY or CERTIFICATE", path, block.Type)
+}
