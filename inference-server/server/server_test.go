@@ -183,6 +183,22 @@ func counter(t *testing.T, reg *prometheus.Registry, name, model string) float64
 	return 0
 }
 
+func counterOrZero(reg *prometheus.Registry, name, model string) float64 {
+	mfs, _ := reg.Gather()
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			for _, m := range mf.GetMetric() {
+				for _, l := range m.GetLabel() {
+					if l.GetName() == "model" && l.GetValue() == model {
+						return m.GetCounter().GetValue()
+					}
+				}
+			}
+		}
+	}
+	return 0
+}
+
 func failures(t *testing.T, reg *prometheus.Registry, reason string) float64 {
 	t.Helper()
 	mfs, _ := reg.Gather()
@@ -301,7 +317,7 @@ func TestNotReadyWhileDraining(t *testing.T) {
 // Concurrent requests are merged into batches and each gets its own rows back.
 func TestBatchingMergesAndSplits(t *testing.T) {
 	sess := &fakeSession{gate: make(chan struct{})}
-	_, _, ts := newTestServer(t, sess, BatchConfig{MaxSize: 8, MaxDelay: 50 * time.Millisecond, QueueSize: 64, Workers: 1})
+	_, reg, ts := newTestServer(t, sess, BatchConfig{MaxSize: 8, MaxDelay: 50 * time.Millisecond, QueueSize: 64, Workers: 1})
 	const n = 12
 	var wg sync.WaitGroup
 	var bad atomic.Int32
@@ -342,8 +358,13 @@ func TestBatchingMergesAndSplits(t *testing.T) {
 			}
 		}()
 	}
-	// Let every request reach the queue (the first run blocks in the session), then release it.
-	time.Sleep(300 * time.Millisecond)
+	// Let every request reach the server and the queue (the first run blocks in the session),
+	// then release the session.
+	deadline := time.Now().Add(20 * time.Second)
+	for counterOrZero(reg, "countersign_inference_requests_total", "fake") < n && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond)
 	go func() {
 		for range n {
 			sess.gate <- struct{}{}
