@@ -33,8 +33,10 @@ func (SGX) Quote(ctx context.Context, runtimeData []byte) ([]byte, error) {
 	h := sha256.Sum256(runtimeData)
 	report, err := getRemoteReport(h[:])
 	if err != nil {
+		// Outside an enclave the EGo runtime's system call does not exist (ENOSYS), which
+		// EGo reports as OE_UNSUPPORTED.
 		var errno syscall.Errno
-		if errors.As(err, &errno) && errno == syscall.ENOSYS {
+		if err.Error() == "OE_UNSUPPORTED" || (errors.As(err, &errno) && errno == syscall.ENOSYS) {
 			return nil, ErrNotInEnclave
 		}
 		return nil, fmt.Errorf("sgx: get remote report: %w", err)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"unicode/utf8"
 
 	"github.com/valyala/fastjson"
 )
@@ -98,7 +99,12 @@ func str(f func(*Claims) *string) setter {
 		if v.Type() != fastjson.TypeString {
 			return &ClaimTypeError{Claim: key, Want: "a string", Got: v.Type().String()}
 		}
-		*f(c) = string(v.GetStringBytes())
+		b := v.GetStringBytes()
+		if !utf8.Valid(b) {
+			// JSON text is UTF-8 (RFC 8259); decoders differ on what invalid bytes mean.
+			return &ClaimTypeError{Claim: key, Want: "a valid UTF-8 string", Got: "string with invalid UTF-8"}
+		}
+		*f(c) = string(b)
 		return nil
 	}
 }

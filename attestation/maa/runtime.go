@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"unicode/utf8"
 
 	"github.com/valyala/fastjson"
 )
@@ -215,8 +216,8 @@ func runtimeFromValue(v *fastjson.Value) (*RuntimeData, error) {
 			if fv == nil {
 				continue
 			}
-			if fv.Type() != fastjson.TypeString {
-				return nil, fmt.Errorf("runtime data keys[%d].%s is a JSON %s, expected a string", i, f.name, fv.Type())
+			if fv.Type() != fastjson.TypeString || !utf8.Valid(fv.GetStringBytes()) {
+				return nil, fmt.Errorf("runtime data keys[%d].%s is a JSON %s, expected a UTF-8 string", i, f.name, fv.Type())
 			}
 			*f.dst = string(fv.GetStringBytes())
 		}
@@ -237,7 +238,7 @@ func runtimeFromValue(v *fastjson.Value) (*RuntimeData, error) {
 		rd.Claimed = make(map[string]string, o.Len())
 		var err error
 		o.Visit(func(k []byte, lv *fastjson.Value) {
-			if err == nil && lv.Type() != fastjson.TypeString {
+			if err == nil && (lv.Type() != fastjson.TypeString || !utf8.Valid(k) || !utf8.Valid(lv.GetStringBytes())) {
 				err = fmt.Errorf("runtime data claimed.%s is a JSON %s, expected a string", k, lv.Type())
 			}
 			rd.Claimed[string(k)] = string(lv.GetStringBytes())
