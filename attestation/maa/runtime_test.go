@@ -45,7 +45,7 @@ func TestParseRuntimeDataErrors(t *testing.T) {
 		"empty keys":        {`{"keys":[]}`, "no keys"},
 		"keys not an array": {`{"keys":{}}`, "expected an array"},
 		"key not an object": {`{"keys":[1]}`, "expected a JWK object"},
-		"kty not a string":  {`{"keys":[{"kty":1}]}`, "expected a string"},
+		"kty not a string":  {`{"keys":[{"kty":1}]}`, "expected a UTF-8 string"},
 		"point off curve":   {`{"keys":[{"kty":"EC","crv":"P-256","x":"` + strings.Repeat("A", 43) + `","y":"` + strings.Repeat("A", 43) + `"}]}`, "point"},
 		"short rsa":         {`{"keys":[{"kty":"RSA","n":"AQAB","e":"AQAB"}]}`, "2048"},
 		"unknown kty":       {`{"keys":[{"kty":"oct","k":"AA"}]}`, "expected EC, RSA or OKP"},
