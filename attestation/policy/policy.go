@@ -110,7 +110,7 @@ func (l *StringList) UnmarshalJSON(b []byte) error {
 	}
 	var ss []string
 	if err := json.Unmarshal(b, &ss); err != nil {
-		return fmt.Errorf("expected a string or a list of strings, got %s", b)
+		return fmt.Errorf("expected a string or a list of strings, got %s (quote values in YAML: 64 unquoted digits read as a number)", b)
 	}
 	*l = ss
 	return nil

@@ -87,6 +87,7 @@ func TestParseErrorsNameTheField(t *testing.T) {
 		"skew too large":         {"clockSkew: 1h\n" + id("    mrenclave: ["+hexA+"]\n"), "clockSkew"},
 		"bad identity name":      {"issuers: [{url: 'https://a.example'}]\nidentities: {'Bad Name': {mrenclave: [" + hexA + "]}}", "identities.Bad Name"},
 		"productId negative":     {id("    mrsigner: [" + hexA + "]\n    productId: -1\n    minSvn: 1\n"), "productId"},
+		"unquoted digits":        {id("    mrenclave: [5151515151515151515151515151515151515151515151515151515151515151]\n"), "quote values"},
 		"not yaml":               {"{{{", "not a valid policy"},
 		"too large":              {strings.Repeat("#", MaxPolicySize+1), "at most"},
 	}
