@@ -28,7 +28,7 @@ func runVerify(ctx context.Context, args []string, s Streams) error {
 	policyFile := fs.String("policy", "", "policy file (YAML, see docs/policy.md) (required)")
 	identity := fs.String("identity", "", "identity the token must satisfy (default: any identity in the policy)")
 	tokenFile := fs.String("token", "", "token file, or - for standard input")
-	keyFile := fs.String("key", "", "optional PEM public key or certificate the token's runtime data must name")
+	keyFile := fs.String("key", "", "optional PEM public key, certificate or PKCS#8 private key whose public key the token's runtime data must name")
 	timeout := fs.Duration("timeout", 30*time.Second, "how long to wait for the issuer's keys")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -130,6 +130,16 @@ func loadPublicKey(path string) (crypto.PublicKey, error) {
 	switch strings.ToUpper(block.Type) {
 	case "PUBLIC KEY":
 		return x509.ParsePKIXPublicKey(block.Bytes)
+	case "PRIVATE KEY":
+		k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+		if err != nil {
+			return nil, err
+		}
+		signer, ok := k.(crypto.Signer)
+		if !ok {
+			return nil, fmt.Errorf("%s: a %T key cannot sign", path, k)
+		}
+		return signer.Public(), nil
 	case "CERTIFICATE":
 		c, err := x509.ParseCertificate(block.Bytes)
 		if err != nil {
@@ -137,5 +147,5 @@ func loadPublicKey(path string) (crypto.PublicKey, error) {
 		}
 		return c.PublicKey, nil
 	}
-	return nil, fmt.Errorf("%s: PEM block %q, expected PUBLIC KEY or CERTIFICATE", path, block.Type)
+	return nil, fmt.Errorf("%s: PEM block %q, expected PUBLIC KEY, CERTIFICATE or PRIVATE KEY", path, block.Type)
 }
