@@ -49,8 +49,12 @@ bench: build $(TEST_DEPS) ## Benchmarks that print ratios against a baseline
 	$(GO) test -run '^$$' -bench . $(BENCH_PKGS)
 
 .PHONY: demo
-demo: build $(TEST_DEPS) ## Run the platform locally (Ctrl-C stops it)
+demo: build $(TEST_DEPS) ## Run the platform locally (Ctrl-C stops it); SMOKE=1 runs a scripted check and exits
 	@./scripts/demo.sh
+
+.PHONY: demo-smoke
+demo-smoke: ## make demo with SMOKE=1: start everything, check it end to end, stop
+	@$(MAKE) --no-print-directory demo SMOKE=1
 
 .PHONY: clean
 clean: ## Remove built binaries (keeps the download cache)
