@@ -49,11 +49,10 @@ type Issuer struct {
 	// Client trusts the server.
 	Client *http.Client
 
-	mode       atomic.Int32
-	certsHits  atomic.Int64
-	mu         sync.Mutex
-	extraKeys  []jwk
-	extraPairs []*rsa.PrivateKey
+	mode      atomic.Int32
+	certsHits atomic.Int64
+	mu        sync.Mutex
+	extraKeys []jwk
 }
 
 type jwk struct {
