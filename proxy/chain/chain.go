@@ -1,0 +1,465 @@
+// Package chain is the countersigned hop chain of docs/protocol.md: each attested HTTP hop
+// appends an entry signed by its enclave key (ECDSA P-256, the key its token names) over the
+// previous entry's digest, a digest of the request it sends and a timestamp; the answering hop
+// countersigns the request entry and a digest of its response. This package parses, signs and
+// verifies; it knows nothing about HTTP servers.
+package chain
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"math/big"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/countersign/countersign/attestation"
+	"github.com/countersign/countersign/attestation/token"
+	"github.com/countersign/countersign/proxy/attestedtls"
+)
+
+// Header names.
+const (
+	HeaderChain       = "Countersign-Chain"
+	HeaderTokens      = "Countersign-Chain-Tokens"
+	HeaderVerified    = "Countersign-Verified"
+	HeaderCountersig  = "Countersign-Countersignature"
+	HeaderReceipt     = "Countersign-Receipt"
+	HeaderReject      = "Countersign-Reject"
+	HeaderRejectCause = "Countersign-Reject-Detail"
+)
+
+// Signing contexts (domain separation between entries and countersignatures).
+const (
+	ctxEntry      = "countersign/chain-entry/v1."
+	ctxCountersig = "countersign/countersignature/v1."
+	ctxRequest    = "countersign/request/v1\n"
+	ctxResponse   = "countersign/response/v1\n"
+)
+
+// MaxDigestBody is the largest request body whose SHA-256 goes into the request digest.
+const MaxDigestBody = 64 << 10
+
+// Reason codes of chain rejections.
+const (
+	CodeChainMissing    attestation.Code = "chain_missing"
+	CodeChainMalformed  attestation.Code = "chain_malformed"
+	CodeChainTooLong    attestation.Code = "chain_too_long"
+	CodeChainTooLarge   attestation.Code = "chain_too_large"
+	CodeChainLink       attestation.Code = "chain_link_broken"
+	CodeChainOrder      attestation.Code = "chain_order_invalid"
+	CodeChainSignature  attestation.Code = "chain_signature_invalid"
+	CodeChainToken      attestation.Code = "chain_token_unavailable"
+	CodeChainLastHop    attestation.Code = "chain_last_hop_not_peer"
+	CodeChainRequest    attestation.Code = "chain_request_mismatch"
+	CodeChainStale      attestation.Code = "chain_stale"
+	CodeChainReplay     attestation.Code = "chain_replayed"
+	CodeChainDuplicate  attestation.Code = "chain_duplicate_entry"
+	CodeCountersig      attestation.Code = "countersignature_invalid"
+	CodeCountersigGone  attestation.Code = "countersignature_missing"
+	CodeReplayCacheFull attestation.Code = "replay_cache_full"
+)
+
+var b64 = base64.RawURLEncoding
+
+// Entry is one hop's signed statement (the JSON payload of an encoded entry).
+type Entry struct {
+	V     int    `json:"v"`     // 1
+	Index int    `json:"i"`     // position in the chain, from 0
+	Prev  string `json:"prev"`  // b64url SHA-256 of the previous encoded entry; "" for the first
+	Token string `json:"tok"`   // b64url SHA-256 of the hop's MAA token (compact JWS)
+	Req   string `json:"req"`   // b64url request digest
+	TS    int64  `json:"ts"`    // Unix milliseconds
+	Nonce string `json:"nonce"` // b64url of 16 random bytes
+}
+
+// Countersig is the answering hop's statement about a response.
+type Countersig struct {
+	V     int    `json:"v"`     // 1
+	Entry string `json:"entry"` // b64url SHA-256 of the encoded request entry answered
+	Token string `json:"tok"`   // b64url SHA-256 of the answering hop's token
+	Resp  string `json:"resp"`  // b64url response digest
+	TS    int64  `json:"ts"`    // Unix milliseconds
+}
+
+// Digest returns b64url(SHA-256(s)).
+func Digest(s string) string {
+	h := sha256.Sum256([]byte(s))
+	return b64.EncodeToString(h[:])
+}
+
+// RequestDigest is SHA-256 over the request's method, authority, request-target and, when
+// bodySHA256 is not nil, the body's SHA-256 (else "-").
+func RequestDigest(method, authority, target string, bodySHA256 []byte) [32]byte {
+	var b strings.Builder
+	b.WriteString(ctxRequest)
+	b.WriteString(method)
+	b.WriteByte('\n')
+	b.WriteString(authority)
+	b.WriteByte('\n')
+	b.WriteString(target)
+	b.WriteByte('\n')
+	if bodySHA256 == nil {
+		b.WriteByte('-')
+	} else {
+		b.WriteString(b64.EncodeToString(bodySHA256))
+	}
+	return sha256.Sum256([]byte(b.String()))
+}
+
+// ResponseDigest is SHA-256 over the status code and the body's SHA-256.
+func ResponseDigest(status int, bodySHA256 []byte) [32]byte {
+	s := ctxResponse + strconv.Itoa(status) + "\n" + b64.EncodeToString(bodySHA256)
+	return sha256.Sum256([]byte(s))
+}
+
+// sign returns b64url(payload) "." b64url(r||s) with the signature over SHA-256(context ||
+// b64url(payload)).
+func sign(key *ecdsa.PrivateKey, context string, payload any) (string, error) {
+	js, err := json.Marshal(payload)
+	if err != nil {
+		return "", err
+	}
+	p := b64.EncodeToString(js)
+	h := sha256.Sum256([]byte(context + p))
+	r, s, err := ecdsa.Sign(rand.Reader, key, h[:])
+	if err != nil {
+		return "", err
+	}
+	sig := make([]byte, 64)
+	r.FillBytes(sig[:32])
+	s.FillBytes(sig[32:])
+	return p + "." + b64.EncodeToString(sig), nil
+}
+
+// parseSigned splits and decodes an encoded statement; it checks shape only.
+func parseSigned(enc string, v any) (payloadB64 string, sig []byte, err error) {
+	p, s, ok := strings.Cut(enc, ".")
+	if !ok || p == "" || strings.Contains(s, ".") {
+		return "", nil, fmt.Errorf("expected base64url(payload).base64url(signature)")
+	}
+	js, err := b64.DecodeString(p)
+	if err != nil {
+		return "", nil, fmt.Errorf("payload is not base64url: %v", err)
+	}
+	sig, err = b64.DecodeString(s)
+	if err != nil || len(sig) != 64 {
+		return "", nil, fmt.Errorf("signature is not 64 bytes of base64url")
+	}
+	dec := json.NewDecoder(bytes.NewReader(js))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return "", nil, fmt.Errorf("payload: %v", err)
+	}
+	if dec.More() {
+		return "", nil, fmt.Errorf("payload: trailing data")
+	}
+	return p, sig, nil
+}
+
+func verifySig(pub *ecdsa.PublicKey, context, payloadB64 string, sig []byte) bool {
+	h := sha256.Sum256([]byte(context + payloadB64))
+	r := new(big.Int).SetBytes(sig[:32])
+	s := new(big.Int).SetBytes(sig[32:])
+	return ecdsa.Verify(pub, h[:], r, s)
+}
+
+func checkDigestField(name, v string) error {
+	b, err := b64.DecodeString(v)
+	if err != nil || len(b) != 32 {
+		return fmt.Errorf("%s is not a base64url SHA-256", name)
+	}
+	return nil
+}
+
+// ParseEntry parses an encoded entry's shape (not its signature).
+func ParseEntry(enc string) (*Entry, string, []byte, error) {
+	var e Entry
+	p, sig, err := parseSigned(enc, &e)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	if e.V != 1 {
+		return nil, "", nil, fmt.Errorf("version %d, expected 1", e.V)
+	}
+	if e.Index < 0 {
+		return nil, "", nil, fmt.Errorf("negative index")
+	}
+	if e.Prev != "" {
+		if err := checkDigestField("prev", e.Prev); err != nil {
+			return nil, "", nil, err
+		}
+	}
+	if err := checkDigestField("tok", e.Token); err != nil {
+		return nil, "", nil, err
+	}
+	if err := checkDigestField("req", e.Req); err != nil {
+		return nil, "", nil, err
+	}
+	if n, err := b64.DecodeString(e.Nonce); err != nil || len(n) != 16 {
+		return nil, "", nil, fmt.Errorf("nonce is not 16 bytes of base64url")
+	}
+	if e.TS <= 0 {
+		return nil, "", nil, fmt.Errorf("timestamp missing")
+	}
+	return &e, p, sig, nil
+}
+
+// Split splits a chain header value into encoded entries, checking the bounds.
+func Split(header string, maxHops int) ([]string, error) {
+	if header == "" {
+		return nil, attestation.Rejectf(CodeChainMissing, "no %s header", HeaderChain)
+	}
+	parts := strings.Split(header, ",")
+	if len(parts) > maxHops {
+		return nil, attestation.Reject(CodeChainTooLong, "", strconv.Itoa(len(parts))+" entries", fmt.Sprintf("at most %d", maxHops))
+	}
+	for i := range parts {
+		parts[i] = strings.TrimSpace(parts[i])
+	}
+	return parts, nil
+}
+
+// SplitTokens parses the tokens header: compact JWS tokens separated by commas, each unique.
+func SplitTokens(header string) (map[string]string, error) {
+	m := map[string]string{}
+	if strings.TrimSpace(header) == "" {
+		return m, nil
+	}
+	for _, t := range strings.Split(header, ",") {
+		t = strings.TrimSpace(t)
+		if _, err := attestedtls.ParseTokenValue([]byte(t)); err != nil {
+			return nil, attestation.Rejectf(CodeChainMalformed, "%s: %v", HeaderTokens, err)
+		}
+		d := Digest(t)
+		if _, dup := m[d]; dup {
+			return nil, attestation.Rejectf(CodeChainMalformed, "%s lists a token twice", HeaderTokens)
+		}
+		m[d] = t
+	}
+	return m, nil
+}
+
+// Hop is a verified chain entry.
+type Hop struct {
+	Entry    *Entry
+	Encoded  string
+	Identity string
+	Token    *token.Verified
+}
+
+// Chain is a verified chain.
+type Chain struct {
+	Hops []Hop
+	// Tokens are every hop's tokens by digest (for passing the chain on and for receipts).
+	Tokens map[string]string
+}
+
+// Header returns the chain header value.
+func (c *Chain) Header() string {
+	parts := make([]string, len(c.Hops))
+	for i, h := range c.Hops {
+		parts[i] = h.Encoded
+	}
+	return strings.Join(parts, ",")
+}
+
+// TokensHeader lists every token the chain references except the one whose digest is omit.
+func (c *Chain) TokensHeader(omit string) string {
+	seen := map[string]bool{omit: true}
+	var out []string
+	for _, h := range c.Hops {
+		if !seen[h.Entry.Token] {
+			seen[h.Entry.Token] = true
+			out = append(out, c.Tokens[h.Entry.Token])
+		}
+	}
+	return strings.Join(out, ",")
+}
+
+// Tail is the digest of the last encoded entry.
+func (c *Chain) Tail() string { return Digest(c.Hops[len(c.Hops)-1].Encoded) }
+
+// Checker is attestedtls.Checker.
+type Checker = attestedtls.Checker
+
+// Limits bound verification.
+type Limits struct {
+	MaxHops  int
+	MaxBytes int
+	// MaxAge is the oldest first entry accepted (relative to Now); 0 disables (offline).
+	MaxAge time.Duration
+	// Skew tolerates timestamps up to this far in the future.
+	Skew time.Duration
+}
+
+// VerifyEntries checks structure, links, order, tokens and signatures of a chain. tokens maps
+// token digests to tokens; identities are those every hop must satisfy (any one; empty means
+// any identity in the policy).
+func VerifyEntries(ctx context.Context, c Checker, encoded []string, tokens map[string]string, identities []string, now time.Time, lim Limits) (*Chain, error) {
+	ch := &Chain{Tokens: map[string]string{}}
+	seen := map[string]bool{}
+	var prevTS int64
+	used := map[string]bool{}
+	for i, enc := range encoded {
+		e, p, sig, err := ParseEntry(enc)
+		if err != nil {
+			return nil, attestation.Rejectf(CodeChainMalformed, "entry %d: %v", i, err)
+		}
+		d := Digest(enc)
+		if seen[d] {
+			return nil, attestation.Rejectf(CodeChainDuplicate, "entry %d repeats an earlier entry", i)
+		}
+		seen[d] = true
+		if e.Index != i {
+			return nil, attestation.Reject(CodeChainOrder, fmt.Sprintf("entry %d index", i), strconv.Itoa(e.Index), strconv.Itoa(i))
+		}
+		wantPrev := ""
+		if i > 0 {
+			wantPrev = Digest(encoded[i-1])
+		}
+		if e.Prev != wantPrev {
+			return nil, attestation.Reject(CodeChainLink, fmt.Sprintf("entry %d prev", i), e.Prev, "the digest of the entry before it ("+orNone(wantPrev)+")")
+		}
+		if e.TS < prevTS {
+			return nil, attestation.Rejectf(CodeChainOrder, "entry %d is older than entry %d", i, i-1)
+		}
+		prevTS = e.TS
+		ts := time.UnixMilli(e.TS)
+		if lim.MaxAge > 0 && ts.Before(now.Add(-lim.MaxAge)) {
+			return nil, attestation.Reject(CodeChainStale, fmt.Sprintf("entry %d ts", i), ts.UTC().Format(time.RFC3339Nano), "within "+lim.MaxAge.String())
+		}
+		if ts.After(now.Add(lim.Skew)) {
+			return nil, attestation.Reject(CodeChainStale, fmt.Sprintf("entry %d ts", i), ts.UTC().Format(time.RFC3339Nano), "not in the future")
+		}
+		raw, ok := tokens[e.Token]
+		if !ok {
+			return nil, attestation.Rejectf(CodeChainToken, "entry %d names token %s, which is neither the peer's nor in %s", i, e.Token, HeaderTokens)
+		}
+		used[e.Token] = true
+		dec, t := c.Check(ctx, raw, identities, nil)
+		if !dec.Allowed() {
+			r := *dec.Rejection
+			r.Detail = strings.TrimPrefix(r.Detail+fmt.Sprintf("; chain entry %d", i), "; ")
+			return nil, &r
+		}
+		if !signedByToken(t, ctxEntry, p, sig) {
+			return nil, attestation.Rejectf(CodeChainSignature, "entry %d is not signed by a key its token names", i)
+		}
+		ch.Hops = append(ch.Hops, Hop{Entry: e, Encoded: enc, Identity: dec.Identity, Token: t})
+		ch.Tokens[e.Token] = raw
+	}
+	for d := range tokens {
+		if !used[d] {
+			return nil, attestation.Rejectf(CodeChainMalformed, "%s carries a token no entry names", HeaderTokens)
+		}
+	}
+	return ch, nil
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "empty, as the first entry"
+	}
+	return s
+}
+
+func signedByToken(t *token.Verified, context, payload string, sig []byte) bool {
+	if t.Runtime == nil {
+		return false
+	}
+	for _, k := range t.Runtime.PublicKeys() {
+		if ek, err := attestedtls.CheckKey(k); err == nil && verifySig(ek, context, payload, sig) {
+			return true
+		}
+	}
+	return false
+}
+
+// Self is what a hop signs with: its current key and token.
+type Self struct {
+	Key   *ecdsa.PrivateKey
+	Token string
+}
+
+// Append signs a new entry for a request with digest req after prev (nil starts a chain). It
+// returns the new chain header value and the new entry's digest.
+func Append(prev *Chain, self Self, req [32]byte, now time.Time) (header, entryDigest string, err error) {
+	nonce := make([]byte, 16)
+	if _, err := rand.Read(nonce); err != nil {
+		return "", "", err
+	}
+	e := Entry{V: 1, Token: Digest(self.Token), Req: b64.EncodeToString(req[:]), TS: now.UnixMilli(), Nonce: b64.EncodeToString(nonce)}
+	if prev != nil && len(prev.Hops) > 0 {
+		e.Index = len(prev.Hops)
+		e.Prev = prev.Tail()
+		if last := prev.Hops[len(prev.Hops)-1].Entry.TS; e.TS < last {
+			e.TS = last
+		}
+	}
+	enc, err := sign(self.Key, ctxEntry, e)
+	if err != nil {
+		return "", "", err
+	}
+	if prev != nil && len(prev.Hops) > 0 {
+		return prev.Header() + "," + enc, Digest(enc), nil
+	}
+	return enc, Digest(enc), nil
+}
+
+// Countersign signs the answer to the entry whose digest is entryDigest.
+func Countersign(self Self, entryDigest string, resp [32]byte, now time.Time) (string, error) {
+	return sign(self.Key, ctxCountersig, Countersig{V: 1, Entry: entryDigest, Token: Digest(self.Token), Resp: b64.EncodeToString(resp[:]), TS: now.UnixMilli()})
+}
+
+// ParseCountersig parses an encoded countersignature's shape.
+func ParseCountersig(enc string) (*Countersig, string, []byte, error) {
+	var c Countersig
+	p, sig, err := parseSigned(enc, &c)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	if c.V != 1 {
+		return nil, "", nil, fmt.Errorf("version %d, expected 1", c.V)
+	}
+	for _, f := range []struct{ n, v string }{{"entry", c.Entry}, {"tok", c.Token}, {"resp", c.Resp}} {
+		if err := checkDigestField(f.n, f.v); err != nil {
+			return nil, "", nil, err
+		}
+	}
+	if c.TS <= 0 {
+		return nil, "", nil, fmt.Errorf("timestamp missing")
+	}
+	return &c, p, sig, nil
+}
+
+// VerifyCountersig checks enc answers entryDigest with response digest resp, signed by key
+// (the answering peer's key, whose token has digest tokenDigest).
+func VerifyCountersig(enc, entryDigest, tokenDigest string, key *ecdsa.PublicKey, resp [32]byte) (*Countersig, error) {
+	if enc == "" {
+		return nil, attestation.Rejectf(CodeCountersigGone, "the response carries no %s", HeaderCountersig)
+	}
+	c, p, sig, err := ParseCountersig(enc)
+	if err != nil {
+		return nil, attestation.Rejectf(CodeCountersig, "%v", err)
+	}
+	if c.Entry != entryDigest {
+		return nil, attestation.Reject(CodeCountersig, "entry", c.Entry, "the digest of the request entry sent ("+entryDigest+")")
+	}
+	if c.Token != tokenDigest {
+		return nil, attestation.Reject(CodeCountersig, "tok", c.Token, "the answering peer's token digest ("+tokenDigest+")")
+	}
+	if c.Resp != b64.EncodeToString(resp[:]) {
+		return nil, attestation.Reject(CodeCountersig, "resp", c.Resp, "the digest of the response received")
+	}
+	if !verifySig(key, ctxCountersig, p, sig) {
+		return nil, attestation.Rejectf(CodeCountersig, "signature does not verify under the answering peer's key")
+	}
+	return c, nil
+}

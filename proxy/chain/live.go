@@ -1,0 +1,136 @@
+package chain
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/countersign/countersign/attestation"
+	"github.com/countersign/countersign/proxy/attestedtls"
+)
+
+// TTLSet remembers keys until they expire, up to a bound.
+type TTLSet[V any] struct {
+	mu    sync.Mutex
+	m     map[string]ttlItem[V]
+	max   int
+	sweep time.Time
+}
+
+type ttlItem[V any] struct {
+	v   V
+	exp time.Time
+}
+
+// NewTTLSet returns a set holding at most max live keys.
+func NewTTLSet[V any](max int) *TTLSet[V] {
+	return &TTLSet[V]{m: map[string]ttlItem[V]{}, max: max}
+}
+
+// Add stores k until exp. It reports false when k is already present (and unexpired) or the
+// set is full of unexpired keys.
+func (s *TTLSet[V]) Add(k string, v V, exp, now time.Time) (added, full bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if it, ok := s.m[k]; ok && now.Before(it.exp) {
+		return false, false
+	}
+	if len(s.m) >= s.max || now.Sub(s.sweep) > time.Second {
+		s.sweep = now
+		for key, it := range s.m {
+			if !now.Before(it.exp) {
+				delete(s.m, key)
+			}
+		}
+		if len(s.m) >= s.max {
+			return false, true
+		}
+	}
+	s.m[k] = ttlItem[V]{v: v, exp: exp}
+	return true, false
+}
+
+// Get returns the value stored under k if unexpired.
+func (s *TTLSet[V]) Get(k string, now time.Time) (V, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	it, ok := s.m[k]
+	if !ok || !now.Before(it.exp) {
+		var zero V
+		return zero, false
+	}
+	return it.v, true
+}
+
+// Live verifies chains on arriving requests.
+type Live struct {
+	Checker Checker
+	Limits  Limits
+	// Window bounds the last entry's age and is how long its digest is remembered against replay.
+	Window time.Duration
+	Replay *TTLSet[struct{}]
+}
+
+// Verify checks the chain headers of a request that arrived from peer with request digest
+// req. chainHdr and tokensHdr are all values of the two headers.
+func (l *Live) Verify(ctx context.Context, chainHdr, tokensHdr []string, peer *attestedtls.Peer, req [32]byte, identities []string, now time.Time) (*Chain, error) {
+	if len(chainHdr) == 0 {
+		return nil, attestation.Rejectf(CodeChainMissing, "the request from peer %s carries no %s header", peer.Identity, HeaderChain)
+	}
+	if len(chainHdr) > 1 || len(tokensHdr) > 1 {
+		return nil, attestation.Rejectf(CodeChainMalformed, "%s and %s must each appear at most once", HeaderChain, HeaderTokens)
+	}
+	tok := ""
+	if len(tokensHdr) == 1 {
+		tok = tokensHdr[0]
+	}
+	if n := len(chainHdr[0]) + len(tok); n > l.Limits.MaxBytes {
+		return nil, attestation.Reject(CodeChainTooLarge, "", fmt.Sprintf("%d bytes", n), fmt.Sprintf("at most %d", l.Limits.MaxBytes))
+	}
+	encoded, err := Split(chainHdr[0], l.Limits.MaxHops)
+	if err != nil {
+		return nil, err
+	}
+	tokens, err := SplitTokens(tok)
+	if err != nil {
+		return nil, err
+	}
+	peerDigest := Digest(peer.Token.Raw)
+	if _, dup := tokens[peerDigest]; dup {
+		return nil, attestation.Rejectf(CodeChainMalformed, "%s repeats the peer's own token", HeaderTokens)
+	}
+	tokens[peerDigest] = peer.Token.Raw
+	ch, err := VerifyEntries(ctx, l.Checker, encoded, tokens, identities, now, l.Limits)
+	if err != nil {
+		return nil, err
+	}
+	last := ch.Hops[len(ch.Hops)-1]
+	if last.Entry.Token != peerDigest {
+		return nil, attestation.Reject(CodeChainLastHop, "last entry tok", last.Entry.Token, "the connected peer's token ("+peerDigest+")")
+	}
+	_, p, sig, _ := ParseEntry(last.Encoded)
+	pk, err := attestedtls.CheckKey(peer.Key)
+	if err != nil || !verifySig(pk, ctxEntry, p, sig) {
+		return nil, attestation.Rejectf(CodeChainLastHop, "the last entry is not signed with the connected peer's certificate key")
+	}
+	if last.Entry.Req != b64.EncodeToString(req[:]) {
+		return nil, attestation.Reject(CodeChainRequest, "last entry req", last.Entry.Req, "the digest of this request ("+b64.EncodeToString(req[:])+")")
+	}
+	ts := time.UnixMilli(last.Entry.TS)
+	if ts.Before(now.Add(-l.Window)) || ts.After(now.Add(l.Window)) {
+		return nil, attestation.Reject(CodeChainStale, "last entry ts", ts.UTC().Format(time.RFC3339Nano), "within "+l.Window.String()+" of now")
+	}
+	added, full := l.Replay.Add(ch.Tail(), struct{}{}, ts.Add(2*l.Window), now)
+	if full {
+		return nil, attestation.Rejectf(CodeReplayCacheFull, "too many requests in the replay window")
+	}
+	if !added {
+		return nil, attestation.Rejectf(CodeChainReplay, "the last entry was already used within the replay window")
+	}
+	return ch, nil
+}
+
+// PeerKey returns the ECDSA key of a peer.
+func PeerKey(p *attestedtls.Peer) (*ecdsa.PublicKey, error) { return attestedtls.CheckKey(p.Key) }

@@ -1,0 +1,48 @@
+package cli
+
+import (
+	"context"
+	"log/slog"
+
+	"github.com/countersign/countersign/proxy/config"
+	"github.com/countersign/countersign/proxy/server"
+)
+
+func init() {
+	Commands["run"] = Command{
+		Summary: "serve: attested inbound, outbound and admin listeners from --config FILE",
+		Run:     runRun,
+	}
+}
+
+func runRun(ctx context.Context, args []string, s Streams) error {
+	fs := newFlagSet("run", s)
+	cfgFile := fs.String("config", "", "configuration file (YAML, see docs/proxy-config.md) (required)")
+	level := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *cfgFile == "" {
+		return usagef("--config FILE is required")
+	}
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(*level)); err != nil {
+		return usagef("--log-level: %v", err)
+	}
+	cfg, err := config.Load(*cfgFile)
+	if err != nil {
+		return usagef("%v", err)
+	}
+	log := slog.New(slog.NewJSONHandler(s.Err, &slog.HandlerOptions{Level: lv}))
+	srv, err := server.New(cfg, server.Options{Logger: log})
+	if err != nil {
+		return usagef("%v", err)
+	}
+	if err := srv.Start(ctx); err != nil {
+		return err
+	}
+	log.Info("proxy started", "identity", cfg.Identity)
+	<-ctx.Done()
+	log.Info("draining")
+	return srv.Wait()
+}

@@ -1,0 +1,171 @@
+package httpproxy
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/countersign/countersign/attestation"
+	"github.com/countersign/countersign/proxy/attestedtls"
+	"github.com/countersign/countersign/proxy/chain"
+	"github.com/countersign/countersign/proxy/config"
+)
+
+// Inbound serves an inbound listener and forwards to the app on loopback.
+type Inbound struct {
+	d        *Deps
+	cfg      config.Inbound
+	chainIDs []string
+	rp       *httputil.ReverseProxy
+}
+
+type inState struct {
+	entryDigest string // the request entry answered
+	self        chain.Self
+}
+
+type inKey struct{}
+
+// NewInbound returns the handler of an inbound listener.
+func NewInbound(d *Deps, cfg config.Inbound) *Inbound {
+	h := &Inbound{d: d, cfg: cfg, chainIDs: d.Chain.Identities}
+	if len(h.chainIDs) == 0 {
+		h.chainIDs = cfg.Allow
+	}
+	app := &url.URL{Scheme: "http", Host: cfg.ForwardTo}
+	h.rp = &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.Out.URL.Scheme, pr.Out.URL.Host = app.Scheme, app.Host
+			pr.Out.Host = pr.In.Host
+			pr.SetXForwarded()
+			deleteOurs(pr.Out.Header)
+			if st, ok := pr.In.Context().Value(fwdKey{}).(*fwdHeaders); ok {
+				pr.Out.Header.Set(chain.HeaderChain, st.chain)
+				if st.tokens != "" {
+					pr.Out.Header.Set(chain.HeaderTokens, st.tokens)
+				}
+				pr.Out.Header.Set(chain.HeaderVerified, st.summary)
+			}
+		},
+		Transport:      appTransport(d.Limits),
+		ModifyResponse: h.modifyResponse,
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			d.rejectHTTP(w, r, cfg.Name, http.StatusBadGateway, asRejection(err, CodeApp))
+		},
+		ErrorLog: nil,
+	}
+	return h
+}
+
+type fwdHeaders struct{ chain, tokens, summary string }
+type fwdKey struct{}
+
+func appTransport(l config.Limits) *http.Transport {
+	return &http.Transport{
+		DialContext:            (&net.Dialer{Timeout: l.DialTimeout.D(), KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:           1024,
+		MaxIdleConnsPerHost:    256,
+		IdleConnTimeout:        l.IdleTimeout.D(),
+		ResponseHeaderTimeout:  l.RequestTimeout.D(),
+		MaxResponseHeaderBytes: int64(l.MaxHeaderBytes),
+		ForceAttemptHTTP2:      false,
+	}
+}
+
+func (h *Inbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if rej := hygiene(r); rej != nil {
+		h.d.rejectHTTP(w, r, h.cfg.Name, http.StatusBadRequest, rej)
+		return
+	}
+	if h.cfg.Public {
+		deleteOurs(r.Header)
+		if r.ContentLength > h.d.Limits.MaxBodyBytes {
+			h.d.rejectHTTP(w, r, h.cfg.Name, http.StatusRequestEntityTooLarge, attestation.Reject(CodeBodyTooLarge, "Content-Length", strconv.FormatInt(r.ContentLength, 10), fmt.Sprintf("at most %d", h.d.Limits.MaxBodyBytes)))
+			return
+		}
+		if r.Body != nil {
+			r.Body = http.MaxBytesReader(w, r.Body, h.d.Limits.MaxBodyBytes)
+		}
+		h.rp.ServeHTTP(w, r)
+		return
+	}
+	ctx := r.Context()
+	peer, err := attestedtls.PeerOf(ctx, h.d.Checker, r.TLS, h.cfg.Allow)
+	if err != nil {
+		h.d.rejectHTTP(w, r, h.cfg.Name, http.StatusForbidden, asRejection(err, attestedtls.CodeNotAttested))
+		return
+	}
+	rec := attestedtls.RecordedFrom(ctx)
+	var self chain.Self
+	if rec != nil {
+		if c := rec.Cert(); c != nil && c.Leaf != nil {
+			tok, terr := attestedtls.TokenFromCertificate(c.Leaf)
+			key, ok := c.PrivateKey.(*ecdsa.PrivateKey)
+			if terr == nil && ok {
+				self = chain.Self{Key: key, Token: tok}
+			}
+		}
+	}
+	if self.Key == nil {
+		h.d.rejectHTTP(w, r, h.cfg.Name, http.StatusServiceUnavailable, attestation.Rejectf(CodeNoIdentity, "cannot tell which certificate this connection presented"))
+		return
+	}
+	bodySum, rej := readBody(r, w, h.d.Limits.MaxBodyBytes, false)
+	if rej != nil {
+		h.d.rejectHTTP(w, r, h.cfg.Name, http.StatusRequestEntityTooLarge, rej)
+		return
+	}
+	reqDigest := chain.RequestDigest(r.Method, r.Host, r.RequestURI, bodySum)
+	ch, err := h.d.Live.Verify(ctx, r.Header.Values(chain.HeaderChain), r.Header.Values(chain.HeaderTokens), peer, reqDigest, h.chainIDs, h.d.Now())
+	if err != nil {
+		h.d.rejectHTTP(w, r, h.cfg.Name, http.StatusForbidden, asRejection(err, chain.CodeChainMalformed))
+		return
+	}
+	tail := ch.Tail()
+	h.d.Forwarded.Add(tail, ch, h.d.Now().Add(h.d.Chain.MaxAge.D()), h.d.Now())
+	fwd := &fwdHeaders{chain: ch.Header(), tokens: ch.TokensHeader(""), summary: summarize(peer.Identity, ch)}
+	ctx = context.WithValue(ctx, fwdKey{}, fwd)
+	ctx = context.WithValue(ctx, inKey{}, &inState{entryDigest: tail, self: self})
+	h.rp.ServeHTTP(w, r.WithContext(ctx))
+}
+
+func (h *Inbound) modifyResponse(resp *http.Response) error {
+	deleteOurs(resp.Header)
+	st, ok := resp.Request.Context().Value(inKey{}).(*inState)
+	if !ok {
+		return nil // public listener: nothing to countersign
+	}
+	max := h.d.Limits.MaxResponseBytes
+	if resp.ContentLength > max {
+		return attestation.Reject(CodeRespTooLarge, "Content-Length", strconv.FormatInt(resp.ContentLength, 10), fmt.Sprintf("at most %d (countersigned responses are buffered)", max))
+	}
+	b, err := io.ReadAll(io.LimitReader(resp.Body, max+1))
+	resp.Body.Close()
+	if err != nil {
+		return attestation.Rejectf(CodeApp, "reading the app's response: %v", err)
+	}
+	if int64(len(b)) > max {
+		return attestation.Rejectf(CodeRespTooLarge, "the app's response exceeds %d bytes (countersigned responses are buffered)", max)
+	}
+	sum := sha256.Sum256(b)
+	cs, err := chain.Countersign(st.self, st.entryDigest, chain.ResponseDigest(resp.StatusCode, sum[:]), h.d.Now())
+	if err != nil {
+		return err
+	}
+	resp.Header.Set(chain.HeaderCountersig, cs)
+	resp.Body = io.NopCloser(bytes.NewReader(b))
+	resp.ContentLength = int64(len(b))
+	resp.Header.Set("Content-Length", strconv.Itoa(len(b)))
+	resp.Header.Del("Transfer-Encoding")
+	resp.TransferEncoding = nil
+	return nil
+}

@@ -1,0 +1,240 @@
+package httpproxy
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/countersign/countersign/attestation"
+	"github.com/countersign/countersign/proxy/attestedtls"
+	"github.com/countersign/countersign/proxy/chain"
+	"github.com/countersign/countersign/proxy/config"
+	"github.com/countersign/countersign/proxy/identity"
+)
+
+// Outbound serves an outbound (loopback) listener: the app's plaintext requests go to the
+// upstream proxy over attested mTLS with this hop's chain entry.
+type Outbound struct {
+	d    *Deps
+	cfg  config.Outbound
+	rp   *httputil.ReverseProxy
+	mu   sync.Mutex
+	gen  atomic.Pointer[generation]
+	host string
+}
+
+// generation pairs an identity with the transport whose connections present it, so that an
+// entry is always signed with the key the upstream sees on the connection.
+type generation struct {
+	cur *identity.Current
+	tr  *http.Transport
+}
+
+type outState struct {
+	gen         *generation
+	chainHdr    string
+	tokens      map[string]string // every token the receipt needs, by digest
+	tokensHdr   string
+	entryDigest string
+}
+
+type outKey struct{}
+
+// fixedCert presents one generation's certificate.
+type fixedCert struct{ c *identity.Current }
+
+func (f fixedCert) Certificate() (*tls.Certificate, error) { return &f.c.Cert, nil }
+
+// NewOutbound returns the handler of an outbound listener.
+func NewOutbound(d *Deps, cfg config.Outbound) *Outbound {
+	o := &Outbound{d: d, cfg: cfg}
+	o.host, _, _ = net.SplitHostPort(cfg.Upstream)
+	authority := cfg.Authority
+	if authority == "" {
+		authority = cfg.Upstream
+	}
+	o.rp = &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			st := pr.In.Context().Value(outKey{}).(*outState)
+			pr.Out.URL.Scheme, pr.Out.URL.Host = "https", cfg.Upstream
+			pr.Out.Host = authority
+			deleteOurs(pr.Out.Header)
+			pr.Out.Header.Set(chain.HeaderChain, st.chainHdr)
+			if st.tokensHdr != "" {
+				pr.Out.Header.Set(chain.HeaderTokens, st.tokensHdr)
+			}
+		},
+		Transport: roundTripper(func(r *http.Request) (*http.Response, error) {
+			return r.Context().Value(outKey{}).(*outState).gen.tr.RoundTrip(r)
+		}),
+		ModifyResponse: o.modifyResponse,
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			d.rejectHTTP(w, r, cfg.Name, http.StatusBadGateway, asRejection(err, CodeUpstream))
+		},
+	}
+	return o
+}
+
+type roundTripper func(*http.Request) (*http.Response, error)
+
+func (f roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+func (o *Outbound) generation(cur *identity.Current) *generation {
+	if g := o.gen.Load(); g != nil && g.cur == cur {
+		return g
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	old := o.gen.Load()
+	if old != nil && old.cur == cur {
+		return old
+	}
+	l := o.d.Limits
+	tlsCfg := attestedtls.ClientConfig(fixedCert{cur}, o.d.Checker, o.host, attestedtls.Options{
+		Listener: o.cfg.Name, Identities: o.cfg.UpstreamIdentity, Logger: o.d.Logger,
+		OnReject:   func(listener string, rej *attestation.Rejection) { o.d.Metrics.Reject(listener, rej.Code) },
+		NextProtos: []string{"http/1.1"},
+	})
+	g := &generation{cur: cur, tr: &http.Transport{
+		DialContext:            (&net.Dialer{Timeout: l.DialTimeout.D(), KeepAlive: 30 * time.Second}).DialContext,
+		TLSClientConfig:        tlsCfg,
+		TLSHandshakeTimeout:    l.HandshakeTimeout.D(),
+		MaxIdleConns:           1024,
+		MaxIdleConnsPerHost:    256,
+		IdleConnTimeout:        l.IdleTimeout.D(),
+		ResponseHeaderTimeout:  l.RequestTimeout.D(),
+		MaxResponseHeaderBytes: int64(l.MaxHeaderBytes),
+		ForceAttemptHTTP2:      false,
+	}}
+	o.gen.Store(g)
+	if old != nil {
+		old.tr.CloseIdleConnections()
+		time.AfterFunc(l.RequestTimeout.D(), old.tr.CloseIdleConnections)
+	}
+	return g
+}
+
+func (o *Outbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if rej := hygiene(r); rej != nil {
+		o.d.rejectHTTP(w, r, o.cfg.Name, http.StatusBadRequest, rej)
+		return
+	}
+	cur := o.d.Identity.Current()
+	if cur == nil {
+		o.d.rejectHTTP(w, r, o.cfg.Name, http.StatusServiceUnavailable, attestation.Rejectf(CodeNoIdentity, "%v", identity.ErrNoIdentity))
+		return
+	}
+	now := o.d.Now()
+	// A chain from the app is continued only if this proxy's inbound side verified it and
+	// handed it to the app; anything else is dropped (and counted), never forwarded.
+	var prev *chain.Chain
+	if vals := r.Header.Values(chain.HeaderChain); len(vals) > 0 {
+		if len(vals) == 1 && len(vals[0]) <= o.d.Chain.MaxBytes {
+			if parts, err := chain.Split(vals[0], o.d.Chain.MaxHops); err == nil {
+				prev, _ = o.d.Forwarded.Get(chain.Digest(parts[len(parts)-1]), now)
+			}
+		}
+		if prev == nil {
+			o.d.Logger.Warn("dropping a chain header from the app that this proxy did not hand it", "listener", o.cfg.Name)
+			o.d.Metrics.Reject(o.cfg.Name, CodeChainForged)
+		} else if len(prev.Hops) >= o.d.Chain.MaxHops {
+			o.d.rejectHTTP(w, r, o.cfg.Name, http.StatusForbidden, attestation.Reject(chain.CodeChainTooLong, "", strconv.Itoa(len(prev.Hops)+1)+" entries", fmt.Sprintf("at most %d", o.d.Chain.MaxHops)))
+			return
+		}
+	}
+	deleteOurs(r.Header)
+	bodySum, rej := readBody(r, w, o.d.Limits.MaxBodyBytes, true)
+	if rej != nil {
+		o.d.rejectHTTP(w, r, o.cfg.Name, http.StatusRequestEntityTooLarge, rej)
+		return
+	}
+	authority := o.cfg.Authority
+	if authority == "" {
+		authority = o.cfg.Upstream
+	}
+	reqDigest := chain.RequestDigest(r.Method, authority, r.URL.RequestURI(), bodySum)
+	self := selfFromCert(cur)
+	hdr, entry, err := chain.Append(prev, self, reqDigest, now)
+	if err != nil {
+		o.d.rejectHTTP(w, r, o.cfg.Name, http.StatusInternalServerError, attestation.Rejectf(CodeNoIdentity, "signing the chain entry: %v", err))
+		return
+	}
+	st := &outState{gen: o.generation(cur), chainHdr: hdr, entryDigest: entry, tokens: map[string]string{chain.Digest(self.Token): self.Token}}
+	if prev != nil {
+		st.tokensHdr = prev.TokensHeader("")
+		for k, v := range prev.Tokens {
+			st.tokens[k] = v
+		}
+	}
+	if n := len(hdr) + len(st.tokensHdr); n > o.d.Chain.MaxBytes {
+		o.d.rejectHTTP(w, r, o.cfg.Name, http.StatusForbidden, attestation.Reject(chain.CodeChainTooLarge, "", fmt.Sprintf("%d bytes", n), fmt.Sprintf("at most %d", o.d.Chain.MaxBytes)))
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), o.d.Limits.RequestTimeout.D())
+	defer cancel()
+	o.rp.ServeHTTP(w, r.WithContext(context.WithValue(ctx, outKey{}, st)))
+}
+
+func (o *Outbound) modifyResponse(resp *http.Response) error {
+	st := resp.Request.Context().Value(outKey{}).(*outState)
+	peer, err := attestedtls.PeerOf(resp.Request.Context(), o.d.Checker, resp.TLS, o.cfg.UpstreamIdentity)
+	if err != nil {
+		return err
+	}
+	pk, err := chain.PeerKey(peer)
+	if err != nil {
+		return attestation.Rejectf(attestedtls.CodeNotAttested, "%v", err)
+	}
+	max := o.d.Limits.MaxResponseBytes
+	if resp.ContentLength > max {
+		return attestation.Reject(CodeRespTooLarge, "Content-Length", strconv.FormatInt(resp.ContentLength, 10), fmt.Sprintf("at most %d", max))
+	}
+	b, err := io.ReadAll(io.LimitReader(resp.Body, max+1))
+	resp.Body.Close()
+	if err != nil {
+		return attestation.Rejectf(CodeUpstream, "reading the upstream response: %v", err)
+	}
+	if int64(len(b)) > max {
+		return attestation.Rejectf(CodeRespTooLarge, "the upstream response exceeds %d bytes", max)
+	}
+	sum := sha256.Sum256(b)
+	cs := resp.Header.Values(chain.HeaderCountersig)
+	if len(cs) > 1 {
+		return attestation.Rejectf(chain.CodeCountersig, "%d countersignatures", len(cs))
+	}
+	enc := ""
+	if len(cs) == 1 {
+		enc = cs[0]
+	}
+	peerTok := chain.Digest(peer.Token.Raw)
+	if _, err := chain.VerifyCountersig(enc, st.entryDigest, peerTok, pk, chain.ResponseDigest(resp.StatusCode, sum[:])); err != nil {
+		return err
+	}
+	deleteOurs(resp.Header, chain.HeaderCountersig)
+	st.tokens[peerTok] = peer.Token.Raw
+	rc := chain.Receipt{V: 1, Chain: st.chainHdr, Countersignature: enc, Status: resp.StatusCode, BodySHA256: b64(sum[:])}
+	for _, t := range st.tokens {
+		rc.Tokens = append(rc.Tokens, t)
+	}
+	receipt, err := rc.Encode()
+	if err != nil {
+		return err
+	}
+	resp.Header.Set(chain.HeaderReceipt, receipt)
+	resp.Body = io.NopCloser(bytes.NewReader(b))
+	resp.ContentLength = int64(len(b))
+	resp.Header.Set("Content-Length", strconv.Itoa(len(b)))
+	resp.Header.Del("Transfer-Encoding")
+	resp.TransferEncoding = nil
+	return nil
+}

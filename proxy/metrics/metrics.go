@@ -1,0 +1,66 @@
+// Package metrics holds the proxy's Prometheus metrics on an explicit registry. Labels are
+// bounded: listener names come from the configuration, reasons from attestation.Code constants.
+package metrics
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/countersign/countersign/attestation"
+)
+
+// Metrics are the proxy's metrics.
+type Metrics struct {
+	Registry    *prometheus.Registry
+	Rejections  *prometheus.CounterVec // listener, reason
+	Requests    *prometheus.CounterVec // listener, class (2xx..5xx)
+	Connections *prometheus.GaugeVec   // listener
+	Refreshes   *prometheus.CounterVec // result: ok | error
+	Ready       prometheus.Gauge
+}
+
+// New registers the metrics (and the Go and process collectors) on a new registry.
+func New() *Metrics {
+	r := prometheus.NewRegistry()
+	m := &Metrics{
+		Registry: r,
+		Rejections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "countersign_rejections_total", Help: "Peers, chains and requests refused, by listener and reason code.",
+		}, []string{"listener", "reason"}),
+		Requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "countersign_http_requests_total", Help: "HTTP requests proxied, by listener and status class.",
+		}, []string{"listener", "class"}),
+		Connections: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "countersign_open_connections", Help: "Open connections, by listener.",
+		}, []string{"listener"}),
+		Refreshes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "countersign_identity_refreshes_total", Help: "Attested identity refresh attempts, by result.",
+		}, []string{"result"}),
+		Ready: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "countersign_ready", Help: "1 when a valid attested identity is loaded.",
+		}),
+	}
+	r.MustRegister(m.Rejections, m.Requests, m.Connections, m.Refreshes, m.Ready,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// Reject counts a rejection.
+func (m *Metrics) Reject(listener string, code attestation.Code) {
+	if m == nil {
+		return
+	}
+	m.Rejections.WithLabelValues(listener, string(code)).Inc()
+}
+
+// Refreshed counts a refresh attempt.
+func (m *Metrics) Refreshed(err error) {
+	if m == nil {
+		return
+	}
+	if err != nil {
+		m.Refreshes.WithLabelValues("error").Inc()
+	} else {
+		m.Refreshes.WithLabelValues("ok").Inc()
+	}
+}

@@ -1,0 +1,303 @@
+package server_test
+
+import (
+	"bufio"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/countersign/countersign/proxy/admin"
+	"github.com/countersign/countersign/proxy/attestedtls"
+	"github.com/countersign/countersign/proxy/chain"
+	"github.com/countersign/countersign/proxy/config"
+	"github.com/countersign/countersign/proxy/httpproxy"
+)
+
+// pair starts back (inbound http to a real app, allowing front) and front (outbound http to back).
+func pair(t *testing.T, e *env) (front, back *proxyT, app *appT) {
+	a, last := newApp(t)
+	app = &appT{last: last}
+	bc := e.cfg("back", mrBack)
+	bc.Inbound = []config.Inbound{{Name: "api", Listen: "127.0.0.1:0", Protocol: "http", ForwardTo: strings.TrimPrefix(a.URL, "http://"), Allow: []string{"front"}}}
+	back = e.start(bc)
+	fc := e.cfg("front", mrFront)
+	fc.Outbound = []config.Outbound{{Name: "to-back", Listen: "127.0.0.1:0", Protocol: "http", Upstream: back.Addr("api"), UpstreamIdentity: []string{"back"}, Authority: "back.internal"}}
+	front = e.start(fc)
+	return front, back, app
+}
+
+type appT struct {
+	last interface{ Load() *http.Header }
+}
+
+func get(t *testing.T, url string, hdr map[string]string) (*http.Response, string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, url, nil)
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return resp, string(b)
+}
+
+func TestHTTPThroughTwoProxies(t *testing.T) {
+	e := newEnv(t, time.Hour)
+	front, back, app := pair(t, e)
+	url := "http://" + front.Addr("to-back")
+	resp, body := get(t, url+"/records/7?x=1", nil)
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d (%s): %s", resp.StatusCode, resp.Header.Get(chain.HeaderReject), body)
+	}
+	if want := "GET back.internal /records/7?x=1 body=0"; body != want {
+		t.Errorf("app answered %q, want %q", body, want)
+	}
+	h := *app.last.Load()
+	var sum httpproxy.Summary
+	if err := json.Unmarshal([]byte(h.Get(chain.HeaderVerified)), &sum); err != nil {
+		t.Fatalf("summary header %q: %v", h.Get(chain.HeaderVerified), err)
+	}
+	if sum.Peer != "front" || len(sum.Hops) != 1 || sum.Hops[0].Identity != "front" || sum.Hops[0].MREnclave != mrFront || sum.Hops[0].Claimed["app"] == "" {
+		t.Errorf("summary %+v", sum)
+	}
+	// POST with a small body: digest includes the body.
+	r2, err := http.Post(url+"/upload", "text/plain", strings.NewReader(strings.Repeat("x", 1000)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b2, _ := io.ReadAll(r2.Body)
+	r2.Body.Close()
+	if r2.StatusCode != 200 || !strings.HasSuffix(string(b2), "body=1000") {
+		t.Fatalf("POST: %d %s %s", r2.StatusCode, r2.Header.Get(chain.HeaderRejectCause), b2)
+	}
+	// The receipt verifies offline and names both hops.
+	rc, err := chain.ParseReceipt([]byte(resp.Header.Get(chain.HeaderReceipt)))
+	if err != nil {
+		t.Fatalf("receipt: %v", err)
+	}
+	ctx := context.Background()
+	res, err := chain.VerifyReceipt(ctx, back.Engine, rc, []string{"front"}, []string{"back"}, 8)
+	if err != nil {
+		t.Fatalf("receipt does not verify: %v", err)
+	}
+	if res.Answerer != "back" || len(res.Chain.Hops) != 1 {
+		t.Errorf("receipt result: answerer %s, %d hops", res.Answerer, len(res.Chain.Hops))
+	}
+	bodySum := sha256.Sum256([]byte(body))
+	if rc.BodySHA256 != b64(bodySum[:]) || rc.Status != 200 {
+		t.Errorf("receipt does not describe the response received")
+	}
+	// A tampered receipt fails.
+	bad := *rc
+	bad.Status = 500
+	if _, err := chain.VerifyReceipt(ctx, back.Engine, &bad, nil, nil, 8); err == nil {
+		t.Error("a receipt with a changed status verified")
+	}
+	// The admin listener.
+	adm := "http://" + front.Addr("admin")
+	if r, _ := get(t, adm+"/readyz", nil); r.StatusCode != 200 {
+		t.Errorf("/readyz %d", r.StatusCode)
+	}
+	r3, wk := get(t, adm+admin.WellKnownPath, nil)
+	var doc admin.Document
+	if err := json.Unmarshal([]byte(wk), &doc); err != nil || r3.StatusCode != 200 || doc.Token == "" || doc.Key.Kty != "EC" || !strings.Contains(doc.Certificate, "BEGIN CERTIFICATE") {
+		t.Errorf("well-known: %d %v %.200s", r3.StatusCode, err, wk)
+	}
+	if _, m := get(t, adm+"/metrics", nil); !strings.Contains(m, "countersign_ready 1") {
+		t.Errorf("metrics lack countersign_ready 1")
+	}
+}
+
+// TestForgedChainFromAppIsDropped: a chain header the app sends that this proxy did not hand
+// it is removed, counted, and never reaches the upstream.
+func TestForgedChainFromAppIsDropped(t *testing.T) {
+	e := newEnv(t, time.Hour)
+	front, _, app := pair(t, e)
+	resp, body := get(t, "http://"+front.Addr("to-back")+"/", map[string]string{chain.HeaderChain: "forged.entry", chain.HeaderVerified: `{"peer":"admin"}`})
+	if resp.StatusCode != 200 {
+		t.Fatalf("%d %s", resp.StatusCode, body)
+	}
+	h := *app.last.Load()
+	if n := strings.Count(h.Get(chain.HeaderChain), ",") + 1; n != 1 || strings.Contains(h.Get(chain.HeaderChain), "forged") {
+		t.Errorf("app saw chain %q", h.Get(chain.HeaderChain))
+	}
+	if got := counter(front.Metrics.Rejections.WithLabelValues("to-back", string(httpproxy.CodeChainForged))); got != 1 {
+		t.Errorf("forged-chain metric %v", got)
+	}
+}
+
+// attestedClient is a TLS client presenting cert, trusting any server (the test checks the
+// proxy's refusal, not the server).
+func attestedClient(cert *tls.Certificate) *http.Client {
+	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{
+		InsecureSkipVerify: true, MinVersion: tls.VersionTLS13,
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cert, nil },
+	}}}
+}
+
+func TestNonProxyClientRefused(t *testing.T) {
+	e := newEnv(t, time.Hour)
+	_, back, _ := pair(t, e)
+	addr := "https://" + back.Addr("api") + "/"
+	// No client certificate at all.
+	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	if resp, err := c.Get(addr); err == nil {
+		resp.Body.Close()
+		t.Fatalf("a client without a certificate got %d", resp.StatusCode)
+	}
+	// An ordinary certificate without a token.
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	der, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{SerialNumber: big1(), NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}, &x509.Certificate{SerialNumber: big1()}, &k.PublicKey, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp, err := attestedClient(&tls.Certificate{Certificate: [][]byte{der}, PrivateKey: k}).Get(addr); err == nil {
+		resp.Body.Close()
+		t.Fatalf("a client with an unattested certificate got %d", resp.StatusCode)
+	}
+	waitMetric(t, back, "api", string(attestedtls.CodeNotAttested), 2)
+}
+
+func TestCertificateWithSomeoneElsesTokenRefused(t *testing.T) {
+	e := newEnv(t, time.Hour)
+	front, back, _ := pair(t, e)
+	stolen := front.Identity.Current().Token.Raw // valid, satisfies "front", names front's key
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	der, err := attestedtls.NewCertificate(k, stolen, "thief", time.Now(), time.Now().Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := attestedClient(&tls.Certificate{Certificate: [][]byte{der}, PrivateKey: k})
+	if resp, err := c.Get("https://" + back.Addr("api") + "/"); err == nil {
+		resp.Body.Close()
+		t.Fatalf("a certificate carrying someone else's token got %d", resp.StatusCode)
+	}
+	waitMetric(t, back, "api", "key_not_bound", 1)
+}
+
+func TestUnallowedIdentityRefusedBothDirections(t *testing.T) {
+	e := newEnv(t, time.Hour)
+	_, back, _ := pair(t, e)
+	// rogue calls back, which allows only front.
+	rc := e.cfg("rogue", mrRogue)
+	rc.Outbound = []config.Outbound{{Name: "to-back", Listen: "127.0.0.1:0", Protocol: "http", Upstream: back.Addr("api"), UpstreamIdentity: []string{"back"}}}
+	rogue := e.start(rc)
+	resp, _ := get(t, "http://"+rogue.Addr("to-back")+"/", nil)
+	if resp.StatusCode != http.StatusBadGateway {
+		t.Errorf("rogue -> back: status %d, want 502", resp.StatusCode)
+	}
+	waitMetric(t, back, "api", "mrenclave_mismatch", 1)
+
+	// front expects "back" but is pointed at rogue's inbound listener.
+	a, _ := newApp(t)
+	rc2 := e.cfg("rogue", mrRogue)
+	rc2.Inbound = []config.Inbound{{Name: "api", Listen: "127.0.0.1:0", Protocol: "http", ForwardTo: strings.TrimPrefix(a.URL, "http://"), Allow: []string{"front"}}}
+	rogue2 := e.start(rc2)
+	fc := e.cfg("front", mrFront)
+	fc.Outbound = []config.Outbound{{Name: "to-back", Listen: "127.0.0.1:0", Protocol: "http", Upstream: rogue2.Addr("api"), UpstreamIdentity: []string{"back"}}}
+	front := e.start(fc)
+	resp, body := get(t, "http://"+front.Addr("to-back")+"/", nil)
+	if resp.StatusCode != http.StatusBadGateway || resp.Header.Get(chain.HeaderReject) != "mrenclave_mismatch" {
+		t.Errorf("front -> rogue: %d %q %s", resp.StatusCode, resp.Header.Get(chain.HeaderReject), body)
+	}
+	waitMetric(t, front, "to-back", "mrenclave_mismatch", 1)
+}
+
+// TestHTTPHygiene sends request smuggling shapes and upgrades on a raw connection.
+func TestHTTPHygiene(t *testing.T) {
+	e := newEnv(t, time.Hour)
+	front, _, _ := pair(t, e)
+	cases := map[string]string{
+		"h2c upgrade":     "GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
+		"duplicate CL":    "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde",
+		"bare LF chunk":   "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n4\nabcd\n0\n\n",
+		"TE not chunked":  "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+		"websocket":       "GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+		"header too long": "GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + strings.Repeat("a", 200<<10) + "\r\n\r\n",
+	}
+	for name, raw := range cases {
+		t.Run(name, func(t *testing.T) {
+			c, err := net.Dial("tcp", front.Addr("to-back"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+			go func() { _, _ = io.WriteString(c, raw) }()
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil {
+				t.Fatalf("no response: %v", err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode < 400 || (resp.StatusCode >= 500 && resp.StatusCode != http.StatusNotImplemented) {
+				t.Errorf("status %d, want a 4xx (or 501) refusal", resp.StatusCode)
+			}
+		})
+	}
+}
+
+// TestCLAndTENotSmuggled: Go's server applies RFC 9112 §6.3 before the handler runs
+// (Transfer-Encoding wins, Content-Length is removed), so the proxy cannot see the original
+// Content-Length to refuse it; it re-frames the body itself. The test checks that the bytes
+// after the chunked body are not forwarded as part of that request.
+func TestCLAndTENotSmuggled(t *testing.T) {
+	e := newEnv(t, time.Hour)
+	front, _, _ := pair(t, e)
+	c, err := net.Dial("tcp", front.Addr("to-back"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	_, _ = io.WriteString(c, "POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 30\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n")
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(b) != "POST back.internal /a body=0" {
+		t.Errorf("first answer %d %q", resp.StatusCode, b)
+	}
+}
+
+func waitMetric(t *testing.T, p *proxyT, listener, reason string, min float64) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got := counter(p.Metrics.Rejections.WithLabelValues(listener, reason))
+		if got >= min {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("metric countersign_rejections_total{listener=%q,reason=%q} = %v, want >= %v; logs:\n%s", listener, reason, got, min, p.logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func counter(c interface{ Write(*dto.Metric) error }) float64 {
+	var m dto.Metric
+	if err := c.Write(&m); err != nil || m.Counter == nil {
+		return -1
+	}
+	return m.Counter.GetValue()
+}

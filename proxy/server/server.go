@@ -1,0 +1,396 @@
+// Package server assembles a proxy from its configuration: the trust core (policy engine),
+// the attested identity with its refresh loop, the inbound, outbound and admin listeners.
+// The binary's `proxy run` and the integration tests both use it.
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/countersign/countersign/attestation"
+	"github.com/countersign/countersign/attestation/attester"
+	"github.com/countersign/countersign/attestation/maa"
+	"github.com/countersign/countersign/attestation/policy"
+	"github.com/countersign/countersign/attestation/token"
+	"github.com/countersign/countersign/proxy/admin"
+	"github.com/countersign/countersign/proxy/attestedtls"
+	"github.com/countersign/countersign/proxy/chain"
+	"github.com/countersign/countersign/proxy/config"
+	"github.com/countersign/countersign/proxy/httpproxy"
+	"github.com/countersign/countersign/proxy/identity"
+	"github.com/countersign/countersign/proxy/metrics"
+	"github.com/countersign/countersign/proxy/tcpproxy"
+)
+
+// Options are what tests and the binary may inject.
+type Options struct {
+	Logger *slog.Logger
+	// Now is the clock of the verifier, the chain and the identity; nil means time.Now.
+	Now func() time.Time
+	// TokenConfig, if set, adjusts the token verifier's configuration.
+	TokenConfig func(*token.Config)
+	// Attester replaces the configured one (tests).
+	Attester attester.Attester
+}
+
+// Server is a running proxy.
+type Server struct {
+	cfg      *config.Config
+	log      *slog.Logger
+	now      func() time.Time
+	Engine   *policy.Engine
+	Identity *identity.Source
+	Metrics  *metrics.Metrics
+	deps     *httpproxy.Deps
+
+	addrs map[string]string
+	lns   []func(ctx context.Context) error
+	wg    sync.WaitGroup
+	errs  chan error
+}
+
+// New builds a proxy without starting it.
+func New(cfg *config.Config, opts Options) (*Server, error) {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	now := opts.Now
+	if now == nil {
+		now = time.Now
+	}
+	p, err := policy.Load(cfg.PolicyFile)
+	if err != nil {
+		return nil, fmt.Errorf("policyFile: %w", err)
+	}
+	check := func(field string, ids []string) error {
+		for _, id := range ids {
+			if _, ok := p.Identities[id]; !ok {
+				return fmt.Errorf("%s: identity %q is not in the policy (%v)", field, id, p.IdentityNames())
+			}
+		}
+		return nil
+	}
+	var errs []error
+	errs = append(errs, check("identity", []string{cfg.Identity}), check("chain.identities", cfg.Chain.Identities))
+	for i, in := range cfg.Inbound {
+		errs = append(errs, check(fmt.Sprintf("inbound[%d].allow", i), in.Allow))
+	}
+	for i, out := range cfg.Outbound {
+		errs = append(errs, check(fmt.Sprintf("outbound[%d].upstreamIdentity", i), out.UpstreamIdentity))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	eng, err := policy.NewEngine(p, log, func(c *token.Config) {
+		c.Now = now
+		if opts.TokenConfig != nil {
+			opts.TokenConfig(c)
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	a := opts.Attester
+	if a == nil {
+		id := attester.SimIdentity{ProductID: cfg.Attester.SimIdentity.ProductID, SVN: cfg.Attester.SimIdentity.SVN}
+		if s := cfg.Attester.SimIdentity.MREnclave; s != "" {
+			id.MREnclave, _ = attester.ParseMeasurement(s)
+		}
+		if s := cfg.Attester.SimIdentity.MRSigner; s != "" {
+			id.MRSigner, _ = attester.ParseMeasurement(s)
+		}
+		a, err = attester.New(cfg.Attester.Type, attester.Options{SimPlatformKey: cfg.Attester.SimPlatformKey, SimIdentity: id})
+		if err != nil {
+			return nil, fmt.Errorf("attester: %w", err)
+		}
+	}
+	hc, err := maa.NewHTTPClient(cfg.AttestationService.CAFile, cfg.AttestationService.Timeout.D())
+	if err != nil {
+		return nil, fmt.Errorf("attestationService.caFile: %w", err)
+	}
+	m := metrics.New()
+	src, err := identity.New(identity.Config{
+		Attester: a, Issuer: &maa.Client{BaseURL: cfg.AttestationService.URL, Endpoint: maa.Endpoint(cfg.AttestationService.Endpoint), HTTP: hc},
+		Checker: eng, Identity: cfg.Identity, Claimed: cfg.Claimed,
+		RefreshAt: cfg.Refresh.At, Jitter: cfg.Refresh.Jitter, MinBackoff: cfg.Refresh.MinBackoff.D(), MaxBackoff: cfg.Refresh.MaxBackoff.D(),
+		AttestTimeout: cfg.AttestationService.Timeout.D(), Now: now, Logger: log,
+		OnRefresh: m.Refreshed,
+	})
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, log: log, now: now, Engine: eng, Identity: src, Metrics: m, addrs: map[string]string{}, errs: make(chan error, 16)}
+	s.deps = &httpproxy.Deps{
+		Checker: eng, Identity: src, Metrics: m, Logger: log, Limits: cfg.Limits, Chain: cfg.Chain, Now: now,
+		Live: &chain.Live{
+			Checker: eng, Window: cfg.Chain.Window.D(), Replay: chain.NewTTLSet[struct{}](1 << 20),
+			Limits: chain.Limits{MaxHops: cfg.Chain.MaxHops, MaxBytes: cfg.Chain.MaxBytes, MaxAge: cfg.Chain.MaxAge.D(), Skew: cfg.Chain.Window.D()},
+		},
+		Forwarded: chain.NewTTLSet[*chain.Chain](1 << 16),
+	}
+	return s, nil
+}
+
+// Addr returns the bound address of the listener called name ("admin" for the admin listener).
+func (s *Server) Addr(name string) string { return s.addrs[name] }
+
+func (s *Server) onReject(listener string, rej *attestation.Rejection) {
+	s.Metrics.Reject(listener, rej.Code)
+}
+
+// Start binds every listener and starts serving and refreshing; it returns once the listeners
+// are bound. Serving stops when ctx ends; Wait then returns after draining.
+func (s *Server) Start(ctx context.Context) error {
+	// Keys first, so that the first peer check does not wait for them (failure is not fatal:
+	// the verifier retries, and handshakes fail closed meanwhile).
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	if err := s.Engine.Verifier.Prefetch(pctx); err != nil {
+		s.log.Warn("cannot fetch the attestation service's keys yet", "err", err)
+	}
+	cancel()
+	var bound []net.Listener
+	fail := func(err error) error {
+		for _, l := range bound {
+			l.Close()
+		}
+		return err
+	}
+	listen := func(name, addr string) (net.Listener, error) {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return nil, fmt.Errorf("listener %s: %w", name, err)
+		}
+		bound = append(bound, ln)
+		s.addrs[name] = ln.Addr().String()
+		return ln, nil
+	}
+	for _, in := range s.cfg.Inbound {
+		ln, err := listen(in.Name, in.Listen)
+		if err != nil {
+			return fail(err)
+		}
+		if err := s.inbound(in, ln); err != nil {
+			return fail(fmt.Errorf("inbound %s: %w", in.Name, err))
+		}
+	}
+	for _, out := range s.cfg.Outbound {
+		ln, err := listen(out.Name, out.Listen)
+		if err != nil {
+			return fail(err)
+		}
+		s.outbound(out, ln)
+	}
+	if s.cfg.Admin.Listen != "" {
+		ln, err := listen("admin", s.cfg.Admin.Listen)
+		if err != nil {
+			return fail(err)
+		}
+		srv := s.httpServer(admin.Handler(s.Identity, s.cfg.Identity, s.Metrics.Registry), nil)
+		s.serveHTTP(srv, ln)
+	}
+	s.wg.Add(1)
+	go func() { defer s.wg.Done(); s.Identity.Run(ctx) }()
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			if s.Identity.Ready() {
+				s.Metrics.Ready.Set(1)
+			} else {
+				s.Metrics.Ready.Set(0)
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	for _, run := range s.lns {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			if err := run(ctx); err != nil {
+				s.errs <- err
+			}
+		}()
+	}
+	return nil
+}
+
+// Wait blocks until every listener has drained after ctx ended; it returns the first serving
+// error.
+func (s *Server) Wait() error {
+	s.wg.Wait()
+	select {
+	case err := <-s.errs:
+		return err
+	default:
+		return nil
+	}
+}
+
+func (s *Server) httpServer(h http.Handler, tlsCfg *tls.Config) *http.Server {
+	l := s.cfg.Limits
+	return &http.Server{
+		Handler:           h,
+		TLSConfig:         tlsCfg,
+		ReadHeaderTimeout: l.ReadHeaderTimeout.D(),
+		IdleTimeout:       l.IdleTimeout.D(),
+		MaxHeaderBytes:    l.MaxHeaderBytes,
+		// HTTP/1.1 only: no h2 over TLS and no h2c.
+		TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){},
+		ErrorLog:     slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+}
+
+func (s *Server) serveHTTP(srv *http.Server, ln net.Listener) {
+	s.lns = append(s.lns, func(ctx context.Context) error {
+		errc := make(chan error, 1)
+		go func() { errc <- srv.Serve(ln) }()
+		select {
+		case err := <-errc:
+			return err
+		case <-ctx.Done():
+		}
+		dctx, cancel := context.WithTimeout(context.Background(), s.cfg.Limits.ShutdownTimeout.D())
+		defer cancel()
+		err := srv.Shutdown(dctx)
+		if errors.Is(err, context.DeadlineExceeded) {
+			srv.Close()
+		}
+		if e := <-errc; e != nil && !errors.Is(e, http.ErrServerClosed) {
+			return e
+		}
+		return nil
+	})
+}
+
+// limitListener refuses connections beyond n (they are closed at once and counted).
+type limitListener struct {
+	net.Listener
+	sem    chan struct{}
+	name   string
+	reject func(string, attestation.Code)
+}
+
+type limitConn struct {
+	net.Conn
+	once    sync.Once
+	release func()
+}
+
+func (c *limitConn) Close() error {
+	c.once.Do(c.release)
+	return c.Conn.Close()
+}
+
+func (l *limitListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		select {
+		case l.sem <- struct{}{}:
+			return &limitConn{Conn: c, release: func() { <-l.sem }}, nil
+		default:
+			l.reject(l.name, tcpproxy.CodeConnLimit)
+			c.Close()
+		}
+	}
+}
+
+func (s *Server) inbound(in config.Inbound, ln net.Listener) error {
+	l := s.cfg.Limits
+	var tlsCfg *tls.Config
+	if in.Public {
+		cert, err := tls.LoadX509KeyPair(in.CertFile, in.KeyFile)
+		if err != nil {
+			return fmt.Errorf("certFile/keyFile: %w", err)
+		}
+		tlsCfg = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}, NextProtos: []string{"http/1.1"}}
+	} else {
+		tlsCfg = attestedtls.ServerConfig(s.Identity, s.Engine, attestedtls.Options{
+			Listener: in.Name, Identities: in.Allow, Logger: s.log, OnReject: s.onReject, NextProtos: []string{"http/1.1"},
+		})
+	}
+	if in.Protocol == config.ProtocolTCP {
+		app := in.ForwardTo
+		d := &net.Dialer{Timeout: l.DialTimeout.D()}
+		p := tcpproxy.New(tcpproxy.Options{
+			Name: in.Name, MaxConns: l.MaxConnections, IdleTimeout: l.IdleTimeout.D(), HandshakeTimeout: l.HandshakeTimeout.D(),
+			Dial:   func(ctx context.Context) (net.Conn, error) { return d.DialContext(ctx, "tcp", app) },
+			Logger: s.log, OnReject: s.Metrics.Reject, OnConn: s.connGauge(in.Name),
+			Lifetime: s.peerLifetime,
+		})
+		tln := tls.NewListener(ln, tlsCfg)
+		s.lns = append(s.lns, func(ctx context.Context) error { return p.Serve(ctx, tln, l.ShutdownTimeout.D()) })
+		return nil
+	}
+	srv := s.httpServer(httpproxy.NewInbound(s.deps, in), tlsCfg)
+	srv.ConnContext = func(ctx context.Context, _ net.Conn) context.Context { return attestedtls.WithRecorder(ctx) }
+	lim := &limitListener{Listener: ln, sem: make(chan struct{}, l.MaxConnections), name: in.Name, reject: s.Metrics.Reject}
+	s.serveHTTP(srv, tls.NewListener(lim, tlsCfg))
+	return nil
+}
+
+func (s *Server) outbound(out config.Outbound, ln net.Listener) {
+	l := s.cfg.Limits
+	if out.Protocol == config.ProtocolTCP {
+		host, _, _ := net.SplitHostPort(out.Upstream)
+		opts := attestedtls.Options{Listener: out.Name, Identities: out.UpstreamIdentity, Logger: s.log, OnReject: s.onReject}
+		tlsCfg := attestedtls.ClientConfig(s.Identity, s.Engine, host, opts)
+		d := &tls.Dialer{NetDialer: &net.Dialer{Timeout: l.DialTimeout.D()}, Config: tlsCfg}
+		p := tcpproxy.New(tcpproxy.Options{
+			Name: out.Name, MaxConns: l.MaxConnections, IdleTimeout: l.IdleTimeout.D(), HandshakeTimeout: l.HandshakeTimeout.D(),
+			Dial: func(ctx context.Context) (net.Conn, error) {
+				if !s.Identity.Ready() {
+					return nil, attestation.Rejectf(httpproxy.CodeNoIdentity, "%v", identity.ErrNoIdentity)
+				}
+				return d.DialContext(ctx, "tcp", out.Upstream)
+			},
+			Logger: s.log, OnReject: s.Metrics.Reject, OnConn: s.connGauge(out.Name),
+			Lifetime: s.peerLifetime,
+		})
+		s.lns = append(s.lns, func(ctx context.Context) error { return p.Serve(ctx, ln, l.ShutdownTimeout.D()) })
+		return
+	}
+	srv := s.httpServer(httpproxy.NewOutbound(s.deps, out), nil)
+	lim := &limitListener{Listener: ln, sem: make(chan struct{}, l.MaxConnections), name: out.Name, reject: s.Metrics.Reject}
+	s.serveHTTP(srv, lim)
+}
+
+func (s *Server) connGauge(name string) func(int) {
+	g := s.Metrics.Connections.WithLabelValues(name)
+	return func(d int) { g.Add(float64(d)) }
+}
+
+// peerLifetime is when a TCP connection must end: when the attested side's token (the peer's)
+// or this proxy's own token expires, whichever is first. Attestation is checked at the
+// handshake; a stream does not outlive the tokens that allowed it.
+func (s *Server) peerLifetime(c net.Conn) time.Time {
+	var end time.Time
+	if cur := s.Identity.Current(); cur != nil {
+		end = cur.Expiry
+	}
+	if tc, ok := c.(*tls.Conn); ok {
+		cs := tc.ConnectionState()
+		if len(cs.PeerCertificates) == 1 {
+			if exp := cs.PeerCertificates[0].NotAfter; end.IsZero() || exp.Before(end) {
+				end = exp
+			}
+		}
+	}
+	return end
+}
