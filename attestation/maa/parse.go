@@ -169,20 +169,35 @@ func collateral(c *Claims, key string, v *fastjson.Value) error {
 		return &ClaimTypeError{Claim: key, Want: "an object", Got: v.Type().String()}
 	}
 	col := new(Collateral)
-	fields := map[string]*string{
-		"qeidcertshash": &col.QEIDCertsHash, "qeidcrlhash": &col.QEIDCRLHash, "qeidhash": &col.QEIDHash,
-		"quotehash": &col.QuoteHash, "tcbinfocertshash": &col.TCBInfoCertsHash, "tcbinfocrlhash": &col.TCBInfoCRLHash,
-		"tcbinfohash": &col.TCBInfoHash,
-	}
 	var ferr error
 	o.Visit(func(k []byte, v *fastjson.Value) {
-		if dst, ok := fields[string(k)]; ok && ferr == nil {
-			if v.Type() != fastjson.TypeString {
-				ferr = &ClaimTypeError{Claim: key + "." + string(k), Want: "a string", Got: v.Type().String()}
-				return
-			}
-			*dst = string(v.GetStringBytes())
+		var dst *string
+		switch string(k) {
+		case "qeidcertshash":
+			dst = &col.QEIDCertsHash
+		case "qeidcrlhash":
+			dst = &col.QEIDCRLHash
+		case "qeidhash":
+			dst = &col.QEIDHash
+		case "quotehash":
+			dst = &col.QuoteHash
+		case "tcbinfocertshash":
+			dst = &col.TCBInfoCertsHash
+		case "tcbinfocrlhash":
+			dst = &col.TCBInfoCRLHash
+		case "tcbinfohash":
+			dst = &col.TCBInfoHash
+		default:
+			return
 		}
+		if ferr != nil {
+			return
+		}
+		if v.Type() != fastjson.TypeString {
+			ferr = &ClaimTypeError{Claim: key + "." + string(k), Want: "a string", Got: v.Type().String()}
+			return
+		}
+		*dst = string(v.GetStringBytes())
 	})
 	c.SGXCollateral = col
 	return ferr
