@@ -18,7 +18,7 @@ import (
 
 func init() {
 	Commands["verify"] = Command{
-		Summary: "explain whether a token satisfies a policy (exit 0 accepted, 1 rejected, 2 error)",
+		Summary: "explain whether a token or a receipt satisfies a policy (exit 0 accepted, 1 rejected, 2 error)",
 		Run:     runVerify,
 	}
 }
@@ -26,8 +26,12 @@ func init() {
 func runVerify(ctx context.Context, args []string, s Streams) error {
 	fs := newFlagSet("verify", s)
 	policyFile := fs.String("policy", "", "policy file (YAML, see docs/policy.md) (required)")
-	identity := fs.String("identity", "", "identity the token must satisfy (default: any identity in the policy)")
+	identity := fs.String("identity", "", "identity the token must satisfy, or with --receipt a comma-separated list every hop must satisfy one of (default: any identity in the policy)")
 	tokenFile := fs.String("token", "", "token file, or - for standard input")
+	receiptFile := fs.String("receipt", "", "receipt file (JSON or the Countersign-Receipt header value), or - for standard input: verify the chain and countersignature offline")
+	answerer := fs.String("answerer", "", "with --receipt: comma-separated identities the answering hop must satisfy (default: any)")
+	issuerKeys := keyFiles{}
+	fs.Var(issuerKeys, "issuer-keys", "with --receipt: ISSUER_URL=FILE, the issuer's /certs document saved in FILE, to verify without the network (repeatable)")
 	keyFile := fs.String("key", "", "optional PEM public key, certificate or PKCS#8 private key whose public key the token's runtime data must name")
 	timeout := fs.Duration("timeout", 30*time.Second, "how long to wait for the issuer's keys")
 	if err := parseFlags(fs, args); err != nil {
@@ -36,12 +40,23 @@ func runVerify(ctx context.Context, args []string, s Streams) error {
 	if *policyFile == "" {
 		return usagef("--policy FILE is required")
 	}
-	if *tokenFile == "" {
-		return usagef("one of --token FILE|- is required")
+	if (*tokenFile == "") == (*receiptFile == "") {
+		return usagef("exactly one of --token FILE|- and --receipt FILE|- is required")
 	}
 	p, err := policy.Load(*policyFile)
 	if err != nil {
 		return usagef("%v", err)
+	}
+	if *receiptFile != "" {
+		if *keyFile != "" {
+			return usagef("--key applies to --token only")
+		}
+		ctx, cancel := context.WithTimeout(ctx, *timeout)
+		defer cancel()
+		return verifyReceipt(ctx, s, p, *receiptFile, idList(*identity), idList(*answerer), issuerKeys)
+	}
+	if *answerer != "" || len(issuerKeys) > 0 {
+		return usagef("--answerer and --issuer-keys apply to --receipt only")
 	}
 	raw, err := readInput(*tokenFile, s, token.DefaultMaxTokenSize*2)
 	if err != nil {

@@ -31,6 +31,7 @@ func run(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	binDir = dir
+	fmt.Println("e2e: building attestation-service and proxy")
 	for name, pkg := range map[string]string{
 		"attestation-service": "github.com/countersign/countersign/attestation/cmd/attestation-service",
 		"proxy":               "github.com/countersign/countersign/proxy/cmd/proxy",
