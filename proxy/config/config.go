@@ -55,6 +55,10 @@ type Config struct {
 	Limits Limits `json:"limits"`
 	// Chain bounds the HTTP hop chain.
 	Chain Chain `json:"chain"`
+	// Transparent, if set, intercepts the app's traffic with iptables (docs/transparent.md).
+	Transparent *Transparent `json:"transparent,omitempty"`
+	// XDS, if set, subscribes to a control plane for upstreams and narrowed policy (docs/xds.md).
+	XDS *XDS `json:"xds,omitempty"`
 }
 
 // Attester selects the attester.
@@ -119,8 +123,11 @@ type Outbound struct {
 	Name     string `json:"name"`
 	Listen   string `json:"listen"`
 	Protocol string `json:"protocol"`
-	// Upstream is the peer proxy's inbound listener, host:port.
-	Upstream string `json:"upstream"`
+	// Upstream is the peer proxy's inbound listener, host:port. Exclusive with Cluster.
+	Upstream string `json:"upstream,omitempty"`
+	// Cluster names an xDS cluster whose endpoints are the upstreams (requires xds); the
+	// cluster's identities, narrowed by the control plane, must be among UpstreamIdentity.
+	Cluster string `json:"cluster,omitempty"`
 	// UpstreamIdentity are the policy identities the upstream may prove (any one).
 	UpstreamIdentity []string `json:"upstreamIdentity"`
 	// Authority is the Host sent upstream (http only); default Upstream.
@@ -214,6 +221,11 @@ func Parse(b []byte, baseDir string) (*Config, error) {
 		rel(&c.Inbound[i].CertFile)
 		rel(&c.Inbound[i].KeyFile)
 	}
+	if c.XDS != nil {
+		rel(&c.XDS.CAFile)
+		rel(&c.XDS.CertFile)
+		rel(&c.XDS.KeyFile)
+	}
 	c.SetDefaults()
 	if err := c.Validate(); err != nil {
 		return nil, err
@@ -267,6 +279,7 @@ func (c *Config) SetDefaults() {
 	}
 	def(&c.Chain.Window, 30*time.Second)
 	def(&c.Chain.MaxAge, 5*time.Minute)
+	c.setMeshDefaults()
 }
 
 var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$`)
@@ -328,7 +341,7 @@ func (c *Config) Validate() error {
 	if c.Refresh.MaxBackoff < c.Refresh.MinBackoff {
 		add("refresh.maxBackoff", "%s is less than minBackoff %s", c.Refresh.MaxBackoff.D(), c.Refresh.MinBackoff.D())
 	}
-	if len(c.Inbound)+len(c.Outbound) == 0 {
+	if len(c.Inbound)+len(c.Outbound) == 0 && c.Transparent == nil {
 		add("inbound", "no listeners: at least one inbound or outbound listener is required")
 	}
 	names := map[string]string{}
@@ -390,8 +403,17 @@ func (c *Config) Validate() error {
 				add(f+".listen", "%v (the app dials outbound listeners in plaintext)", err)
 			}
 		}
-		if _, _, err := net.SplitHostPort(out.Upstream); err != nil {
-			add(f+".upstream", "%q is not host:port", out.Upstream)
+		switch {
+		case out.Cluster != "" && out.Upstream != "":
+			add(f+".cluster", "set together with upstream; use one or the other")
+		case out.Cluster != "":
+			if c.XDS == nil {
+				add(f+".cluster", "%q needs a control plane: set xds", out.Cluster)
+			}
+		default:
+			if _, _, err := net.SplitHostPort(out.Upstream); err != nil {
+				add(f+".upstream", "%q is not host:port", out.Upstream)
+			}
 		}
 		if len(out.UpstreamIdentity) == 0 {
 			add(f+".upstreamIdentity", "required: the policy identities the upstream must prove")
@@ -436,6 +458,8 @@ func (c *Config) Validate() error {
 			add(fmt.Sprintf("chain.identities[%d]", j), "%q is not an identity name", a)
 		}
 	}
+	errs = append(errs, c.validateTransparent(addrs, names)...)
+	errs = append(errs, c.validateXDS()...)
 	return errors.Join(errs...)
 }
 
