@@ -14,7 +14,30 @@ import (
 // Tensor data may be flat or nested arrays; nested data is flattened in row-major order. Every
 // failure is an *Error.
 func DecodeInferRequest(body []byte, lim Limits) (*InferRequest, error) {
-	d := &decoder{b: body, lim: lim}
+	return decodeInferRequest(&decoder{b: body, lim: lim})
+}
+
+// DecodeInferRequestBinary parses a request that uses the binary tensor data extension: the
+// first jsonLen bytes of body are the JSON request (the Inference-Header-Content-Length header),
+// the rest is the raw data of the inputs that give "binary_data_size", in input order. Every
+// byte must be accounted for.
+func DecodeInferRequestBinary(body []byte, jsonLen int, lim Limits) (*InferRequest, error) {
+	if jsonLen < 0 || jsonLen > len(body) {
+		return nil, errorf("%s is %d, but the body has %d bytes", HeaderContentLength, jsonLen, len(body))
+	}
+	d := &decoder{b: body[:jsonLen], lim: lim, bin: body[jsonLen:], binary: true}
+	req, err := decodeInferRequest(d)
+	if err != nil {
+		return nil, err
+	}
+	if left := len(d.bin) - d.binOff; left != 0 {
+		return nil, errorf("%d bytes of binary data follow the JSON request but no input's binary_data_size accounts for them", left)
+	}
+	return req, nil
+}
+
+func decodeInferRequest(d *decoder) (*InferRequest, error) {
+	lim := d.lim
 	req := &InferRequest{}
 	d.ws()
 	err := d.object(func(key string) error {
@@ -73,21 +96,34 @@ func DecodeInferRequest(body []byte, lim Limits) (*InferRequest, error) {
 	if len(req.Inputs) == 0 {
 		return nil, errorf("request has no inputs")
 	}
-	if err := binaryParam(req.Parameters, "binary_data_output"); err != nil {
+	bo, err := boolParam(req.Parameters, "binary_data_output")
+	if err != nil {
 		return nil, err
 	}
+	req.BinaryOutput = bo
 	return req, nil
 }
 
-// binaryParam refuses the binary tensor data extension, which this server does not implement.
-func binaryParam(p map[string]any, key string) error {
-	if v, ok := p[key]; ok && v != false {
-		return errorf("parameter %q: the binary tensor data extension is not supported; use JSON data", key)
+// boolParam reads an optional boolean parameter.
+func boolParam(p map[string]any, key string) (bool, error) {
+	v, ok := p[key]
+	if !ok {
+		return false, nil
 	}
-	return nil
+	b, isBool := v.(bool)
+	if !isBool {
+		return false, errorf("parameter %q must be a boolean", key)
+	}
+	return b, nil
 }
 
 type decoder struct {
+	// The binary tensor data extension: bin holds the bytes after the JSON part, binOff how
+	// many the inputs decoded so far took.
+	bin    []byte
+	binOff int
+	binary bool
+
 	b   []byte
 	i   int
 	lim Limits
@@ -602,9 +638,11 @@ func (d *decoder) output() (RequestedOutput, error) {
 	if o.Name == "" {
 		return o, errorf("requested output without a name")
 	}
-	if err := binaryParam(params, "binary_data"); err != nil {
-		return o, err
+	bd, err := boolParam(params, "binary_data")
+	if err != nil {
+		return o, errorf("output %q: %s", o.Name, err.Error())
 	}
+	o.Binary = bd
 	if v, ok := params["classification"]; ok {
 		f, isNum := v.(float64)
 		if !isNum || f != math.Trunc(f) || f < 1 || f > 1<<20 {
@@ -695,15 +733,15 @@ func (d *decoder) input() (Tensor, error) {
 	if !shapeSeen {
 		return t, errorf("input %q: missing shape", t.Name)
 	}
-	if dataStart < 0 {
-		return t, errorf("input %q: missing data", t.Name)
-	}
-	if err := binaryParam(params, "binary_data_size"); err != nil {
-		return t, err
-	}
 	want, err := d.elements(t.Name, t.Shape)
 	if err != nil {
 		return t, err
+	}
+	if size, ok := params["binary_data_size"]; ok {
+		return d.binaryInput(t, size, dataStart >= 0, want)
+	}
+	if dataStart < 0 {
+		return t, errorf("input %q: missing data", t.Name)
 	}
 	data, nonFinite := parsed, parsedNonFinite
 	if data == nil {
@@ -717,6 +755,32 @@ func (d *decoder) input() (Tensor, error) {
 	if n := int64(dataLen(data)); n != want {
 		return t, errorf("input %q: shape %v needs %d elements, data has %d", t.Name, t.Shape, want, n)
 	}
+	return t, nil
+}
+
+// binaryInput takes an input's data from the binary part of the body.
+func (d *decoder) binaryInput(t Tensor, size any, hasData bool, want int64) (Tensor, error) {
+	if !d.binary {
+		return t, errorf("input %q: binary_data_size needs the %s header (the binary tensor data extension)", t.Name, HeaderContentLength)
+	}
+	if hasData {
+		return t, errorf("input %q: has both data and binary_data_size; send one", t.Name)
+	}
+	f, isNum := size.(float64)
+	if !isNum || f != math.Trunc(f) || f < 0 {
+		return t, errorf("input %q: binary_data_size must be a non-negative integer", t.Name)
+	}
+	left := len(d.bin) - d.binOff
+	if f > float64(left) {
+		return t, errorf("input %q: binary_data_size is %v bytes, only %d bytes of binary data are left", t.Name, f, left)
+	}
+	n := int(f)
+	data, nonFinite, err := decodeBinary(t.Datatype, d.bin[d.binOff:d.binOff+n], int(want), d.lim.MaxString)
+	if err != nil {
+		return t, errorf("input %q: %s", t.Name, err.Error())
+	}
+	d.binOff += n
+	t.Data, t.NonFinite = data, nonFinite
 	return t, nil
 }
 

@@ -66,44 +66,45 @@ func TestDecodeErrors(t *testing.T) {
 		return `{"inputs":[{"name":"x","datatype":"` + dt + `","shape":` + shape + `,"data":` + data + `}]}`
 	}
 	cases := map[string]string{
-		"trailing data":       `{"inputs":[]} x`,
-		"not an object":       `[]`,
-		"no inputs":           `{"id":"x"}`,
-		"duplicate key":       `{"inputs":[],"inputs":[]}`,
-		"missing shape":       `{"inputs":[{"name":"x","datatype":"FP32","data":[1]}]}`,
-		"missing data":        `{"inputs":[{"name":"x","datatype":"FP32","shape":[1]}]}`,
-		"missing name":        `{"inputs":[{"datatype":"FP32","shape":[1],"data":[1]}]}`,
-		"negative dim":        in("FP32", "[-1]", "[1]"),
-		"fraction dim":        in("FP32", "[1.5]", "[1]"),
-		"too many elements":   in("FP32", "[100000,100000]", "[1]"),
-		"int overflow":        in("INT8", "[1]", "[128]"),
-		"uint negative":       in("UINT8", "[1]", "[-1]"),
-		"int fraction":        in("INT32", "[1]", "[1.5]"),
-		"fp16 range":          in("FP16", "[1]", "[70000]"),
-		"bool as number":      in("BOOL", "[1]", "[1]"),
-		"object in data":      in("FP32", "[1]", `[{"a":1}]`),
-		"scalar data":         in("FP32", "[1]", "1"),
-		"nan in int":          in("INT32", "[1]", "[NaN]"),
-		"leading zero":        in("FP32", "[1]", "[01]"),
-		"bad escape":          `{"id":"\x","inputs":[]}`,
-		"control char":        "{\"id\":\"a\x01\",\"inputs\":[]}",
-		"bad utf8":            "{\"id\":\"\xff\",\"inputs\":[]}",
-		"deep nesting":        `{"x":` + strings.Repeat("[", 100) + strings.Repeat("]", 100) + `,"inputs":[]}`,
-		"count mismatch":      in("FP32", "[2,2]", "[[1,2],[3]]"),
-		"mixed depth":         in("FP32", "[2,2]", "[[1,2],3,4]"),
-		"nesting not shape":   in("FP32", "[2,2]", "[[1,2,3,4]]"),
-		"nesting too deep":    in("FP32", "[4]", "[[1],[2],[3],[4]]"),
-		"rank too high":       in("FP32", "[1,1,1,1,1,1,1,1,1]", "[1]"),
-		"binary request":      `{"parameters":{"binary_data_output":true},"inputs":[{"name":"x","datatype":"FP32","shape":[1],"data":[1]}]}`,
-		"classification str":  `{"inputs":[{"name":"x","datatype":"FP32","shape":[1],"data":[1]}],"outputs":[{"name":"o","parameters":{"classification":"2"}}]}`,
-		"parameter object":    `{"parameters":{"a":{}},"inputs":[]}`,
-		"unterminated":        `{"inputs":[{"name":"x`,
-		"empty":               ``,
-		"truncated number":    in("FP32", "[1]", "[1e]"),
-		"unknown datatype":    in("FP8", "[1]", "[1]"),
-		"unnamed output":      `{"inputs":[{"name":"x","datatype":"FP32","shape":[1],"data":[1]}],"outputs":[{}]}`,
-		"too many inputs":     `{"inputs":[` + strings.Repeat(`{"name":"x","datatype":"FP32","shape":[1],"data":[1]},`, 32) + `{"name":"x","datatype":"FP32","shape":[1],"data":[1]}]}`,
-		"long string element": in("BYTES", "[1]", `["`+strings.Repeat("a", 70000)+`"]`),
+		"trailing data":          `{"inputs":[]} x`,
+		"not an object":          `[]`,
+		"no inputs":              `{"id":"x"}`,
+		"duplicate key":          `{"inputs":[],"inputs":[]}`,
+		"missing shape":          `{"inputs":[{"name":"x","datatype":"FP32","data":[1]}]}`,
+		"missing data":           `{"inputs":[{"name":"x","datatype":"FP32","shape":[1]}]}`,
+		"missing name":           `{"inputs":[{"datatype":"FP32","shape":[1],"data":[1]}]}`,
+		"negative dim":           in("FP32", "[-1]", "[1]"),
+		"fraction dim":           in("FP32", "[1.5]", "[1]"),
+		"too many elements":      in("FP32", "[100000,100000]", "[1]"),
+		"int overflow":           in("INT8", "[1]", "[128]"),
+		"uint negative":          in("UINT8", "[1]", "[-1]"),
+		"int fraction":           in("INT32", "[1]", "[1.5]"),
+		"fp16 range":             in("FP16", "[1]", "[70000]"),
+		"bool as number":         in("BOOL", "[1]", "[1]"),
+		"object in data":         in("FP32", "[1]", `[{"a":1}]`),
+		"scalar data":            in("FP32", "[1]", "1"),
+		"nan in int":             in("INT32", "[1]", "[NaN]"),
+		"leading zero":           in("FP32", "[1]", "[01]"),
+		"bad escape":             `{"id":"\x","inputs":[]}`,
+		"control char":           "{\"id\":\"a\x01\",\"inputs\":[]}",
+		"bad utf8":               "{\"id\":\"\xff\",\"inputs\":[]}",
+		"deep nesting":           `{"x":` + strings.Repeat("[", 100) + strings.Repeat("]", 100) + `,"inputs":[]}`,
+		"count mismatch":         in("FP32", "[2,2]", "[[1,2],[3]]"),
+		"mixed depth":            in("FP32", "[2,2]", "[[1,2],3,4]"),
+		"nesting not shape":      in("FP32", "[2,2]", "[[1,2,3,4]]"),
+		"nesting too deep":       in("FP32", "[4]", "[[1],[2],[3],[4]]"),
+		"rank too high":          in("FP32", "[1,1,1,1,1,1,1,1,1]", "[1]"),
+		"binary without header":  `{"inputs":[{"name":"x","datatype":"FP32","shape":[1],"parameters":{"binary_data_size":4}}]}`,
+		"binary_data_output str": `{"parameters":{"binary_data_output":"yes"},"inputs":[{"name":"x","datatype":"FP32","shape":[1],"data":[1]}]}`,
+		"classification str":     `{"inputs":[{"name":"x","datatype":"FP32","shape":[1],"data":[1]}],"outputs":[{"name":"o","parameters":{"classification":"2"}}]}`,
+		"parameter object":       `{"parameters":{"a":{}},"inputs":[]}`,
+		"unterminated":           `{"inputs":[{"name":"x`,
+		"empty":                  ``,
+		"truncated number":       in("FP32", "[1]", "[1e]"),
+		"unknown datatype":       in("FP8", "[1]", "[1]"),
+		"unnamed output":         `{"inputs":[{"name":"x","datatype":"FP32","shape":[1],"data":[1]}],"outputs":[{}]}`,
+		"too many inputs":        `{"inputs":[` + strings.Repeat(`{"name":"x","datatype":"FP32","shape":[1],"data":[1]},`, 32) + `{"name":"x","datatype":"FP32","shape":[1],"data":[1]}]}`,
+		"long string element":    in("BYTES", "[1]", `["`+strings.Repeat("a", 70000)+`"]`),
 	}
 	for name, body := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -126,7 +127,7 @@ func TestEncodeRoundTrip(t *testing.T) {
 		{Name: "u", Datatype: UINT64, Shape: []int64{1}, Data: []uint64{math.MaxUint64}},
 		{Name: "b", Datatype: BOOL, Shape: []int64{1}, Data: []bool{true}},
 	}}
-	b := AppendInferResponse(nil, r)
+	b, _ := AppendInferResponse(nil, r)
 	var got map[string]any
 	if err := json.Unmarshal(b, &got); err != nil {
 		t.Fatalf("%s: %v", b, err)
@@ -177,7 +178,7 @@ func FuzzDecodeInferRequest(f *testing.F) {
 			t.Fatalf("accepted invalid JSON %q", body)
 		}
 		// What was accepted encodes to valid JSON.
-		out := AppendInferResponse(nil, &InferResponse{ModelName: "m", ID: req.ID, Outputs: req.Inputs})
+		out, _ := AppendInferResponse(nil, &InferResponse{ModelName: "m", ID: req.ID, Outputs: req.Inputs})
 		if !json.Valid(out) {
 			t.Fatalf("encoded invalid JSON %q", out)
 		}

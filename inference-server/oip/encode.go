@@ -7,8 +7,12 @@ import (
 )
 
 // AppendInferResponse appends the JSON encoding of r to b. Non-finite floats, which JSON cannot
-// express, are written as null.
-func AppendInferResponse(b []byte, r *InferResponse) []byte {
+// express, are written as null. Outputs marked in r.Binary are written with
+// "parameters":{"binary_data_size":N} and no data, and their bytes follow the JSON in output
+// order: jsonLen is the length of the JSON part (the Inference-Header-Content-Length), equal to
+// the appended length when nothing is binary.
+func AppendInferResponse(b []byte, r *InferResponse) (out []byte, jsonLen int) {
+	start := len(b)
 	b = append(b, `{"model_name":`...)
 	b = AppendString(b, r.ModelName)
 	if r.ModelVersion != "" {
@@ -24,9 +28,38 @@ func AppendInferResponse(b []byte, r *InferResponse) []byte {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = appendTensor(b, &r.Outputs[i])
+		if i < len(r.Binary) && r.Binary[i] {
+			b = appendBinaryHeader(b, &r.Outputs[i])
+		} else {
+			b = appendTensor(b, &r.Outputs[i])
+		}
 	}
-	return append(b, "]}"...)
+	b = append(b, "]}"...)
+	jsonLen = len(b) - start
+	for i := range r.Outputs {
+		if i < len(r.Binary) && r.Binary[i] {
+			b = AppendBinary(b, &r.Outputs[i])
+		}
+	}
+	return b, jsonLen
+}
+
+func appendBinaryHeader(b []byte, t *Tensor) []byte {
+	b = append(b, `{"name":`...)
+	b = AppendString(b, t.Name)
+	b = append(b, `,"datatype":`...)
+	b = AppendString(b, t.Datatype)
+	b = append(b, `,"shape":[`...)
+	for i, v := range t.Shape {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = strconv.AppendInt(b, v, 10)
+	}
+	n := BinarySize(t)
+	b = append(b, `],"parameters":{"binary_data_size":`...)
+	b = strconv.AppendInt(b, int64(n), 10)
+	return append(b, "}}"...)
 }
 
 func appendTensor(b []byte, t *Tensor) []byte {

@@ -74,6 +74,9 @@ type RequestedOutput struct {
 	// Classification > 0 asks for the top-k classes of this output instead of its raw values
 	// (the classification extension): a BYTES tensor of "score:index[:label]" strings.
 	Classification int
+	// Binary asks for this output's data as raw bytes after the JSON response (the binary
+	// tensor data extension).
+	Binary bool
 }
 
 // InferRequest is a decoded inference request.
@@ -82,6 +85,8 @@ type InferRequest struct {
 	Parameters map[string]any // string, float64 or bool values
 	Inputs     []Tensor
 	Outputs    []RequestedOutput
+	// BinaryOutput asks for every output's data as raw bytes (parameter binary_data_output).
+	BinaryOutput bool
 }
 
 // InferResponse is an inference response.
@@ -90,6 +95,8 @@ type InferResponse struct {
 	ModelVersion string
 	ID           string
 	Outputs      []Tensor
+	// Binary marks, per output, data to send as raw bytes after the JSON (nil: none).
+	Binary []bool
 }
 
 // Limits bound what the decoder accepts beyond the body size.

@@ -338,15 +338,29 @@ func (s *Server) infer(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, label, *herr)
 		return
 	}
-	resp, herr := s.handleInfer(r.Context(), m, body)
+	jsonLen := -1 // no binary tensor data
+	if v := r.Header.Get(oip.HeaderContentLength); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 || n > len(body) {
+			s.fail(w, label, httpError{http.StatusBadRequest, ReasonDecode, fmt.Sprintf("%s: %q is not a byte count within the %d-byte body", oip.HeaderContentLength, v, len(body))})
+			return
+		}
+		jsonLen = n
+	}
+	resp, herr := s.handleInfer(r.Context(), m, body, jsonLen)
 	if herr != nil {
 		s.fail(w, label, *herr)
 		return
 	}
-	out := oip.AppendInferResponse(body[:0], resp)
+	out, outJSON := oip.AppendInferResponse(body[:0], resp)
 	*bp = out[:0]
 	h := w.Header()
-	h.Set("Content-Type", "application/json")
+	if outJSON != len(out) {
+		h.Set("Content-Type", "application/octet-stream")
+		h.Set(oip.HeaderContentLength, strconv.Itoa(outJSON))
+	} else {
+		h.Set("Content-Type", "application/json")
+	}
 	h.Set("Content-Length", strconv.Itoa(len(out)))
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(out)
@@ -381,8 +395,16 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request, buf []byte) ([
 	}
 }
 
-func (s *Server) handleInfer(ctx context.Context, m *model, body []byte) (*oip.InferResponse, *httpError) {
-	req, err := oip.DecodeInferRequest(body, s.limits)
+// handleInfer decodes, runs and shapes the answer. jsonLen is the length of the JSON part when
+// the request uses the binary tensor data extension, -1 otherwise.
+func (s *Server) handleInfer(ctx context.Context, m *model, body []byte, jsonLen int) (*oip.InferResponse, *httpError) {
+	var req *oip.InferRequest
+	var err error
+	if jsonLen >= 0 {
+		req, err = oip.DecodeInferRequestBinary(body, jsonLen, s.limits)
+	} else {
+		req, err = oip.DecodeInferRequest(body, s.limits)
+	}
 	if err != nil {
 		return nil, &httpError{http.StatusBadRequest, ReasonDecode, err.Error()}
 	}
@@ -415,10 +437,20 @@ func (s *Server) handleInfer(ctx context.Context, m *model, body []byte) (*oip.I
 	resp := &oip.InferResponse{ModelName: m.cfg.Name, ModelVersion: m.cfg.Version, ID: req.ID}
 	if len(req.Outputs) == 0 {
 		resp.Outputs = outs
+		if req.BinaryOutput {
+			resp.Binary = make([]bool, len(outs))
+			for i := range outs {
+				resp.Binary[i] = true
+				if !oip.CanAppendBinary(&outs[i]) {
+					return nil, &httpError{http.StatusBadRequest, ReasonInvalid, fmt.Sprintf("output %q: %s data cannot be sent as binary; ask for JSON", outs[i].Name, outs[i].Datatype)}
+				}
+			}
+		}
 		return resp, nil
 	}
 	resp.Outputs = make([]oip.Tensor, 0, len(req.Outputs))
 	for _, ro := range req.Outputs {
+		binary := ro.Binary || req.BinaryOutput
 		idx := m.outputIdx[ro.Name]
 		t := outs[idx]
 		if ro.Classification > 0 {
@@ -428,7 +460,11 @@ func (s *Server) handleInfer(ctx context.Context, m *model, body []byte) (*oip.I
 			}
 			t = c
 		}
+		if binary && !oip.CanAppendBinary(&t) {
+			return nil, &httpError{http.StatusBadRequest, ReasonInvalid, fmt.Sprintf("output %q: %s data cannot be sent as binary; ask for JSON", t.Name, t.Datatype)}
+		}
 		resp.Outputs = append(resp.Outputs, t)
+		resp.Binary = append(resp.Binary, binary)
 	}
 	return resp, nil
 }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -114,6 +115,7 @@ func BenchmarkServerVsDirect(b *testing.B) {
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 32, DisableCompression: true}, Timeout: 30 * time.Second}
 	buf := make([]byte, 0, 4096)
 	var bufMu sync.Mutex
+	binBody, binJSON := binaryInferBody("bench", x)
 	httpCall := func(url string) func() error {
 		return func() error {
 			resp, err := client.Post(url, "application/json", bytes.NewReader(body))
@@ -141,6 +143,30 @@ func BenchmarkServerVsDirect(b *testing.B) {
 	}))
 	defer echo.Close()
 	echoCall := httpCall(echo.URL + "/")
+	binaryCall := func(url string) func() error {
+		hdr := strconv.Itoa(binJSON)
+		return func() error {
+			req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(binBody))
+			if err != nil {
+				return err
+			}
+			req.Header.Set("Content-Type", "application/octet-stream")
+			req.Header.Set("Inference-Header-Content-Length", hdr)
+			resp, err := client.Do(req)
+			if err != nil {
+				return err
+			}
+			bufMu.Lock()
+			w := bytes.NewBuffer(buf[:0])
+			_, err = io.Copy(w, resp.Body)
+			bufMu.Unlock()
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				return fmt.Errorf("status %d", resp.StatusCode)
+			}
+			return err
+		}
+	}(plain.url + "/v2/models/" + modelName + "/infer")
 	plainCall := httpCall(plain.url + "/v2/models/" + modelName + "/infer")
 	batchedCall := httpCall(batched.url + "/v2/models/" + modelName + "/infer")
 	batched0Call := httpCall(batched0.url + "/v2/models/" + modelName + "/infer")
@@ -162,6 +188,8 @@ func BenchmarkServerVsDirect(b *testing.B) {
 		{name: "server HTTP, batching off", conc: 8, n: n8, fn: plainCall},
 		{name: "server HTTP, batching on (8, 500µs)", conc: 8, n: n8, fn: batchedCall},
 		{name: "server HTTP, batching on (8, 0s, 2 workers)", conc: 8, n: n8, fn: batched0Call},
+		{name: "server HTTP, binary tensors", conc: 1, n: n1, fn: binaryCall},
+		{name: "server HTTP, binary tensors", conc: 8, n: n8, fn: binaryCall},
 	}
 	for _, r := range rows {
 		if _, _, err := measure(r.conc, warm/r.conc+1, r.fn); err != nil {
@@ -181,18 +209,22 @@ func BenchmarkServerVsDirect(b *testing.B) {
 	for _, r := range rows {
 		fmt.Fprintf(w, "%-44s %5d %8d %9.1f %9.1f %10.0f\n", r.name, r.conc, r.conc*r.n, us(r.lat.pct(0.5)), us(r.lat.pct(0.99)), r.throughput)
 	}
-	d1, h1, s1, e1, d8, s8, bt8, bz8 := rows[0], rows[1], rows[2], rows[3], rows[4], rows[5], rows[6], rows[7]
+	d1, h1, s1, e1, d8, s8, bt8, bz8, b1, b8 := rows[0], rows[1], rows[2], rows[3], rows[4], rows[5], rows[6], rows[7], rows[8], rows[9]
 	ov50 := us(s1.lat.pct(0.5)) - us(d1.lat.pct(0.5))
 	ov99 := us(s1.lat.pct(0.99)) - us(d1.lat.pct(0.99))
 	fmt.Fprintf(w, "overhead at concurrency 1 (server − direct): p50 %.1f µs (target ≤ 100), p99 %.1f µs (target ≤ 250); in-process handler alone p50 %.1f µs\n",
 		ov50, ov99, us(h1.lat.pct(0.5))-us(d1.lat.pct(0.5)))
 	fmt.Fprintf(w, "of which net/http on loopback with this body (no model, no JSON work): p50 %.1f µs\n", us(e1.lat.pct(0.5)))
+	bov50, bov99 := us(b1.lat.pct(0.5))-us(d1.lat.pct(0.5)), us(b1.lat.pct(0.99))-us(d1.lat.pct(0.99))
+	fmt.Fprintf(w, "overhead at concurrency 1 with binary tensors (%d-byte body): p50 %.1f µs (target ≤ 100), p99 %.1f µs (target ≤ 250)\n", len(binBody), bov50, bov99)
+	fmt.Fprintf(w, "throughput vs direct loop at concurrency 8 with binary tensors: %.2f×\n", b8.throughput/d8.throughput)
 	fmt.Fprintf(w, "overhead at concurrency 8 (server − direct): p50 %.1f µs, p99 %.1f µs\n",
 		us(s8.lat.pct(0.5))-us(d8.lat.pct(0.5)), us(s8.lat.pct(0.99))-us(d8.lat.pct(0.99)))
 	fmt.Fprintf(w, "throughput vs direct loop at concurrency 8 (target ≥ 0.9×): batching off %.2f×, on (500µs) %.2f×, on (0s, 2 workers) %.2f×; batching on/off %.2f× and %.2f×\n\n",
 		s8.throughput/d8.throughput, bt8.throughput/d8.throughput, bz8.throughput/d8.throughput, bt8.throughput/s8.throughput, bz8.throughput/s8.throughput)
 	b.ReportMetric(ov50, "overhead-p50-µs")
 	b.ReportMetric(ov99, "overhead-p99-µs")
+	b.ReportMetric(bov50, "binary-overhead-p50-µs")
 	b.ReportMetric(s8.throughput/d8.throughput, "tput-ratio-off")
 	b.ReportMetric(bt8.throughput/d8.throughput, "tput-ratio-batched")
 }

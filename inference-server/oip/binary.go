@@ -1,0 +1,254 @@
+package oip
+
+import (
+	"encoding/binary"
+	"math"
+)
+
+// The binary tensor data extension (KServe / Triton): the body is the JSON request of
+// Inference-Header-Content-Length bytes followed by raw tensor bytes. An input whose parameters
+// carry "binary_data_size": N takes the next N bytes, in input order, instead of "data".
+// Elements are little-endian in row-major order; BOOL is one byte (0 or 1); BYTES elements are
+// each a little-endian u32 length followed by that many bytes.
+
+// HeaderContentLength is the HTTP header that gives the length of the JSON part.
+const HeaderContentLength = "Inference-Header-Content-Length"
+
+// elementSize is the byte size of one element of a fixed-size datatype (0 for BYTES).
+func elementSize(datatype string) (int, bool) {
+	switch datatype {
+	case BOOL, UINT8, INT8:
+		return 1, true
+	case UINT16, INT16, FP16:
+		return 2, true
+	case UINT32, INT32, FP32:
+		return 4, true
+	case UINT64, INT64, FP64:
+		return 8, true
+	case BYTES:
+		return 0, true
+	}
+	return 0, false
+}
+
+// decodeBinary turns raw little-endian bytes into the Go slice of the datatype. want is the
+// element count the shape implies.
+func decodeBinary(datatype string, raw []byte, want int, maxString int) (any, bool, error) {
+	size, ok := elementSize(datatype)
+	if !ok {
+		return nil, false, errorf("unknown datatype %q", datatype)
+	}
+	if size > 0 && len(raw) != want*size {
+		return nil, false, errorf("binary_data_size is %d bytes, but %s shape needs %d elements of %d bytes (%d bytes)",
+			len(raw), datatype, want, size, want*size)
+	}
+	le := binary.LittleEndian
+	nonFinite := false
+	switch datatype {
+	case BOOL:
+		out := make([]bool, want)
+		for i, b := range raw {
+			if b > 1 {
+				return nil, false, errorf("BOOL element %d is byte %d, expected 0 or 1", i, b)
+			}
+			out[i] = b == 1
+		}
+		return out, false, nil
+	case UINT8:
+		return append([]uint8(nil), raw...), false, nil
+	case INT8:
+		out := make([]int8, want)
+		for i, b := range raw {
+			out[i] = int8(b)
+		}
+		return out, false, nil
+	case UINT16:
+		out := make([]uint16, want)
+		for i := range out {
+			out[i] = le.Uint16(raw[2*i:])
+		}
+		return out, false, nil
+	case INT16:
+		out := make([]int16, want)
+		for i := range out {
+			out[i] = int16(le.Uint16(raw[2*i:]))
+		}
+		return out, false, nil
+	case UINT32:
+		out := make([]uint32, want)
+		for i := range out {
+			out[i] = le.Uint32(raw[4*i:])
+		}
+		return out, false, nil
+	case INT32:
+		out := make([]int32, want)
+		for i := range out {
+			out[i] = int32(le.Uint32(raw[4*i:]))
+		}
+		return out, false, nil
+	case UINT64:
+		out := make([]uint64, want)
+		for i := range out {
+			out[i] = le.Uint64(raw[8*i:])
+		}
+		return out, false, nil
+	case INT64:
+		out := make([]int64, want)
+		for i := range out {
+			out[i] = int64(le.Uint64(raw[8*i:]))
+		}
+		return out, false, nil
+	case FP16:
+		out := make([]float32, want)
+		for i := range out {
+			out[i] = halfToFloat(le.Uint16(raw[2*i:]))
+			nonFinite = nonFinite || isNonFinite32(out[i])
+		}
+		return out, nonFinite, nil
+	case FP32:
+		out := make([]float32, want)
+		for i := range out {
+			out[i] = math.Float32frombits(le.Uint32(raw[4*i:]))
+			nonFinite = nonFinite || isNonFinite32(out[i])
+		}
+		return out, nonFinite, nil
+	case FP64:
+		out := make([]float64, want)
+		for i := range out {
+			out[i] = math.Float64frombits(le.Uint64(raw[8*i:]))
+			nonFinite = nonFinite || math.IsNaN(out[i]) || math.IsInf(out[i], 0)
+		}
+		return out, nonFinite, nil
+	}
+	// BYTES: u32 length-prefixed elements.
+	out := make([]string, 0, want)
+	for off := 0; off < len(raw); {
+		if len(out) == want {
+			return nil, false, errorf("BYTES binary data holds more than the %d elements the shape needs", want)
+		}
+		if len(raw)-off < 4 {
+			return nil, false, errorf("BYTES element %d: truncated length prefix", len(out))
+		}
+		n := int(le.Uint32(raw[off:]))
+		off += 4
+		if n > maxString || n > len(raw)-off {
+			return nil, false, errorf("BYTES element %d: length %d exceeds the data left or the %d-byte limit", len(out), n, maxString)
+		}
+		out = append(out, string(raw[off:off+n]))
+		off += n
+	}
+	if len(out) != want {
+		return nil, false, errorf("BYTES binary data holds %d elements, the shape needs %d", len(out), want)
+	}
+	return out, false, nil
+}
+
+func isNonFinite32(f float32) bool { return f != f || f > math.MaxFloat32 || f < -math.MaxFloat32 }
+
+// halfToFloat converts an IEEE 754 binary16 to float32.
+func halfToFloat(h uint16) float32 {
+	sign := uint32(h>>15) << 31
+	exp := uint32(h>>10) & 0x1f
+	frac := uint32(h) & 0x3ff
+	switch {
+	case exp == 0 && frac == 0:
+		return math.Float32frombits(sign)
+	case exp == 0: // subnormal: normalise
+		e := uint32(127 - 15 + 1)
+		for frac&0x400 == 0 {
+			frac <<= 1
+			e--
+		}
+		frac &= 0x3ff
+		return math.Float32frombits(sign | e<<23 | frac<<13)
+	case exp == 0x1f:
+		return math.Float32frombits(sign | 0xff<<23 | frac<<13)
+	}
+	return math.Float32frombits(sign | (exp+127-15)<<23 | frac<<13)
+}
+
+// AppendBinary appends t's data as raw little-endian bytes (BYTES as u32 length-prefixed).
+func AppendBinary(b []byte, t *Tensor) []byte {
+	le := binary.LittleEndian
+	switch v := t.Data.(type) {
+	case []bool:
+		for _, x := range v {
+			if x {
+				b = append(b, 1)
+			} else {
+				b = append(b, 0)
+			}
+		}
+	case []uint8:
+		b = append(b, v...)
+	case []int8:
+		for _, x := range v {
+			b = append(b, byte(x))
+		}
+	case []uint16:
+		for _, x := range v {
+			b = le.AppendUint16(b, x)
+		}
+	case []int16:
+		for _, x := range v {
+			b = le.AppendUint16(b, uint16(x))
+		}
+	case []uint32:
+		for _, x := range v {
+			b = le.AppendUint32(b, x)
+		}
+	case []int32:
+		for _, x := range v {
+			b = le.AppendUint32(b, uint32(x))
+		}
+	case []uint64:
+		for _, x := range v {
+			b = le.AppendUint64(b, x)
+		}
+	case []int64:
+		for _, x := range v {
+			b = le.AppendUint64(b, uint64(x))
+		}
+	case []float32:
+		for _, x := range v {
+			b = le.AppendUint32(b, math.Float32bits(x))
+		}
+	case []float64:
+		for _, x := range v {
+			b = le.AppendUint64(b, math.Float64bits(x))
+		}
+	case []string:
+		for _, x := range v {
+			b = le.AppendUint32(b, uint32(len(x)))
+			b = append(b, x...)
+		}
+	}
+	return b
+}
+
+// CanAppendBinary reports whether AppendBinary can write t: every datatype but FP16, whose data
+// this package holds as float32.
+func CanAppendBinary(t *Tensor) bool { return t.Datatype != FP16 && t.Len() >= 0 }
+
+// BinarySize is the number of bytes AppendBinary writes for t.
+func BinarySize(t *Tensor) int {
+	if v, ok := t.Data.([]string); ok {
+		n := 0
+		for _, x := range v {
+			n += 4 + len(x)
+		}
+		return n
+	}
+	var size int
+	switch t.Data.(type) {
+	case []bool, []uint8, []int8:
+		size = 1
+	case []uint16, []int16:
+		size = 2
+	case []uint32, []int32, []float32:
+		size = 4
+	case []uint64, []int64, []float64:
+		size = 8
+	}
+	return size * t.Len()
+}
