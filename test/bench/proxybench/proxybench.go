@@ -1,0 +1,376 @@
+// Package proxybench measures the proxy against the direct path, nginx and a plain Go
+// reverse proxy in one run, on loopback, with a 1 KiB payload and keep-alive, and prints a
+// table of figures, ratios and PASS/MISS against the targets of the proxy's issue. It starts
+// every process it measures (the built `proxy` binary, the local attestation service, nginx,
+// redis-server, and this executable as the app and the plain Go reverse proxy) and stops them
+// by PID. See docs/performance.md.
+package proxybench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Options configure a run. Zero values get the defaults of `make bench-proxy`.
+type Options struct {
+	BinDir      string        // where `proxy` and `attestation-service` are
+	Rate        int           // fixed request rate of the latency, RSS and CPU phase (default 1000/s)
+	RateFor     time.Duration // per path and round (default 5s)
+	RateConns   int           // connections of the fixed-rate generator (default 8)
+	SatFor      time.Duration // wrk duration per path and round (default 5s)
+	WrkThreads  int           // default 2 (the machine's cores)
+	WrkConns    int           // default 32
+	NoWrk       bool          // saturate with the Go closed-loop generator instead of wrk
+	SatRequests int           // requests of the closed-loop generator (with NoWrk)
+	Rounds      int           // default 3
+	Workers     int           // nginx worker_processes (default: GOMAXPROCS of the Go processes, the core count)
+	RedisN      int           // redis-benchmark -n (default 100000)
+	RedisC      int           // redis-benchmark -c (default 50)
+	Skip        map[string]bool
+	Log         io.Writer // progress (default: discard)
+}
+
+func (o *Options) defaults() {
+	def := func(p *int, v int) {
+		if *p == 0 {
+			*p = v
+		}
+	}
+	defd := func(p *time.Duration, v time.Duration) {
+		if *p == 0 {
+			*p = v
+		}
+	}
+	if o.BinDir == "" {
+		o.BinDir = "bin"
+	}
+	def(&o.Rate, 1000)
+	defd(&o.RateFor, 5*time.Second)
+	def(&o.RateConns, 8)
+	defd(&o.SatFor, 5*time.Second)
+	def(&o.WrkThreads, 2)
+	def(&o.WrkConns, 32)
+	def(&o.SatRequests, 2000)
+	def(&o.Rounds, 3)
+	def(&o.Workers, numCPU())
+	def(&o.RedisN, 100000)
+	def(&o.RedisC, 50)
+	if o.Log == nil {
+		o.Log = io.Discard
+	}
+}
+
+// Path is one way from the client to the app.
+type Path struct {
+	Name, Desc string
+	URL        string
+	// Procs are the processes on the path whose memory and CPU are reported.
+	Procs []string
+	// Base is the path whose latency this one adds to, over Hops proxy hops.
+	Base string
+	Hops int
+}
+
+// PathResult is one path's figures, one value per round.
+type PathResult struct {
+	Path
+	P50, P99, P999 []time.Duration
+	Requests       []int
+	SatRPS         []float64
+	// RSSKiB is the largest VmRSS seen while the path was under the fixed rate; HWMKiB the
+	// peak (VmHWM) at the end of the run. CPU is per request, at the fixed rate and at
+	// saturation.
+	RSSKiB  map[string][]int64
+	HWMKiB  map[string]int64
+	CPURate map[string][]time.Duration
+	CPUSat  map[string][]time.Duration
+}
+
+// RedisResult is requests per second by test, direct and through the TCP proxy pair.
+type RedisResult struct {
+	Test         string
+	Direct, Pair []float64
+}
+
+// Report is a whole run.
+type Report struct {
+	Options Options
+	Paths   []*PathResult
+	Redis   []*RedisResult
+	Started time.Time
+	Elapsed time.Duration
+}
+
+// Path returns the result of the named path, or nil.
+func (r *Report) Path(name string) *PathResult {
+	for _, p := range r.Paths {
+		if p.Name == name {
+			return p
+		}
+	}
+	return nil
+}
+
+func numCPU() int {
+	b, err := exec.Command("nproc").Output()
+	if err == nil {
+		var n int
+		if _, err := fmt.Sscan(string(b), &n); err == nil && n > 0 {
+			return n
+		}
+	}
+	return 2
+}
+
+// Run starts the topology, measures every path for o.Rounds rounds (interleaved: in each phase
+// and round every path runs once, so that the machine's noise hits all alike), stops every
+// process it started and returns the figures. It fails if any path fails a request.
+func Run(ctx context.Context, o Options) (rep *Report, err error) {
+	o.defaults()
+	rep = &Report{Options: o, Started: time.Now()}
+	dir, err := os.MkdirTemp("", "proxybench-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	t := &topology{dir: dir, byName: map[string]*proc{}}
+	defer t.stop()
+	fmt.Fprintf(o.Log, "proxybench: starting the topology in %s\n", dir)
+	if err := setup(ctx, &o, t); err != nil {
+		return nil, fmt.Errorf("setup: %w", err)
+	}
+	paths := []Path{
+		{Name: "direct", Desc: "client → app, plaintext", URL: "http://" + t.app, Procs: []string{"app"}},
+		{Name: "direct-tls", Desc: "client → app, TLS", URL: "https://" + t.appTLS, Procs: []string{"app"}, Base: "direct", Hops: 1},
+		{Name: "nginx", Desc: "client →TLS→ nginx → app", URL: "https://" + t.nginx, Procs: []string{"nginx"}, Base: "direct", Hops: 1},
+		{Name: "go-rp", Desc: "client →TLS→ Go httputil.ReverseProxy → app", URL: "https://" + t.goproxy, Procs: []string{"go-reverse-proxy"}, Base: "direct", Hops: 1},
+		{Name: "ours-public", Desc: "client →TLS→ edge (public inbound) → app", URL: "https://" + t.edge, Procs: []string{"edge"}, Base: "direct", Hops: 1},
+		{Name: "ours-1hop", Desc: "client → front (outbound) →attested mTLS+chain→ back (inbound) → app", URL: "http://" + t.frontOut, Procs: []string{"front", "back"}, Base: "direct", Hops: 1},
+		{Name: "relay", Desc: "client → relay app → app, plaintext", URL: "http://" + t.relayDirect, Procs: []string{"app"}},
+		{Name: "ours-2hop", Desc: "client → front →mTLS→ back → relay app → back →mTLS→ third → app", URL: "http://" + t.frontOut2, Procs: []string{"front", "back", "third"}, Base: "relay", Hops: 2},
+	}
+	clients := map[string]*clientT{}
+	for _, p := range paths {
+		if (p.Name == "nginx" && t.nginx == "") || o.Skip[p.Name] {
+			fmt.Fprintf(o.Log, "proxybench: skipping %s\n", p.Name)
+			continue
+		}
+		rep.Paths = append(rep.Paths, &PathResult{Path: p, RSSKiB: map[string][]int64{}, HWMKiB: map[string]int64{},
+			CPURate: map[string][]time.Duration{}, CPUSat: map[string][]time.Duration{}})
+		clients[p.Name] = &clientT{c: newClient(t.roots, max(o.RateConns, o.WrkConns))}
+	}
+	fail := func(p *PathResult, err error) error {
+		var logs []string
+		for _, n := range p.Procs {
+			if pr := t.byName[n]; pr != nil {
+				logs = append(logs, fmt.Sprintf("--- %s ---\n%s", n, tail(pr.output(), 4000)))
+			}
+		}
+		return fmt.Errorf("path %s (%s): %w\n%s", p.Name, p.Desc, err, strings.Join(logs, "\n"))
+	}
+	// Warm up every path: connections, pools, token verification caches.
+	for _, p := range rep.Paths {
+		if _, err := closedLoop(ctx, clients[p.Name].c, p.URL, 50*o.RateConns, o.RateConns); err != nil {
+			return nil, fail(p, fmt.Errorf("warm-up: %w", err))
+		}
+	}
+	// Phase 1: fixed rate (latency, RSS, CPU per request).
+	for r := 0; r < o.Rounds; r++ {
+		for _, p := range rep.Paths {
+			fmt.Fprintf(o.Log, "proxybench: round %d/%d, %d req/s for %s: %s\n", r+1, o.Rounds, o.Rate, o.RateFor, p.Name)
+			if err := measureRate(ctx, t, &o, p, clients[p.Name]); err != nil {
+				return nil, fail(p, err)
+			}
+		}
+	}
+	// Phase 2: saturation.
+	for r := 0; r < o.Rounds; r++ {
+		for _, p := range rep.Paths {
+			fmt.Fprintf(o.Log, "proxybench: round %d/%d, saturation: %s\n", r+1, o.Rounds, p.Name)
+			if err := measureSat(ctx, t, &o, p, clients[p.Name]); err != nil {
+				return nil, fail(p, err)
+			}
+		}
+	}
+	for _, p := range rep.Paths {
+		for _, n := range p.Procs {
+			if pr := t.byName[n]; pr != nil {
+				u, err := pr.usage()
+				if err != nil {
+					return nil, fail(p, err)
+				}
+				p.HWMKiB[n] = u.hwmKiB
+			}
+		}
+	}
+	// Phase 3: redis-benchmark direct and through the pair, alternating.
+	if t.redis != "" && !o.Skip["redis"] {
+		byTest := map[string]*RedisResult{}
+		for r := 0; r < o.Rounds; r++ {
+			for _, v := range []struct {
+				name, addr string
+			}{{"direct", t.redis}, {"pair", t.frontRedis}} {
+				fmt.Fprintf(o.Log, "proxybench: round %d/%d, redis-benchmark %s\n", r+1, o.Rounds, v.name)
+				res, err := runRedisBenchmark(ctx, v.addr, o.RedisC, o.RedisN, "set,get")
+				if err != nil {
+					return nil, fmt.Errorf("redis %s: %w\n--- front ---\n%s\n--- back ---\n%s", v.name, err,
+						tail(t.byName["front"].output(), 4000), tail(t.byName["back"].output(), 4000))
+				}
+				for _, test := range []string{"SET", "GET"} {
+					rr := byTest[test]
+					if rr == nil {
+						rr = &RedisResult{Test: test}
+						byTest[test] = rr
+						rep.Redis = append(rep.Redis, rr)
+					}
+					if v.name == "direct" {
+						rr.Direct = append(rr.Direct, res[test])
+					} else {
+						rr.Pair = append(rr.Pair, res[test])
+					}
+				}
+			}
+		}
+	}
+	for _, n := range []string{"edge", "front", "back", "third"} {
+		if p := t.byName[n]; p != nil && p.exited() {
+			return nil, fmt.Errorf("proxy %s exited during the run: %s", n, tail(p.output(), 4000))
+		}
+	}
+	rep.Elapsed = time.Since(rep.Started)
+	return rep, nil
+}
+
+type clientT struct{ c *http.Client }
+
+func httpClient(c *clientT) *http.Client { return c.c }
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return "…" + s[len(s)-n:]
+	}
+	return s
+}
+
+func usages(t *topology, names []string) (map[string]usage, error) {
+	m := map[string]usage{}
+	for _, n := range names {
+		p := t.byName[n]
+		if p == nil {
+			continue
+		}
+		u, err := p.usage()
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", n, err)
+		}
+		m[n] = u
+	}
+	return m, nil
+}
+
+func measureRate(ctx context.Context, t *topology, o *Options, p *PathResult, c *clientT) error {
+	before, err := usages(t, p.Procs)
+	if err != nil {
+		return err
+	}
+	// Sample VmRSS while the load runs; keep the largest.
+	stop := make(chan struct{})
+	rss := map[string]int64{}
+	sampled := make(chan error, 1)
+	go func() {
+		tk := time.NewTicker(250 * time.Millisecond)
+		defer tk.Stop()
+		for {
+			select {
+			case <-stop:
+				sampled <- nil
+				return
+			case <-tk.C:
+				u, err := usages(t, p.Procs)
+				if err != nil {
+					sampled <- err
+					return
+				}
+				for n, x := range u {
+					rss[n] = max(rss[n], x.rssKiB)
+				}
+			}
+		}
+	}()
+	lat, err := fixedRate(ctx, httpClient(c), p.URL, o.Rate, o.RateFor, o.RateConns)
+	close(stop)
+	if serr := <-sampled; err == nil {
+		err = serr
+	}
+	if err != nil {
+		return err
+	}
+	if len(lat) == 0 {
+		return fmt.Errorf("no requests completed")
+	}
+	after, err := usages(t, p.Procs)
+	if err != nil {
+		return err
+	}
+	p.P50 = append(p.P50, percentile(lat, 0.50))
+	p.P99 = append(p.P99, percentile(lat, 0.99))
+	p.P999 = append(p.P999, percentile(lat, 0.999))
+	p.Requests = append(p.Requests, len(lat))
+	for n := range after {
+		p.CPURate[n] = append(p.CPURate[n], (after[n].cpu-before[n].cpu)/time.Duration(len(lat)))
+		r := max(rss[n], after[n].rssKiB)
+		p.RSSKiB[n] = append(p.RSSKiB[n], r)
+	}
+	return nil
+}
+
+func measureSat(ctx context.Context, t *topology, o *Options, p *PathResult, c *clientT) error {
+	before, err := usages(t, p.Procs)
+	if err != nil {
+		return err
+	}
+	var rps float64
+	var n int64
+	if o.NoWrk || !haveWrk() {
+		rps, err = closedLoop(ctx, httpClient(c), p.URL, o.SatRequests, o.WrkConns)
+		n = int64(o.SatRequests)
+	} else {
+		var w wrkResult
+		w, err = runWrk(ctx, p.URL, o.WrkThreads, o.WrkConns, o.SatFor)
+		rps, n = w.rps, w.requests
+	}
+	if err != nil {
+		return err
+	}
+	after, err := usages(t, p.Procs)
+	if err != nil {
+		return err
+	}
+	p.SatRPS = append(p.SatRPS, rps)
+	for name := range after {
+		p.CPUSat[name] = append(p.CPUSat[name], (after[name].cpu-before[name].cpu)/time.Duration(max(n, 1)))
+	}
+	return nil
+}
+
+func haveWrk() bool {
+	_, err := exec.LookPath("wrk")
+	return err == nil
+}
+
+// median and spread of a series.
+func stats[T int | int64 | float64 | time.Duration](xs []T) (med, lo, hi T) {
+	if len(xs) == 0 {
+		return
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	return s[len(s)/2], s[0], s[len(s)-1]
+}
