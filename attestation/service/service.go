@@ -301,6 +301,9 @@ func quoted(s string) string {
 func (s *Service) serveStatic(body []byte) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "public, max-age=300")
+		// Public documents (the signing keys, the OpenID metadata): browsers verifying tokens
+		// with WebCrypto fetch them from other origins (the healthcare demo's portal).
+		w.Header().Set("Access-Control-Allow-Origin", "*")
 		w.WriteHeader(http.StatusOK)
 		if r.Method != http.MethodHead {
 			_, _ = w.Write(body)

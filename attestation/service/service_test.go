@@ -565,6 +565,9 @@ func TestDiscovery(t *testing.T) {
 	if res.status != 200 {
 		t.Fatalf("status %d", res.status)
 	}
+	if got := res.header.Get("Access-Control-Allow-Origin"); got != "*" {
+		t.Errorf("/certs Access-Control-Allow-Origin %q, want * (browsers verify tokens against it)", got)
+	}
 	var set struct {
 		Keys []map[string]any `json:"keys"`
 	}

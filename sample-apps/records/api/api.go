@@ -96,7 +96,12 @@ func New(o Options) *API {
 	}
 	if o.PortalDir != "" {
 		fs := http.FileServer(http.Dir(o.PortalDir))
-		a.mux.Handle("GET /", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		a.mux.Handle("/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method != http.MethodGet && r.Method != http.MethodHead {
+				w.Header().Set("Allow", "GET, HEAD")
+				writeErr(w, http.StatusMethodNotAllowed, "the portal's files are read-only: "+r.Method+" "+r.URL.Path, nil)
+				return
+			}
 			h := w.Header()
 			h.Set("Content-Security-Policy", "default-src 'self'; img-src 'self' data: blob:; connect-src 'self' http: https:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
 			h.Set("X-Content-Type-Options", "nosniff")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -218,5 +219,43 @@ func TestStoreUnavailable(t *testing.T) {
 	r, m := do(t, "POST", s.URL+"/api/patients", "application/json", `{"name":"A","dateOfBirth":"1990-01-01"}`)
 	if r.StatusCode != 503 || !strings.Contains(m["error"].(string), "retry with the same Idempotency-Key") {
 		t.Fatalf("store down: %d %v", r.StatusCode, m)
+	}
+}
+
+func TestPortalFiles(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(dir+"/index.html", []byte("<!doctype html><title>portal</title>"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := dir + "/config.json"
+	if err := os.WriteFile(cfg, []byte(`{"attestationURL":"http://127.0.0.1:1/.well-known/attestation"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s := httptest.NewServer(api.New(api.Options{Store: store.NewMemory(), Inference: &fakeInference{}, PortalDir: dir, PortalConfig: cfg}))
+	defer s.Close()
+	for _, tc := range []struct {
+		method, path string
+		status       int
+		contains     string
+	}{
+		{"GET", "/", 200, "<title>portal</title>"},
+		{"GET", "/config.json", 200, "attestationURL"},
+		{"POST", "/", 405, "read-only"},
+		{"GET", "/api/nope", 404, "no such endpoint"},
+		{"GET", "/api/patients", 200, `"patients":[]`},
+	} {
+		req, _ := http.NewRequest(tc.method, s.URL+tc.path, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.status || !strings.Contains(string(b), tc.contains) {
+			t.Errorf("%s %s: %d %s, want %d containing %q", tc.method, tc.path, resp.StatusCode, b, tc.status, tc.contains)
+		}
+		if tc.path == "/" && tc.method == "GET" && !strings.Contains(resp.Header.Get("Content-Security-Policy"), "default-src 'self'") {
+			t.Errorf("portal served without a CSP")
+		}
 	}
 }
