@@ -252,6 +252,8 @@ type Hop struct {
 	Encoded  string
 	Identity string
 	Token    *token.Verified
+	// signer is the key, named by Token, that the entry's signature verified with.
+	signer *ecdsa.PublicKey
 }
 
 // Chain is a verified chain.
@@ -349,10 +351,11 @@ func VerifyEntries(ctx context.Context, c Checker, encoded []string, tokens map[
 			r.Detail = strings.TrimPrefix(r.Detail+fmt.Sprintf("; chain entry %d", i), "; ")
 			return nil, &r
 		}
-		if !signedByToken(t, ctxEntry, p, sig) {
+		signer := signedByToken(t, ctxEntry, p, sig)
+		if signer == nil {
 			return nil, attestation.Rejectf(CodeChainSignature, "entry %d is not signed by a key its token names", i)
 		}
-		ch.Hops = append(ch.Hops, Hop{Entry: e, Encoded: enc, Identity: dec.Identity, Token: t})
+		ch.Hops = append(ch.Hops, Hop{Entry: e, Encoded: enc, Identity: dec.Identity, Token: t, signer: signer})
 		ch.Tokens[e.Token] = raw
 	}
 	for d := range tokens {
@@ -370,16 +373,17 @@ func orNone(s string) string {
 	return s
 }
 
-func signedByToken(t *token.Verified, context, payload string, sig []byte) bool {
+// signedByToken returns the key named by t that sig verifies with, or nil.
+func signedByToken(t *token.Verified, context, payload string, sig []byte) *ecdsa.PublicKey {
 	if t.Runtime == nil {
-		return false
+		return nil
 	}
 	for _, k := range t.Runtime.PublicKeys() {
 		if ek, err := attestedtls.CheckKey(k); err == nil && verifySig(ek, context, payload, sig) {
-			return true
+			return ek
 		}
 	}
-	return false
+	return nil
 }
 
 // Self is what a hop signs with: its current key and token.

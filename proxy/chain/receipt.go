@@ -129,7 +129,7 @@ func VerifyReceipt(ctx context.Context, c Checker, r *Receipt, identities, answe
 	if !d.Allowed() {
 		return nil, d.Rejection
 	}
-	if !signedByToken(t, ctxCountersig, p, sig) {
+	if signedByToken(t, ctxCountersig, p, sig) == nil {
 		return nil, attestation.Rejectf(CodeCountersig, "the countersignature is not signed by a key its token names")
 	}
 	return &ReceiptResult{Chain: ch, Answerer: d.Identity, AnswerTok: t, Countersig: cs}, nil
