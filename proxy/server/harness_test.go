@@ -41,7 +41,7 @@ var (
 
 // env is a local attestation service (in-process, TLS on loopback) and a policy.
 type env struct {
-	t        *testing.T
+	t        testing.TB
 	dir      string
 	url      string
 	caFile   string
@@ -51,7 +51,7 @@ type env struct {
 	svc      *service.Service
 }
 
-func newEnv(t *testing.T, lifetime time.Duration) *env {
+func newEnv(t testing.TB, lifetime time.Duration) *env {
 	t.Helper()
 	e := &env{t: t, dir: t.TempDir()}
 	signingOnce.Do(func() {
@@ -107,7 +107,7 @@ identities:
 	return e
 }
 
-func write(t *testing.T, path, s string) {
+func write(t testing.TB, path, s string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(s), 0o600); err != nil {
 		t.Fatal(err)
@@ -191,7 +191,7 @@ func (e *env) start(c *config.Config) *proxyT {
 }
 
 // app is a real HTTP app on loopback that echoes what it saw.
-func newApp(t *testing.T) (*httptest.Server, *atomic.Pointer[http.Header]) {
+func newApp(t testing.TB) (*httptest.Server, *atomic.Pointer[http.Header]) {
 	var last atomic.Pointer[http.Header]
 	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := r.Header.Clone()

@@ -27,7 +27,7 @@ import (
 )
 
 // pair starts back (inbound http to a real app, allowing front) and front (outbound http to back).
-func pair(t *testing.T, e *env) (front, back *proxyT, app *appT) {
+func pair(t testing.TB, e *env) (front, back *proxyT, app *appT) {
 	a, last := newApp(t)
 	app = &appT{last: last}
 	bc := e.cfg("back", mrBack)
