@@ -21,8 +21,10 @@ import (
 // Options configure a run. Zero values get the defaults of `make bench-proxy`.
 type Options struct {
 	BinDir      string        // where `proxy` and `attestation-service` are
-	Rate        int           // fixed request rate of the latency, RSS and CPU phase (default 1000/s)
-	RateFor     time.Duration // per path and round (default 5s)
+	LatRate     int           // fixed request rate of the latency phase (default 200/s)
+	LatFor      time.Duration // per path and round (default 5s)
+	Rate        int           // fixed request rate of the memory and CPU phase (default 1000/s)
+	RateFor     time.Duration // per path and round (default 3s)
 	RateConns   int           // connections of the fixed-rate generator (default 8)
 	SatFor      time.Duration // wrk duration per path and round (default 5s)
 	WrkThreads  int           // default 2 (the machine's cores)
@@ -51,8 +53,10 @@ func (o *Options) defaults() {
 	if o.BinDir == "" {
 		o.BinDir = "bin"
 	}
+	def(&o.LatRate, 200)
+	defd(&o.LatFor, 5*time.Second)
 	def(&o.Rate, 1000)
-	defd(&o.RateFor, 5*time.Second)
+	defd(&o.RateFor, 3*time.Second)
 	def(&o.RateConns, 8)
 	defd(&o.SatFor, 5*time.Second)
 	def(&o.WrkThreads, 2)
@@ -82,8 +86,10 @@ type Path struct {
 type PathResult struct {
 	Path
 	P50, P99, P999 []time.Duration
-	Requests       []int
-	SatRPS         []float64
+	// Requests are those answered in the memory and CPU phase (at Options.Rate for
+	// Options.RateFor, when the path keeps up).
+	Requests []int
+	SatRPS   []float64
 	// RSSKiB is the largest VmRSS seen while the path was under the fixed rate; HWMKiB the
 	// peak (VmHWM) at the end of the run. CPU is per request, at the fixed rate and at
 	// saturation.
@@ -181,10 +187,25 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 			return nil, fail(p, fmt.Errorf("warm-up: %w", err))
 		}
 	}
-	// Phase 1: fixed rate (latency, RSS, CPU per request).
+	// Phase 1: latency at a moderate fixed rate; then memory and CPU at Options.Rate.
 	for r := 0; r < o.Rounds; r++ {
 		for _, p := range rep.Paths {
-			fmt.Fprintf(o.Log, "proxybench: round %d/%d, %d req/s for %s: %s\n", r+1, o.Rounds, o.Rate, o.RateFor, p.Name)
+			fmt.Fprintf(o.Log, "proxybench: round %d/%d, latency at %d req/s for %s: %s\n", r+1, o.Rounds, o.LatRate, o.LatFor, p.Name)
+			lat, err := fixedRate(ctx, clients[p.Name].c, p.URL, o.LatRate, o.LatFor, o.RateConns)
+			if err == nil && len(lat) == 0 {
+				err = fmt.Errorf("no requests completed")
+			}
+			if err != nil {
+				return nil, fail(p, err)
+			}
+			p.P50 = append(p.P50, percentile(lat, 0.50))
+			p.P99 = append(p.P99, percentile(lat, 0.99))
+			p.P999 = append(p.P999, percentile(lat, 0.999))
+		}
+	}
+	for r := 0; r < o.Rounds; r++ {
+		for _, p := range rep.Paths {
+			fmt.Fprintf(o.Log, "proxybench: round %d/%d, memory and CPU at %d req/s for %s: %s\n", r+1, o.Rounds, o.Rate, o.RateFor, p.Name)
 			if err := measureRate(ctx, t, &o, p, clients[p.Name]); err != nil {
 				return nil, fail(p, err)
 			}
@@ -319,9 +340,6 @@ func measureRate(ctx context.Context, t *topology, o *Options, p *PathResult, c 
 	if err != nil {
 		return err
 	}
-	p.P50 = append(p.P50, percentile(lat, 0.50))
-	p.P99 = append(p.P99, percentile(lat, 0.99))
-	p.P999 = append(p.P999, percentile(lat, 0.999))
 	p.Requests = append(p.Requests, len(lat))
 	for n := range after {
 		p.CPURate[n] = append(p.CPURate[n], (after[n].cpu-before[n].cpu)/time.Duration(len(lat)))

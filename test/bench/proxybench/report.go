@@ -133,7 +133,8 @@ func (r *Report) Print(w io.Writer) {
 		sat = fmt.Sprintf("Go closed loop, %d requests over %d connections", o.SatRequests, o.WrkConns)
 	}
 	fmt.Fprintf(w, "proxybench: GET, %d B response, HTTP/1.1 keep-alive, loopback, %d cores; %d rounds, each figure median [min–max]\n", PayloadSize, numCPU(), o.Rounds)
-	fmt.Fprintf(w, "latency: Go fixed-rate generator, %d req/s for %s over %d connections per path and round; saturation: %s\n\n", o.Rate, o.RateFor, o.RateConns, sat)
+	fmt.Fprintf(w, "latency: Go fixed-rate generator, %d req/s for %s over %d connections per path and round; memory and CPU: the same at %d req/s for %s; saturation: %s\n\n",
+		o.LatRate, o.LatFor, o.RateConns, o.Rate, o.RateFor, sat)
 	fmt.Fprintf(w, "%-12s %-24s %-24s %-24s %-24s %s\n", "path", "p50 µs", "p99 µs", "added p50/hop µs", "added p99/hop µs", "saturation req/s")
 	for _, p := range r.Paths {
 		a50, a99 := "-", "-"
@@ -153,13 +154,18 @@ func (r *Report) Print(w io.Writer) {
 		}
 		fmt.Fprintln(w)
 	}
-	fmt.Fprintf(w, "\n%-12s %-18s %-20s %-14s %-22s %s\n", "path", "process", "VmRSS MiB @rate", "VmHWM MiB", "CPU µs/req @rate", "CPU µs/req @saturation")
+	rate := fmt.Sprintf("@%d/s", o.Rate)
+	fmt.Fprintf(w, "\n%-12s %-16s %-20s %-18s %-10s %-22s %s\n", "path", "process", "achieved req/s "+rate, "VmRSS MiB "+rate, "VmHWM MiB", "CPU µs/req "+rate, "CPU µs/req @saturation")
 	for _, p := range r.Paths {
+		var ach []float64
+		for _, n := range p.Requests {
+			ach = append(ach, float64(n)/o.RateFor.Seconds())
+		}
 		for _, n := range p.Procs {
 			if p.RSSKiB[n] == nil {
 				continue
 			}
-			fmt.Fprintf(w, "%-12s %-18s %-20s %-14s %-22s %s\n", p.Name, n, spreadMiB(p.RSSKiB[n]), fmt.Sprintf("%.1f", float64(p.HWMKiB[n])/1024),
+			fmt.Fprintf(w, "%-12s %-16s %-20s %-18s %-10s %-22s %s\n", p.Name, n, spreadF(ach, "%.0f"), spreadMiB(p.RSSKiB[n]), fmt.Sprintf("%.1f", float64(p.HWMKiB[n])/1024),
 				spreadD(p.CPURate[n]), spreadD(p.CPUSat[n]))
 		}
 	}
