@@ -49,6 +49,7 @@ type Server struct {
 	Identity *identity.Source
 	Metrics  *metrics.Metrics
 	deps     *httpproxy.Deps
+	mesh     *mesh // transparent interception and xDS (mesh.go)
 
 	addrs map[string]string
 	lns   []func(ctx context.Context) error
@@ -136,6 +137,9 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		},
 		Forwarded: chain.NewTTLSet[*chain.Chain](1 << 16),
 	}
+	if err := s.newMesh(); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -187,6 +191,9 @@ func (s *Server) Start(ctx context.Context) error {
 			return fail(err)
 		}
 		s.outbound(out, ln)
+	}
+	if err := s.startMesh(ctx, listen); err != nil {
+		return fail(err)
 	}
 	if s.cfg.Admin.Listen != "" {
 		ln, err := listen("admin", s.cfg.Admin.Listen)
@@ -346,6 +353,10 @@ func (s *Server) inbound(in config.Inbound, ln net.Listener) error {
 }
 
 func (s *Server) outbound(out config.Outbound, ln net.Listener) {
+	if out.Cluster != "" {
+		s.clusterOutbound(out, ln)
+		return
+	}
 	l := s.cfg.Limits
 	if out.Protocol == config.ProtocolTCP {
 		host, _, _ := net.SplitHostPort(out.Upstream)

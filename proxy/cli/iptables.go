@@ -1,0 +1,111 @@
+package cli
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"net"
+	"strconv"
+
+	"github.com/countersign/countersign/proxy/config"
+	"github.com/countersign/countersign/proxy/transparent"
+)
+
+func init() {
+	Commands["iptables"] = Command{
+		Summary: "install (or print, or remove) the transparent-interception rules; run by the init container with NET_ADMIN",
+		Run:     runIptables,
+	}
+}
+
+func runIptables(ctx context.Context, args []string, s Streams) error {
+	fs := newFlagSet("iptables", s)
+	cfgFile := fs.String("config", "", "read ports, UID and exclusions from the transparent section of this proxy configuration (flags given explicitly override it)")
+	uid := fs.Int("proxy-uid", config.DefaultProxyUID, "UID the proxy runs as; its own traffic is not redirected")
+	in := fs.Int("inbound-port", 15006, "the proxy's inbound interception port")
+	out := fs.Int("outbound-port", 15001, "the proxy's outbound interception port")
+	exIn := fs.String("exclude-inbound-ports", "", "comma-separated ports reached without the proxy (e.g. the admin port for probes)")
+	exOut := fs.String("exclude-outbound-ports", "", "comma-separated destination ports reached without the proxy")
+	exCIDR := fs.String("exclude-outbound-cidrs", "", "comma-separated destination CIDRs reached without the proxy")
+	ipv6 := fs.Bool("ipv6", false, "ip6tables instead of iptables")
+	dry := fs.Bool("dry-run", false, "print the iptables-restore input and change nothing")
+	remove := fs.Bool("remove", false, "remove the Countersign chains instead of installing them")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	r := transparent.Rules{ProxyUID: *uid, InboundPort: *in, OutboundPort: *out, IPv6: *ipv6}
+	set := map[string]bool{}
+	fs.Visit(func(f *flagT) { set[f.Name] = true })
+	if *cfgFile != "" {
+		c, err := config.Load(*cfgFile)
+		if err != nil {
+			return usagef("%v", err)
+		}
+		t := c.Transparent
+		if t == nil {
+			return usagef("%s has no transparent section", *cfgFile)
+		}
+		if !set["proxy-uid"] {
+			r.ProxyUID = t.ProxyUID
+		}
+		if !set["inbound-port"] {
+			if r.InboundPort, err = portOf(t.InboundListen); err != nil {
+				return usagef("transparent.inboundListen: %v", err)
+			}
+		}
+		if !set["outbound-port"] {
+			if r.OutboundPort, err = portOf(t.OutboundListen); err != nil {
+				return usagef("transparent.outboundListen: %v", err)
+			}
+		}
+		r.ExcludeInboundPorts, r.ExcludeOutboundPorts = t.ExcludeInboundPorts, t.ExcludeOutboundPorts
+		for _, c := range t.ExcludeOutboundCIDRs {
+			p, err := transparent.ParseCIDRs(c)
+			if err != nil {
+				return usagef("transparent.excludeOutboundCidrs: %v", err)
+			}
+			r.ExcludeOutboundCIDRs = append(r.ExcludeOutboundCIDRs, p...)
+		}
+	}
+	var err error
+	if set["exclude-inbound-ports"] || *cfgFile == "" {
+		if r.ExcludeInboundPorts, err = transparent.ParsePorts(*exIn); err != nil {
+			return usagef("--exclude-inbound-ports: %v", err)
+		}
+	}
+	if set["exclude-outbound-ports"] || *cfgFile == "" {
+		if r.ExcludeOutboundPorts, err = transparent.ParsePorts(*exOut); err != nil {
+			return usagef("--exclude-outbound-ports: %v", err)
+		}
+	}
+	if set["exclude-outbound-cidrs"] || *cfgFile == "" {
+		if r.ExcludeOutboundCIDRs, err = transparent.ParseCIDRs(*exCIDR); err != nil {
+			return usagef("--exclude-outbound-cidrs: %v", err)
+		}
+	}
+	if err := r.Validate(); err != nil {
+		return usagef("%v", err)
+	}
+	switch {
+	case *dry:
+		fmt.Fprint(s.Out, r.Render())
+		return nil
+	case *remove:
+		return r.Remove(ctx, nil)
+	}
+	if err := r.Apply(ctx, nil); err != nil {
+		return err
+	}
+	fmt.Fprintf(s.Err, "countersign: interception installed (inbound -> :%d, outbound -> :%d, proxy UID %d excluded)\n", r.InboundPort, r.OutboundPort, r.ProxyUID)
+	return nil
+}
+
+type flagT = flag.Flag
+
+func portOf(addr string) (int, error) {
+	_, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return 0, err
+	}
+	return strconv.Atoi(p)
+}
