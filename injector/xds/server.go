@@ -137,7 +137,9 @@ func (s *Server) Run(ctx context.Context) error {
 	rebuild()
 
 	cb := serverv3.CallbackFuncs{
-		StreamRequestFunc: func(id int64, req *discoveryv3.DiscoveryRequest) error { return s.onRequest(ctx, id, req.GetNode(), req) },
+		StreamRequestFunc: func(id int64, req *discoveryv3.DiscoveryRequest) error {
+			return s.onRequest(ctx, id, req.GetNode(), req)
+		},
 		StreamClosedFunc: func(id int64, _ *corev3.Node) {
 			s.mu.Lock()
 			delete(s.streams, id)
@@ -276,5 +278,3 @@ func (a slogAdapter) Debugf(f string, args ...any) { a.l.Debug(fmt.Sprintf(f, ar
 func (a slogAdapter) Infof(f string, args ...any)  { a.l.Debug(fmt.Sprintf(f, args...)) }
 func (a slogAdapter) Warnf(f string, args ...any)  { a.l.Warn(fmt.Sprintf(f, args...)) }
 func (a slogAdapter) Errorf(f string, args ...any) { a.l.Error(fmt.Sprintf(f, args...)) }
-
-

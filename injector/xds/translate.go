@@ -25,10 +25,10 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
-	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 
 	"github.com/countersign/countersign/proxy/xdsmeta"
 )
@@ -136,7 +136,7 @@ func Translate(in Input) (map[resource.Type][]types.Resource, []Skipped) {
 			var filter *listenerv3.Filter
 			if proto == xdsmeta.ProtocolHTTP {
 				filter = mustFilter(wellknown.HTTPConnectionManager, &hcmv3.HttpConnectionManager{
-					StatPrefix: name,
+					StatPrefix:     name,
 					RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{ConfigSource: ads(), RouteConfigName: name}},
 				})
 				out[resource.RouteType] = append(out[resource.RouteType], &routev3.RouteConfiguration{

@@ -271,7 +271,9 @@ func TestTransparentInterceptionNetns(t *testing.T) {
 		t.Fatal(err)
 	}
 	maaSrv := &http.Server{Handler: svc.Handler(), ReadHeaderTimeout: 5 * time.Second}
-	go func() { _ = maaSrv.Serve(tls.NewListener(maaLn, &tls.Config{Certificates: []tls.Certificate{maaCert}})) }()
+	go func() {
+		_ = maaSrv.Serve(tls.NewListener(maaLn, &tls.Config{Certificates: []tls.Certificate{maaCert}}))
+	}()
 	t.Cleanup(func() { maaSrv.Close() })
 
 	// The HTTP app in the server namespace, on every address, port 8080: it records the
