@@ -248,7 +248,8 @@ func TestInferErrors(t *testing.T) {
 		{"zero batch", "", in("x", "FP32", "[0,3]", "[]"), 400, ReasonInvalid, "at least 1"},
 		{"unknown output", "", `{"inputs":[{"name":"x","datatype":"FP32","shape":[1,3],"data":[1,2,3]}],"outputs":[{"name":"z"}]}`, 400, ReasonInvalid, "no output \"z\""},
 		{"bad classification", "", `{"inputs":[{"name":"x","datatype":"FP32","shape":[1,3],"data":[1,2,3]}],"outputs":[{"name":"sum","parameters":{"classification":0.5}}]}`, 400, ReasonDecode, "classification"},
-		{"binary data", "", `{"inputs":[{"name":"x","datatype":"FP32","shape":[1,3],"data":[1,2,3]}],"outputs":[{"name":"sum","parameters":{"binary_data":true}}]}`, 400, ReasonDecode, "binary"},
+		{"binary data not a boolean", "", `{"inputs":[{"name":"x","datatype":"FP32","shape":[1,3],"data":[1,2,3]}],"outputs":[{"name":"sum","parameters":{"binary_data":"yes"}}]}`, 400, ReasonDecode, "must be a boolean"},
+		{"binary size without the header", "", `{"inputs":[{"name":"x","datatype":"FP32","shape":[1,3],"parameters":{"binary_data_size":12}}]}`, 400, ReasonDecode, "Inference-Header-Content-Length"},
 		{"duplicate input", "", `{"inputs":[{"name":"x","datatype":"FP32","shape":[1,3],"data":[1,2,3]},{"name":"x","datatype":"FP32","shape":[1,3],"data":[1,2,3]}]}`, 400, ReasonInvalid, "twice"},
 		{"too large", "", in("x", "FP32", "[1,3]", "[1,2,3"+strings.Repeat(" ", 5000)+"]"), 413, ReasonTooLarge, "larger than 4096"},
 	}
