@@ -65,7 +65,10 @@ func get(ctx context.Context, c *http.Client, url string) error {
 // scheduled time, so that a stall is not hidden (coordinated omission). A worker waking late
 // from its sleep is not charged to the path: Go's timers on a busy 2-core machine are late by
 // up to a millisecond, which would swamp the differences measured.
-func fixedRate(ctx context.Context, c *http.Client, url string, rate int, d time.Duration, workers int) ([]time.Duration, error) {
+//
+// It also returns the wall time until the last answer: when the path cannot keep up, the
+// requests scheduled within d take longer, and the achieved rate is len/elapsed.
+func fixedRate(ctx context.Context, c *http.Client, url string, rate int, d time.Duration, workers int) ([]time.Duration, time.Duration, error) {
 	interval := time.Second / time.Duration(rate)
 	start := time.Now().Add(10 * time.Millisecond)
 	end := start.Add(d)
@@ -112,14 +115,15 @@ func fixedRate(ctx context.Context, c *http.Client, url string, rate int, d time
 		}()
 	}
 	wg.Wait()
+	elapsed := time.Since(start)
 	if n := nerr.Load(); n > 0 {
-		return all, fmt.Errorf("%d of %d requests failed; first: %w", n, int64(len(all))+n, firstErr)
+		return all, elapsed, fmt.Errorf("%d of %d requests failed; first: %w", n, int64(len(all))+n, firstErr)
 	}
 	if err := ctx.Err(); err != nil {
-		return all, err
+		return all, elapsed, err
 	}
 	slices.Sort(all)
-	return all, nil
+	return all, elapsed, nil
 }
 
 // closedLoop sends n requests over conns connections as fast as they are answered; it is the

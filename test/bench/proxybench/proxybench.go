@@ -53,8 +53,8 @@ func (o *Options) defaults() {
 	if o.BinDir == "" {
 		o.BinDir = "bin"
 	}
-	def(&o.LatRate, 200)
-	defd(&o.LatFor, 5*time.Second)
+	def(&o.LatRate, 100)
+	defd(&o.LatFor, 6*time.Second)
 	def(&o.Rate, 1000)
 	defd(&o.RateFor, 3*time.Second)
 	def(&o.RateConns, 8)
@@ -86,9 +86,9 @@ type Path struct {
 type PathResult struct {
 	Path
 	P50, P99, P999 []time.Duration
-	// Requests are those answered in the memory and CPU phase (at Options.Rate for
-	// Options.RateFor, when the path keeps up).
-	Requests []int
+	// Achieved is the request rate answered in the memory and CPU phase (Options.Rate when
+	// the path keeps up).
+	Achieved []float64
 	SatRPS   []float64
 	// RSSKiB is the largest VmRSS seen while the path was under the fixed rate; HWMKiB the
 	// peak (VmHWM) at the end of the run. CPU is per request, at the fixed rate and at
@@ -191,7 +191,7 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 	for r := 0; r < o.Rounds; r++ {
 		for _, p := range rep.Paths {
 			fmt.Fprintf(o.Log, "proxybench: round %d/%d, latency at %d req/s for %s: %s\n", r+1, o.Rounds, o.LatRate, o.LatFor, p.Name)
-			lat, err := fixedRate(ctx, clients[p.Name].c, p.URL, o.LatRate, o.LatFor, o.RateConns)
+			lat, _, err := fixedRate(ctx, clients[p.Name].c, p.URL, o.LatRate, o.LatFor, o.RateConns)
 			if err == nil && len(lat) == 0 {
 				err = fmt.Errorf("no requests completed")
 			}
@@ -325,7 +325,7 @@ func measureRate(ctx context.Context, t *topology, o *Options, p *PathResult, c 
 			}
 		}
 	}()
-	lat, err := fixedRate(ctx, httpClient(c), p.URL, o.Rate, o.RateFor, o.RateConns)
+	lat, elapsed, err := fixedRate(ctx, httpClient(c), p.URL, o.Rate, o.RateFor, o.RateConns)
 	close(stop)
 	if serr := <-sampled; err == nil {
 		err = serr
@@ -340,7 +340,7 @@ func measureRate(ctx context.Context, t *topology, o *Options, p *PathResult, c 
 	if err != nil {
 		return err
 	}
-	p.Requests = append(p.Requests, len(lat))
+	p.Achieved = append(p.Achieved, float64(len(lat))/elapsed.Seconds())
 	for n := range after {
 		p.CPURate[n] = append(p.CPURate[n], (after[n].cpu-before[n].cpu)/time.Duration(len(lat)))
 		r := max(rss[n], after[n].rssKiB)

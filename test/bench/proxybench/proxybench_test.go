@@ -61,8 +61,8 @@ func TestHarnessTiny(t *testing.T) {
 			t.Errorf("path %s was not measured", name)
 			continue
 		}
-		if len(p.Requests) != 1 || p.Requests[0] < 200 || len(p.SatRPS) != 1 || p.SatRPS[0] <= 0 {
-			t.Errorf("path %s: %d requests at the fixed rate, saturation %v", name, p.Requests, p.SatRPS)
+		if len(p.P50) != 1 || len(p.Achieved) != 1 || p.Achieved[0] <= 0 || len(p.SatRPS) != 1 || p.SatRPS[0] <= 0 {
+			t.Errorf("path %s: latency %v, achieved rate %v, saturation %v", name, p.P50, p.Achieved, p.SatRPS)
 		}
 	}
 	if _, err := exec.LookPath("redis-benchmark"); err == nil {
@@ -85,7 +85,7 @@ func TestBrokenPathFails(t *testing.T) {
 			s := httptest.NewServer(h)
 			defer s.Close()
 			c := newClient(nil, 2)
-			if _, err := fixedRate(context.Background(), c, s.URL, 200, 100*time.Millisecond, 2); err == nil {
+			if _, _, err := fixedRate(context.Background(), c, s.URL, 200, 100*time.Millisecond, 2); err == nil {
 				t.Error("fixedRate accepted a broken path")
 			}
 			if _, err := closedLoop(context.Background(), c, s.URL, 20, 2); err == nil {
@@ -95,7 +95,7 @@ func TestBrokenPathFails(t *testing.T) {
 	}
 	s := httptest.NewServer(appHandler())
 	defer s.Close()
-	lat, err := fixedRate(context.Background(), newClient(nil, 2), s.URL, 200, 200*time.Millisecond, 2)
+	lat, _, err := fixedRate(context.Background(), newClient(nil, 2), s.URL, 200, 200*time.Millisecond, 2)
 	if err != nil || len(lat) < 30 {
 		t.Fatalf("a working path: %d latencies, %v", len(lat), err)
 	}

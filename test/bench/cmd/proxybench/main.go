@@ -37,8 +37,8 @@ func run(ctx context.Context, args []string) error {
 	var o proxybench.Options
 	fs := flag.NewFlagSet("proxybench", flag.ContinueOnError)
 	fs.StringVar(&o.BinDir, "bin", "bin", "directory holding the built proxy and attestation-service")
-	fs.IntVar(&o.LatRate, "lat-rate", 200, "fixed request rate of the latency phase (requests/s)")
-	fs.DurationVar(&o.LatFor, "lat-for", 5*time.Second, "latency phase duration per path and round")
+	fs.IntVar(&o.LatRate, "lat-rate", 100, "fixed request rate of the latency phase (requests/s)")
+	fs.DurationVar(&o.LatFor, "lat-for", 6*time.Second, "latency phase duration per path and round")
 	fs.IntVar(&o.Rate, "rate", 1000, "fixed request rate of the memory and CPU phase (requests/s)")
 	fs.DurationVar(&o.RateFor, "rate-for", 3*time.Second, "memory and CPU phase duration per path and round")
 	fs.IntVar(&o.RateConns, "rate-conns", 8, "connections of the fixed-rate generator")
