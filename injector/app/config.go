@@ -1,0 +1,238 @@
+// Package app is the injector binary's body: its configuration (defaults, then environment,
+// then flags), and Run, which serves the webhook and the admin endpoints.
+package app
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/resource"
+
+	"github.com/countersign/countersign/injector/inject"
+)
+
+// TLS modes.
+const (
+	TLSSelf  = "self"  // self-managed CA and certificate in a Secret, caBundle patched
+	TLSFiles = "files" // certificate files (cert-manager), caBundle injected by cert-manager
+)
+
+// EnvPrefix starts the environment variable for each flag: --cert-secret is
+// COUNTERSIGN_INJECTOR_CERT_SECRET.
+const EnvPrefix = "COUNTERSIGN_INJECTOR_"
+
+// Config is the injector's whole configuration.
+type Config struct {
+	Listen      string
+	AdminListen string
+	Kubeconfig  string
+	Namespace   string
+	LogLevel    string
+	Events      bool
+
+	TLSMode          string
+	CertSecret       string
+	WebhookConfig    string
+	CertHosts        string
+	CertValidity     time.Duration
+	CertRotateBefore time.Duration
+	CertOverlap      time.Duration
+	CertSyncInterval time.Duration
+	TLSCertFile      string
+	TLSKeyFile       string
+
+	ProxyImage           string
+	ProxySimImage        string
+	DefaultAttester      string
+	AttestationURL       string
+	AttestationCAKey     string
+	PolicyConfigMap      string
+	SimPlatformKeySecret string
+	ProxyCPU             string
+	ProxyMemory          string
+	SGXEPC               string
+	ExcludedNamespaces   string
+}
+
+// Defaults returns the configuration before environment and flags.
+func Defaults() Config {
+	return Config{
+		Listen:               ":9443",
+		AdminListen:          ":9090",
+		LogLevel:             "info",
+		Events:               true,
+		TLSMode:              TLSSelf,
+		CertSecret:           "countersign-injector-tls",
+		WebhookConfig:        "countersign-injector",
+		CertValidity:         365 * 24 * time.Hour,
+		CertRotateBefore:     90 * 24 * time.Hour,
+		CertOverlap:          5 * time.Minute,
+		CertSyncInterval:     time.Minute,
+		DefaultAttester:      "sgx",
+		PolicyConfigMap:      "countersign-policy",
+		SimPlatformKeySecret: "countersign-sim-platform-key",
+		ProxyCPU:             "100m",
+		ProxyMemory:          "128Mi",
+		SGXEPC:               "64Mi",
+		ExcludedNamespaces:   "kube-system",
+	}
+}
+
+func (c *Config) flags(fs *flag.FlagSet) {
+	fs.StringVar(&c.Listen, "listen", c.Listen, "webhook HTTPS address")
+	fs.StringVar(&c.AdminListen, "admin-listen", c.AdminListen, "admin address: /healthz, /readyz, /metrics")
+	fs.StringVar(&c.Kubeconfig, "kubeconfig", c.Kubeconfig, "kubeconfig file (default: in-cluster configuration)")
+	fs.StringVar(&c.Namespace, "namespace", c.Namespace, "the injector's own namespace (never injected; holds the certificate Secret)")
+	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
+	fs.BoolVar(&c.Events, "events", c.Events, "write Kubernetes Events for injected and rejected pods")
+	fs.StringVar(&c.TLSMode, "tls-mode", c.TLSMode, "self (CA and certificate managed in a Secret) or files (cert-manager)")
+	fs.StringVar(&c.CertSecret, "cert-secret", c.CertSecret, "self mode: Secret holding the CA and serving certificate")
+	fs.StringVar(&c.WebhookConfig, "webhook-config", c.WebhookConfig, "self mode: MutatingWebhookConfiguration whose caBundle is managed")
+	fs.StringVar(&c.CertHosts, "cert-hosts", c.CertHosts, "self mode: comma-separated DNS names and IPs of the serving certificate (default: the Service's names)")
+	fs.DurationVar(&c.CertValidity, "cert-validity", c.CertValidity, "self mode: serving certificate lifetime")
+	fs.DurationVar(&c.CertRotateBefore, "cert-rotate-before", c.CertRotateBefore, "self mode: start rotating when this much validity is left")
+	fs.DurationVar(&c.CertOverlap, "cert-overlap", c.CertOverlap, "self mode: a new CA is trusted in the caBundle this long before it is served")
+	fs.DurationVar(&c.CertSyncInterval, "cert-sync-interval", c.CertSyncInterval, "self mode: how often the Secret and caBundle are checked")
+	fs.StringVar(&c.TLSCertFile, "tls-cert-file", c.TLSCertFile, "files mode: serving certificate (PEM), reloaded when it changes")
+	fs.StringVar(&c.TLSKeyFile, "tls-key-file", c.TLSKeyFile, "files mode: serving key (PEM)")
+	fs.StringVar(&c.ProxyImage, "proxy-image", c.ProxyImage, "proxy image for the sgx attester (EGo enclave), pinned by digest")
+	fs.StringVar(&c.ProxySimImage, "proxy-sim-image", c.ProxySimImage, "proxy image for the sim attester, pinned by digest")
+	fs.StringVar(&c.DefaultAttester, "default-attester", c.DefaultAttester, "attester when a pod does not say: sgx or sim")
+	fs.StringVar(&c.AttestationURL, "attestation-url", c.AttestationURL, "attestation service URL written into every proxy's configuration")
+	fs.StringVar(&c.AttestationCAKey, "attestation-ca-key", c.AttestationCAKey, "key in the policy ConfigMap with PEM roots for the attestation service (empty: system roots)")
+	fs.StringVar(&c.PolicyConfigMap, "policy-configmap", c.PolicyConfigMap, "default ConfigMap (in the pod's namespace) holding policy.yaml")
+	fs.StringVar(&c.SimPlatformKeySecret, "sim-platform-key-secret", c.SimPlatformKeySecret, "Secret (in the pod's namespace) holding platform.pem for the sim attester")
+	fs.StringVar(&c.ProxyCPU, "proxy-cpu", c.ProxyCPU, "default proxy CPU request")
+	fs.StringVar(&c.ProxyMemory, "proxy-memory", c.ProxyMemory, "default proxy memory request and limit")
+	fs.StringVar(&c.SGXEPC, "sgx-epc", c.SGXEPC, "default SGX EPC request (sgx attester)")
+	fs.StringVar(&c.ExcludedNamespaces, "excluded-namespaces", c.ExcludedNamespaces, "comma-separated namespaces never injected (the injector's own is always added)")
+}
+
+// Load applies defaults, then COUNTERSIGN_INJECTOR_* environment variables, then flags, and
+// validates. getenv is os.Getenv in production.
+func Load(args []string, getenv func(string) string, stderr io.Writer) (*Config, error) {
+	c := Defaults()
+	fs := flag.NewFlagSet("injector", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	c.flags(fs)
+	var envErr error
+	fs.VisitAll(func(f *flag.Flag) {
+		name := EnvPrefix + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v := getenv(name); v != "" {
+			if err := f.Value.Set(v); err != nil {
+				envErr = errors.Join(envErr, fmt.Errorf("%s: %v", name, err))
+			}
+		}
+	})
+	if envErr != nil {
+		return nil, envErr
+	}
+	if c.Namespace == "" {
+		c.Namespace = getenv("POD_NAMESPACE")
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// Validate names the flag at fault.
+func (c *Config) Validate() error {
+	var errs []error
+	add := func(flag, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("--%s: %s", flag, fmt.Sprintf(format, args...)))
+	}
+	for _, a := range []struct{ flag, v string }{{"listen", c.Listen}, {"admin-listen", c.AdminListen}} {
+		if _, _, err := net.SplitHostPort(a.v); err != nil {
+			add(a.flag, "%q is not host:port", a.v)
+		}
+	}
+	if c.Namespace == "" {
+		add("namespace", "required (or POD_NAMESPACE)")
+	}
+	switch c.TLSMode {
+	case TLSSelf:
+		if c.CertSecret == "" {
+			add("cert-secret", "required with --tls-mode=self")
+		}
+		if c.WebhookConfig == "" {
+			add("webhook-config", "required with --tls-mode=self")
+		}
+		if c.TLSCertFile != "" || c.TLSKeyFile != "" {
+			add("tls-cert-file", "only with --tls-mode=files")
+		}
+	case TLSFiles:
+		if c.TLSCertFile == "" || c.TLSKeyFile == "" {
+			add("tls-cert-file", "--tls-cert-file and --tls-key-file are required with --tls-mode=files")
+		}
+	default:
+		add("tls-mode", "%q, expected self or files", c.TLSMode)
+	}
+	if err := c.Inject().Validate(); err != nil {
+		for _, e := range unjoin(err) {
+			errs = append(errs, fmt.Errorf("--%w", e))
+		}
+	}
+	for _, q := range []struct{ flag, v string }{{"proxy-cpu", c.ProxyCPU}, {"proxy-memory", c.ProxyMemory}, {"sgx-epc", c.SGXEPC}} {
+		if _, err := resource.ParseQuantity(q.v); err != nil {
+			add(q.flag, "%q is not a resource quantity", q.v)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}
+
+// Inject is the injection settings.
+func (c *Config) Inject() *inject.Config {
+	q := func(s string) resource.Quantity {
+		v, _ := resource.ParseQuantity(s)
+		return v
+	}
+	ex := []string{}
+	for _, n := range strings.Split(c.ExcludedNamespaces, ",") {
+		if n = strings.TrimSpace(n); n != "" {
+			ex = append(ex, n)
+		}
+	}
+	if c.Namespace != "" {
+		ex = append(ex, c.Namespace)
+	}
+	return &inject.Config{
+		ProxyImage: c.ProxyImage, ProxySimImage: c.ProxySimImage, DefaultAttester: c.DefaultAttester,
+		AttestationURL: c.AttestationURL, AttestationCAKey: c.AttestationCAKey,
+		PolicyConfigMap: c.PolicyConfigMap, SimPlatformKeySecret: c.SimPlatformKeySecret,
+		CPU: q(c.ProxyCPU), Memory: q(c.ProxyMemory), EPC: q(c.SGXEPC), ExcludedNamespaces: ex,
+	}
+}
+
+// Hosts is the serving certificate's names: --cert-hosts, or the in-cluster Service names.
+func (c *Config) Hosts() []string {
+	var hs []string
+	for _, h := range strings.Split(c.CertHosts, ",") {
+		if h = strings.TrimSpace(h); h != "" {
+			hs = append(hs, h)
+		}
+	}
+	if len(hs) == 0 {
+		svc := c.WebhookConfig
+		hs = []string{svc + "." + c.Namespace + ".svc", svc + "." + c.Namespace + ".svc.cluster.local"}
+	}
+	return hs
+}

@@ -1,0 +1,156 @@
+package app
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/countersign/countersign/injector/certs"
+	"github.com/countersign/countersign/injector/events"
+	"github.com/countersign/countersign/injector/metrics"
+	"github.com/countersign/countersign/injector/webhook"
+)
+
+// Run loads the configuration from args and the environment and serves until ctx ends.
+func Run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
+	cfg, err := Load(args, getenv, stderr)
+	if err != nil {
+		return err
+	}
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
+		return fmt.Errorf("--log-level: %v", err)
+	}
+	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: lv}))
+	return Serve(ctx, cfg, log)
+}
+
+// Serve runs the injector with a validated configuration.
+func Serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	m := metrics.New()
+	var client kubernetes.Interface
+	if cfg.TLSMode == TLSSelf || cfg.Events {
+		rc, err := restConfig(cfg.Kubeconfig)
+		if err != nil {
+			return err
+		}
+		rc.UserAgent = "countersign-injector"
+		if client, err = kubernetes.NewForConfig(rc); err != nil {
+			return err
+		}
+	}
+	loaded := func(t time.Time) { m.CertNotAfter.Set(float64(t.Unix())) }
+	var src certs.Source
+	switch cfg.TLSMode {
+	case TLSSelf:
+		mgr := &certs.Manager{
+			Client: client, Namespace: cfg.Namespace, SecretName: cfg.CertSecret, WebhookName: cfg.WebhookConfig,
+			Hosts: cfg.Hosts(), Validity: cfg.CertValidity, RotateBefore: cfg.CertRotateBefore,
+			Overlap: cfg.CertOverlap, Interval: cfg.CertSyncInterval, Log: log,
+			Hooks: certs.Hooks{
+				Step: func(s string) { m.Rotations.WithLabelValues(s).Inc() }, Loaded: loaded,
+				CABundle: m.CABundle.Inc,
+			},
+		}
+		if err := mgr.Validate(); err != nil {
+			return err
+		}
+		go mgr.Run(ctx)
+		src = mgr
+	case TLSFiles:
+		fsrc := &certs.FileSource{CertFile: cfg.TLSCertFile, KeyFile: cfg.TLSKeyFile, Log: log, Loaded: loaded}
+		if err := fsrc.Reload(); err != nil {
+			return fmt.Errorf("--tls-cert-file: %w", err)
+		}
+		go fsrc.Run(ctx, 10*time.Second)
+		src = fsrc
+	}
+	h := &webhook.Handler{Config: cfg.Inject(), Log: log, Metrics: m}
+	if cfg.Events {
+		rec := events.New(client, log, 256, m.EventsDropped.Inc)
+		go rec.Run(ctx)
+		h.Events = rec
+	}
+	mux := http.NewServeMux()
+	h.Mux(mux)
+	whLn, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("--listen: %w", err)
+	}
+	adLn, err := net.Listen("tcp", cfg.AdminListen)
+	if err != nil {
+		whLn.Close()
+		return fmt.Errorf("--admin-listen: %w", err)
+	}
+	wh := &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       15 * time.Second,
+		WriteTimeout:      15 * time.Second,
+		IdleTimeout:       90 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		TLSConfig:         &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: src.GetCertificate},
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	admin := &http.Server{Handler: AdminHandler(src, m), ReadHeaderTimeout: 5 * time.Second, MaxHeaderBytes: 16 << 10}
+	errc := make(chan error, 2)
+	go func() { errc <- wh.ServeTLS(whLn, "", "") }()
+	go func() { errc <- admin.Serve(adLn) }()
+	log.Info("injector started", "listen", whLn.Addr().String(), "admin", adLn.Addr().String(), "tls_mode", cfg.TLSMode, "namespace", cfg.Namespace)
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer scancel()
+	_ = wh.Shutdown(sctx)
+	_ = admin.Shutdown(sctx)
+	if err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	log.Info("injector stopped")
+	return nil
+}
+
+// AdminHandler serves /healthz, /readyz (a serving certificate is loaded) and /metrics.
+func AdminHandler(src certs.Source, m *metrics.Metrics) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !src.Ready() {
+			http.Error(w, "not ready: no valid serving certificate loaded", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = io.WriteString(w, "ok\n")
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{Registry: m.Registry}))
+	return mux
+}
+
+func restConfig(kubeconfig string) (*rest.Config, error) {
+	if kubeconfig != "" {
+		rc, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+		if err != nil {
+			return nil, fmt.Errorf("--kubeconfig: %w", err)
+		}
+		return rc, nil
+	}
+	rc, err := rest.InClusterConfig()
+	if err != nil {
+		return nil, fmt.Errorf("no --kubeconfig and not in a cluster: %w", err)
+	}
+	return rc, nil
+}

@@ -1,0 +1,207 @@
+// Package webhook is the thin HTTP adapter around package inject: it decodes an AdmissionReview
+// v1, hands the typed Pod to inject, and answers with a JSON patch computed by diffing the
+// pod's JSON before and after (package jsonpatch), or with a rejection naming what is wrong.
+// Every answer carries an inject.Reason, used as the log field, the Event reason and the metric
+// label.
+package webhook
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"time"
+
+	admissionv1 "k8s.io/api/admission/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/countersign/countersign/injector/inject"
+	"github.com/countersign/countersign/injector/jsonpatch"
+	"github.com/countersign/countersign/injector/metrics"
+)
+
+// Paths the webhook configurations call.
+const (
+	// PathInject is called for pods labelled countersign.dev/inject=enabled.
+	PathInject = "/inject"
+	// PathInjectNamespace is called for pods in namespaces labelled countersign.dev/inject=enabled.
+	PathInjectNamespace = "/inject-namespace"
+)
+
+// MaxBodyBytes bounds an AdmissionReview (the API server caps objects at about 3 MiB).
+const MaxBodyBytes = 6 << 20
+
+// Recorder records a Kubernetes Event about a pod. It must not block.
+type Recorder interface {
+	Event(pod *corev1.Pod, namespace string, reason inject.Reason, message string)
+}
+
+// Handler serves admission reviews.
+type Handler struct {
+	Config  *inject.Config
+	Log     *slog.Logger
+	Metrics *metrics.Metrics
+	Events  Recorder // may be nil
+}
+
+// Mux returns the handler mounted on both paths.
+func (h *Handler) Mux(mux *http.ServeMux) {
+	mux.HandleFunc("POST "+PathInject, func(w http.ResponseWriter, r *http.Request) { h.serve(w, r, false) })
+	mux.HandleFunc("POST "+PathInjectNamespace, func(w http.ResponseWriter, r *http.Request) { h.serve(w, r, true) })
+}
+
+func (h *Handler) serve(w http.ResponseWriter, r *http.Request, nsOptIn bool) {
+	start := time.Now()
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	if err != nil {
+		h.Log.Warn("admission review unreadable", "reason", inject.ReasonBadRequest, "err", err)
+		h.Metrics.Admissions.WithLabelValues(string(inject.ReasonBadRequest)).Inc()
+		http.Error(w, "cannot read the request body: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	out, res := Review(h.Config, body, nsOptIn)
+	if out == nil {
+		h.Log.Warn("admission review rejected", "reason", res.Reason, "err", res.Message)
+		h.Metrics.Admissions.WithLabelValues(string(res.Reason)).Inc()
+		http.Error(w, res.Message, http.StatusBadRequest)
+		return
+	}
+	b, err := json.Marshal(out)
+	if err != nil {
+		http.Error(w, "cannot encode the response", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(b)
+	h.Metrics.Duration.Observe(time.Since(start).Seconds())
+	h.Metrics.Admissions.WithLabelValues(string(res.Reason)).Inc()
+	attrs := []any{"reason", res.Reason, "namespace", res.Namespace, "pod", res.PodName, "uid", out.Response.UID}
+	switch {
+	case res.Reason.Denied():
+		h.Log.Warn("pod rejected", append(attrs, "message", res.Message)...)
+	case res.Reason == inject.ReasonInjected:
+		h.Log.Info("pod injected", append(attrs, "patch_ops", res.PatchOps)...)
+	default:
+		h.Log.Debug("pod skipped", attrs...)
+	}
+	if h.Events != nil && res.Pod != nil && (res.Reason.Denied() || res.Reason == inject.ReasonInjected || res.Reason == inject.ReasonOptedOut) {
+		msg := res.Message
+		if msg == "" {
+			msg = eventMessage(res.Reason)
+		}
+		h.Events.Event(res.Pod, res.Namespace, res.Reason, msg)
+	}
+}
+
+func eventMessage(r inject.Reason) string {
+	switch r {
+	case inject.ReasonInjected:
+		return "Countersign proxy sidecar injected"
+	case inject.ReasonOptedOut:
+		return "Countersign injection skipped: the pod opted out with " + inject.LabelInject + "=" + inject.ValueDisabled
+	}
+	return string(r)
+}
+
+// Result describes one review for logs, events and metrics.
+type Result struct {
+	Reason    inject.Reason
+	Message   string
+	Namespace string
+	PodName   string
+	Pod       *corev1.Pod // the pod as reviewed (nil if it could not be decoded)
+	PatchOps  int
+}
+
+// Review answers one AdmissionReview. It returns a nil review when the body is not an
+// AdmissionReview v1 at all (the caller answers 400); otherwise a review whose response
+// allows (with or without a patch) or denies the pod. It does no I/O.
+func Review(cfg *inject.Config, body []byte, nsOptIn bool) (*admissionv1.AdmissionReview, Result) {
+	var in admissionv1.AdmissionReview
+	if err := json.Unmarshal(body, &in); err != nil {
+		return nil, Result{Reason: inject.ReasonBadRequest, Message: "not an AdmissionReview: " + err.Error()}
+	}
+	if in.APIVersion != "admission.k8s.io/v1" || in.Kind != "AdmissionReview" {
+		return nil, Result{Reason: inject.ReasonBadRequest, Message: fmt.Sprintf(
+			"expected apiVersion admission.k8s.io/v1 and kind AdmissionReview, got %q %q", in.APIVersion, in.Kind)}
+	}
+	req := in.Request
+	if req == nil || req.UID == "" {
+		return nil, Result{Reason: inject.ReasonBadRequest, Message: "AdmissionReview without a request or request.uid"}
+	}
+	out := &admissionv1.AdmissionReview{TypeMeta: in.TypeMeta, Response: &admissionv1.AdmissionResponse{UID: req.UID, Allowed: true}}
+	res := Result{Namespace: req.Namespace, PodName: req.Name}
+	if req.Kind.Group != "" || req.Kind.Kind != "Pod" || req.Resource.Resource != "pods" || req.SubResource != "" {
+		res.Reason = inject.ReasonNotPod
+		return out, res
+	}
+	if req.Operation != admissionv1.Create {
+		res.Reason = inject.ReasonUnsupportedRequest
+		return out, res
+	}
+	var pod corev1.Pod
+	if err := json.Unmarshal(req.Object.Raw, &pod); err != nil {
+		return deny(out, res, &inject.Error{Reason: inject.ReasonBadRequest, Message: "request.object is not a Pod: " + err.Error()})
+	}
+	res.Pod = &pod
+	if res.PodName == "" {
+		res.PodName = pod.Name
+		if res.PodName == "" {
+			res.PodName = pod.GenerateName
+		}
+	}
+	if res.Namespace == "" {
+		res.Namespace = pod.Namespace
+	}
+	ok, reason := cfg.Decide(&pod, inject.Request{Namespace: res.Namespace, NamespaceOptedIn: nsOptIn})
+	res.Reason = reason
+	if !ok {
+		return out, res
+	}
+	original, err := json.Marshal(&pod)
+	if err != nil {
+		return deny(out, res, &inject.Error{Reason: inject.ReasonBadRequest, Message: "cannot encode the pod: " + err.Error()})
+	}
+	mutated := pod.DeepCopy()
+	if err := cfg.Inject(mutated); err != nil {
+		return deny(out, res, err)
+	}
+	modified, err := json.Marshal(mutated)
+	if err != nil {
+		return deny(out, res, &inject.Error{Reason: inject.ReasonBadRequest, Message: "cannot encode the injected pod: " + err.Error()})
+	}
+	// Diff the typed pod's JSON before and after, so fields the pod omitted are not touched by
+	// the re-encoding: both sides went through the same encoder.
+	ops, err := jsonpatch.Diff(original, modified)
+	if err != nil {
+		return deny(out, res, &inject.Error{Reason: inject.ReasonBadRequest, Message: "cannot diff the pod: " + err.Error()})
+	}
+	res.PatchOps = len(ops)
+	if len(ops) > 0 {
+		patch, err := json.Marshal(ops)
+		if err != nil {
+			return deny(out, res, &inject.Error{Reason: inject.ReasonBadRequest, Message: "cannot encode the patch: " + err.Error()})
+		}
+		pt := admissionv1.PatchTypeJSONPatch
+		out.Response.Patch, out.Response.PatchType = patch, &pt
+	}
+	return out, res
+}
+
+func deny(out *admissionv1.AdmissionReview, res Result, err error) (*admissionv1.AdmissionReview, Result) {
+	e, ok := err.(*inject.Error)
+	if !ok {
+		e = &inject.Error{Reason: inject.ReasonBadRequest, Message: err.Error()}
+	}
+	res.Reason, res.Message = e.Reason, e.Message
+	out.Response.Allowed = false
+	out.Response.Result = &metav1.Status{
+		Status:  metav1.StatusFailure,
+		Code:    http.StatusBadRequest,
+		Reason:  metav1.StatusReasonBadRequest,
+		Message: "countersign (" + string(e.Reason) + "): " + e.Message,
+	}
+	return out, res
+}
