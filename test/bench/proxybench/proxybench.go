@@ -112,6 +112,8 @@ type Report struct {
 	Redis   []*RedisResult
 	Started time.Time
 	Elapsed time.Duration
+	// Notes are things the proxies logged during the run that bear on the figures.
+	Notes []string
 }
 
 // Path returns the result of the named path, or nil.
@@ -263,6 +265,14 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 	for _, n := range []string{"edge", "front", "back", "third"} {
 		if p := t.byName[n]; p != nil && p.exited() {
 			return nil, fmt.Errorf("proxy %s exited during the run: %s", n, tail(p.output(), 4000))
+		}
+	}
+	for _, n := range []string{"back"} {
+		if p := t.byName[n]; p != nil {
+			if k := strings.Count(p.output(), "dropping a chain header from the app"); k > 0 {
+				rep.Notes = append(rep.Notes, fmt.Sprintf("%s logged %d× \"dropping a chain header from the app that this proxy did not hand it\" (chain_from_app_unknown): "+
+					"those ours-2hop requests reached third with a new one-entry chain, without front's hop", n, k))
+			}
 		}
 	}
 	rep.Elapsed = time.Since(rep.Started)

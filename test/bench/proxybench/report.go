@@ -189,5 +189,8 @@ func (r *Report) Print(w io.Writer) {
 		}
 		fmt.Fprintf(w, "  %-4s %-62s %s\n", s, v.Target, v.Value)
 	}
+	for _, n := range r.Notes {
+		fmt.Fprintf(w, "\nnote: %s\n", n)
+	}
 	fmt.Fprintf(w, "\nelapsed %s\n", r.Elapsed.Round(time.Second))
 }
