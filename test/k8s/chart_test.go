@@ -1,0 +1,170 @@
+package k8s_test
+
+import (
+	"context"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"sigs.k8s.io/yaml"
+
+	"github.com/countersign/countersign/test/k8s/kubetest"
+)
+
+const kubeVersion = "v1.37.2"
+
+func chartDir(t *testing.T) string {
+	root, err := kubetest.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return filepath.Join(root, "charts", "countersign")
+}
+
+func helmTemplate(t *testing.T, set ...string) (string, error) {
+	t.Helper()
+	args := []string{"template", "cs", chartDir(t), "--namespace", "countersign-system", "--kube-version", kubeVersion,
+		"--set", "injection.attestationURL=https://attest.example"}
+	for _, s := range set {
+		args = append(args, "--set", s)
+	}
+	out, err := exec.CommandContext(context.Background(), kubetest.Bin(t, "helm"), args...).CombinedOutput()
+	return string(out), err
+}
+
+// docs splits rendered YAML into objects keyed by kind/name.
+func docs(t *testing.T, out string) map[string]map[string]any {
+	t.Helper()
+	m := map[string]map[string]any{}
+	for _, d := range strings.Split(out, "\n---") {
+		var o map[string]any
+		if err := yaml.Unmarshal([]byte(d), &o); err != nil {
+			t.Fatalf("rendered YAML does not parse: %v\n%s", err, d)
+		}
+		if o == nil {
+			continue
+		}
+		md, _ := o["metadata"].(map[string]any)
+		m[o["kind"].(string)+"/"+md["name"].(string)] = o
+	}
+	return m
+}
+
+func TestChartLint(t *testing.T) {
+	out, err := exec.Command(kubetest.Bin(t, "helm"), "lint", chartDir(t), "--strict", "--kube-version", kubeVersion,
+		"--set", "injection.attestationURL=https://attest.example").CombinedOutput()
+	if err != nil {
+		t.Fatalf("helm lint: %v\n%s", err, out)
+	}
+}
+
+func TestChartDefaults(t *testing.T) {
+	out, err := helmTemplate(t)
+	if err != nil {
+		t.Fatalf("helm template: %v\n%s", err, out)
+	}
+	objs := docs(t, out)
+	for _, want := range []string{
+		"Deployment/cs-countersign-injector", "Service/cs-countersign-injector", "ServiceAccount/cs-countersign-injector",
+		"ClusterRole/cs-countersign-injector", "Role/cs-countersign-injector", "PodDisruptionBudget/cs-countersign-injector",
+		"MutatingWebhookConfiguration/cs-countersign-injector", "NetworkPolicy/cs-countersign-injector",
+		"ValidatingAdmissionPolicy/cs-countersign-injector-require-proxy", "ValidatingAdmissionPolicyBinding/cs-countersign-injector-require-proxy",
+	} {
+		if objs[want] == nil {
+			t.Errorf("default render lacks %s", want)
+		}
+	}
+	mwc := objs["MutatingWebhookConfiguration/cs-countersign-injector"]
+	for _, w := range mwc["webhooks"].([]any) {
+		wh := w.(map[string]any)
+		if wh["failurePolicy"] != "Fail" || wh["reinvocationPolicy"] != "IfNeeded" {
+			t.Errorf("webhook %s: failurePolicy %v reinvocationPolicy %v", wh["name"], wh["failurePolicy"], wh["reinvocationPolicy"])
+		}
+		if _, ok := wh["clientConfig"].(map[string]any)["service"]; !ok {
+			t.Errorf("webhook %s does not call the Service", wh["name"])
+		}
+		if !strings.Contains(toJSON(t, wh["namespaceSelector"]), `"countersign-system","kube-system"`) {
+			t.Errorf("webhook %s does not exclude its namespace and kube-system: %s", wh["name"], toJSON(t, wh["namespaceSelector"]))
+		}
+	}
+	dep := objs["Deployment/cs-countersign-injector"]
+	if r := dep["spec"].(map[string]any)["replicas"]; r != float64(2) {
+		t.Errorf("replicas %v, want 2", r)
+	}
+	if s := toJSON(t, dep); !strings.Contains(s, "@sha256:") || !strings.Contains(s, "--tls-mode=self") {
+		t.Errorf("deployment: images not pinned by digest or not self TLS mode")
+	}
+	// Least privilege: no wildcard, no secrets list/watch.
+	for _, k := range []string{"ClusterRole/cs-countersign-injector", "Role/cs-countersign-injector"} {
+		s := toJSON(t, objs[k]["rules"])
+		if strings.Contains(s, `"*"`) || strings.Contains(s, "list") || strings.Contains(s, "watch") || strings.Contains(s, "delete") {
+			t.Errorf("%s rules too broad: %s", k, s)
+		}
+	}
+}
+
+func TestChartCertManagerAndURL(t *testing.T) {
+	out, err := helmTemplate(t, "webhook.certs.mode=cert-manager")
+	if err != nil {
+		t.Fatalf("cert-manager: %v\n%s", err, out)
+	}
+	objs := docs(t, out)
+	if objs["Certificate/cs-countersign-injector"] == nil || objs["Role/cs-countersign-injector"] != nil {
+		t.Error("cert-manager mode: want a Certificate and no Secret-writing Role")
+	}
+	if !strings.Contains(out, "cert-manager.io/inject-ca-from: countersign-system/cs-countersign-injector") || !strings.Contains(out, "--tls-mode=files") {
+		t.Error("cert-manager mode: no CA injection annotation or files TLS mode")
+	}
+	out, err = helmTemplate(t, "webhook.url=https://127.0.0.1:9443")
+	if err != nil {
+		t.Fatalf("url: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, "url: https://127.0.0.1:9443/inject\n") || !strings.Contains(out, "url: https://127.0.0.1:9443/inject-namespace\n") {
+		t.Errorf("webhook.url not used:\n%s", out)
+	}
+}
+
+func TestChartRejectsBadValues(t *testing.T) {
+	for _, tc := range []struct {
+		set  []string
+		want string
+	}{
+		{[]string{"injection.attestationURL="}, "injection.attestationURL is required"},
+		{[]string{"replicaCount=1"}, "replicaCount"},
+		{[]string{"webhook.failurePolicy=Ignore", "validatingPolicy.enabled=false"}, "requires validatingPolicy.enabled=true"},
+		{[]string{"webhook.url=https://127.0.0.1:1", "webhook.certs.mode=cert-manager"}, "requires webhook.certs.mode=self"},
+		{[]string{"image.proxy.digest=latest"}, "does not match pattern"},
+		{[]string{"webhook.failurePolicy=Sometimes"}, "failurePolicy"},
+		{[]string{"injection.defaultAttester=tdx"}, "defaultAttester"},
+		{[]string{"webhook.url=http://127.0.0.1:1"}, "url"},
+		{[]string{"adminPort=9443"}, "adminPort and webhook.port must differ"},
+		{[]string{"unknownValue=1"}, "unknownValue"},
+	} {
+		out, err := helmTemplate(t, tc.set...)
+		if err == nil {
+			t.Errorf("%v: rendered, want failure", tc.set)
+			continue
+		}
+		if !strings.Contains(out, tc.want) {
+			t.Errorf("%v: error does not mention %q:\n%s", tc.set, tc.want, out)
+		}
+	}
+	// Ignore is accepted when the validating policy still refuses unprotected pods.
+	if out, err := helmTemplate(t, "webhook.failurePolicy=Ignore"); err != nil {
+		t.Errorf("Ignore with the validating policy: %v\n%s", err, out)
+	}
+}
+
+func toJSON(t *testing.T, v any) string {
+	t.Helper()
+	b, err := yaml.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j, err := yaml.YAMLToJSON(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(j)
+}
