@@ -86,7 +86,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, nsOptIn bool) {
 	default:
 		h.Log.Debug("pod skipped", attrs...)
 	}
-	if h.Events != nil && res.Pod != nil && (res.Reason.Denied() || res.Reason == inject.ReasonInjected || res.Reason == inject.ReasonOptedOut) {
+	if h.Events != nil && res.Pod != nil && !res.DryRun && (res.Reason.Denied() || res.Reason == inject.ReasonInjected || res.Reason == inject.ReasonOptedOut) {
 		msg := res.Message
 		if msg == "" {
 			msg = eventMessage(res.Reason)
@@ -113,6 +113,7 @@ type Result struct {
 	PodName   string
 	Pod       *corev1.Pod // the pod as reviewed (nil if it could not be decoded)
 	PatchOps  int
+	DryRun    bool // no Events for dry runs (the webhook declares sideEffects NoneOnDryRun)
 }
 
 // Review answers one AdmissionReview. It returns a nil review when the body is not an
@@ -132,7 +133,7 @@ func Review(cfg *inject.Config, body []byte, nsOptIn bool) (*admissionv1.Admissi
 		return nil, Result{Reason: inject.ReasonBadRequest, Message: "AdmissionReview without a request or request.uid"}
 	}
 	out := &admissionv1.AdmissionReview{TypeMeta: in.TypeMeta, Response: &admissionv1.AdmissionResponse{UID: req.UID, Allowed: true}}
-	res := Result{Namespace: req.Namespace, PodName: req.Name}
+	res := Result{Namespace: req.Namespace, PodName: req.Name, DryRun: req.DryRun != nil && *req.DryRun}
 	if req.Kind.Group != "" || req.Kind.Kind != "Pod" || req.Resource.Resource != "pods" || req.SubResource != "" {
 		res.Reason = inject.ReasonNotPod
 		return out, res
