@@ -11,6 +11,7 @@ import (
 	"fmt"
 
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/structpb"
 )
@@ -58,7 +59,13 @@ func Encode(p ClusterPolicy) (*anypb.Any, error) {
 	if err := protojson.Unmarshal(b, s); err != nil {
 		return nil, err
 	}
-	return anypb.New(s)
+	// Deterministic, so that equal policies give equal bytes (the control plane cuts a new
+	// snapshot version only when the bytes change).
+	a := &anypb.Any{}
+	if err := anypb.MarshalFrom(a, s, proto.MarshalOptions{Deterministic: true}); err != nil {
+		return nil, err
+	}
+	return a, nil
 }
 
 // Decode parses a typed metadata entry strictly: a Struct with only known fields.

@@ -1,0 +1,92 @@
+package xds
+
+import (
+	"testing"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/countersign/countersign/proxy/xdsmeta"
+)
+
+func p[T any](v T) *T { return &v }
+
+func TestTranslate(t *testing.T) {
+	svc := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "records", Namespace: "ns"},
+		Spec: corev1.ServiceSpec{ClusterIP: "10.96.0.10", Ports: []corev1.ServicePort{
+			{Name: "http", Port: 80}, {Name: "redis", Port: 6379}, {Name: "dns", Port: 53, Protocol: corev1.ProtocolUDP},
+		}},
+	}
+	outside := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "plain", Namespace: "ns"}, Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Port: 80}}}}
+	sl := &discoveryv1.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Name: "records-x", Namespace: "ns", Labels: map[string]string{discoveryv1.LabelServiceName: "records"}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Endpoints: []discoveryv1.Endpoint{
+			{Addresses: []string{"10.1.0.2"}, TargetRef: &corev1.ObjectReference{Kind: "Pod", Name: "api-1"}},
+			{Addresses: []string{"10.1.0.3"}, Conditions: discoveryv1.EndpointConditions{Ready: p(false)}, TargetRef: &corev1.ObjectReference{Kind: "Pod", Name: "api-2"}},
+		},
+		Ports: []discoveryv1.EndpointPort{{Name: p("http"), Port: p(int32(8080))}, {Name: p("redis"), Port: p(int32(6379))}},
+	}
+	pods := map[string]*corev1.Pod{"ns/api-1": {ObjectMeta: metav1.ObjectMeta{Name: "api-1", Namespace: "ns", Annotations: map[string]string{AnnotationPodIdentity: "records-api"}}}}
+	res, skipped := Translate(Input{Services: []*corev1.Service{svc, outside}, Slices: []*discoveryv1.EndpointSlice{sl}, Pods: pods})
+	if len(skipped) != 0 {
+		t.Fatalf("skipped %v", skipped)
+	}
+	if n := len(res[resource.ClusterType]); n != 2 {
+		t.Fatalf("%d clusters, want 2 (http, redis; udp and the plain service left out)", n)
+	}
+	c := res[resource.ClusterType][0].(*clusterv3.Cluster)
+	if c.Name != "ns/records:http" {
+		t.Errorf("cluster name %q", c.Name)
+	}
+	cp, err := xdsmeta.Decode(c.Metadata.TypedFilterMetadata[xdsmeta.FilterKey])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cp.Protocol != "http" || len(cp.Identities) != 1 || cp.Identities[0] != "records-api" || cp.Authority != "records.ns.svc:80" {
+		t.Errorf("policy from the pods' identities: %+v", cp)
+	}
+	cla := res[resource.EndpointType][0].(*endpointv3.ClusterLoadAssignment)
+	lbs := cla.Endpoints[0].LbEndpoints
+	if len(lbs) != 1 || lbs[0].GetEndpoint().GetAddress().GetSocketAddress().GetPortValue() != 8080 {
+		t.Errorf("endpoints %v, want only the ready one on 8080", lbs)
+	}
+	ls := res[resource.ListenerType]
+	if len(ls) != 2 || ls[0].(*listenerv3.Listener).GetAddress().GetSocketAddress().GetAddress() != "10.96.0.10" {
+		t.Fatalf("listeners %v", ls)
+	}
+	if f := ls[0].(*listenerv3.Listener).FilterChains[0].Filters[0].Name; f != wellknown.HTTPConnectionManager {
+		t.Errorf("http listener filter %s", f)
+	}
+	if f := ls[1].(*listenerv3.Listener).FilterChains[0].Filters[0].Name; f != wellknown.TCPProxy {
+		t.Errorf("tcp listener filter %s", f)
+	}
+	if len(res[resource.RouteType]) != 1 {
+		t.Errorf("%d routes, want 1 (http only)", len(res[resource.RouteType]))
+	}
+	snap, err := cachev3.NewSnapshot("1", res)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := snap.Consistent(); err != nil {
+		t.Errorf("snapshot not consistent: %v", err)
+	}
+	// Deterministic: the same input gives the same digest.
+	res2, _ := Translate(Input{Services: []*corev1.Service{outside, svc}, Slices: []*discoveryv1.EndpointSlice{sl}, Pods: pods})
+	if digestOf(res) != digestOf(res2) {
+		t.Error("translation is not deterministic")
+	}
+	// A malformed narrowing annotation leaves the service out, with a reason.
+	svc.Annotations = map[string]string{AnnotationNarrow: `{"records-api":{"mrenclav":["x"]}}`}
+	if _, sk := Translate(Input{Services: []*corev1.Service{svc}, Slices: []*discoveryv1.EndpointSlice{sl}, Pods: pods}); len(sk) != 1 {
+		t.Errorf("skipped %v, want the service with the bad annotation", sk)
+	}
+}
