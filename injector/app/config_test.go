@@ -1,0 +1,73 @@
+package app
+
+import (
+	"io"
+	"strings"
+	"testing"
+	"time"
+)
+
+var required = []string{"--namespace=cs", "--proxy-image=p@sha256:1", "--proxy-sim-image=s@sha256:2", "--attestation-url=https://a"}
+
+func TestPrecedence(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		env  map[string]string
+		args []string
+		want string
+	}{
+		{"default", nil, nil, "info"},
+		{"env over default", map[string]string{"COUNTERSIGN_INJECTOR_LOG_LEVEL": "warn"}, nil, "warn"},
+		{"flag over env", map[string]string{"COUNTERSIGN_INJECTOR_LOG_LEVEL": "warn"}, []string{"--log-level=debug"}, "debug"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Load(append(append([]string{}, required...), tc.args...), func(k string) string { return tc.env[k] }, io.Discard)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.LogLevel != tc.want {
+				t.Errorf("log level %q, want %q", c.LogLevel, tc.want)
+			}
+		})
+	}
+	c, err := Load(required[1:], func(k string) string {
+		return map[string]string{"POD_NAMESPACE": "from-env", "COUNTERSIGN_INJECTOR_CERT_OVERLAP": "7m"}[k]
+	}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Namespace != "from-env" || c.CertOverlap != 7*time.Minute {
+		t.Errorf("namespace %q overlap %s", c.Namespace, c.CertOverlap)
+	}
+	if ex := c.Inject().ExcludedNamespaces; len(ex) != 2 || ex[0] != "kube-system" || ex[1] != "from-env" {
+		t.Errorf("excluded %v: want kube-system and the injector's own namespace", ex)
+	}
+}
+
+func TestValidateNamesFlags(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--tls-mode=acme"}, "--tls-mode"},
+		{[]string{"--tls-mode=files"}, "--tls-cert-file"},
+		{[]string{"--tls-cert-file=x"}, "--tls-cert-file: only with --tls-mode=files"},
+		{[]string{"--listen=9443"}, "--listen"},
+		{[]string{"--default-attester=tdx"}, "--default-attester"},
+		{[]string{"--proxy-cpu=lots"}, "--proxy-cpu"},
+		{[]string{"--namespace="}, "--namespace"},
+	} {
+		_, err := Load(append(append([]string{}, required...), tc.args...), func(string) string { return "" }, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: error %v, want it to name %s", tc.args, err, tc.want)
+		}
+	}
+	if _, err := Load(required, func(k string) string {
+		if k == "COUNTERSIGN_INJECTOR_CERT_VALIDITY" {
+			return "forever"
+		}
+		return ""
+	}, io.Discard); err == nil || !strings.Contains(err.Error(), "COUNTERSIGN_INJECTOR_CERT_VALIDITY") {
+		t.Errorf("bad env: %v", err)
+	}
+}
