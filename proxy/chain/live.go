@@ -52,6 +52,20 @@ func (s *TTLSet[V]) Add(k string, v V, exp, now time.Time) (added, full bool) {
 	return true, false
 }
 
+// Remove forgets k.
+func (s *TTLSet[V]) Remove(k string) {
+	s.mu.Lock()
+	delete(s.m, k)
+	s.mu.Unlock()
+}
+
+// Len is the number of keys held (expired ones not yet swept included).
+func (s *TTLSet[V]) Len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.m)
+}
+
 // Get returns the value stored under k if unexpired.
 func (s *TTLSet[V]) Get(k string, now time.Time) (V, bool) {
 	s.mu.Lock()

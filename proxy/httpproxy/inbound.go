@@ -131,7 +131,15 @@ func (h *Inbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	tail := ch.Tail()
-	h.d.Forwarded.Add(tail, ch, h.d.Now().Add(h.d.Chain.MaxAge.D()), h.d.Now())
+	// The app may continue this chain on its onward calls while it handles this request (at
+	// most maxAge): the outbound side looks it up by tail digest. Once the app has answered,
+	// the chain is forgotten, so memory follows the requests in flight, not the request rate.
+	if added, full := h.d.Forwarded.Add(tail, ch, h.d.Now().Add(h.d.Chain.MaxAge.D()), h.d.Now()); added {
+		defer h.d.Forwarded.Remove(tail)
+	} else if full {
+		h.d.Logger.Warn("too many chains in flight to remember this one; the app's onward calls will start new chains",
+			"listener", h.cfg.Name, "in_flight", h.d.Forwarded.Len())
+	}
 	fwd := &fwdHeaders{chain: ch.Header(), tokens: ch.TokensHeader(""), summary: summarize(peer.Identity, ch)}
 	ctx = context.WithValue(ctx, fwdKey{}, fwd)
 	ctx = context.WithValue(ctx, inKey{}, &inState{entryDigest: tail, self: self})
