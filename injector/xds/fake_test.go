@@ -13,5 +13,5 @@ func fakeClient() kubernetes.Interface { return fake.NewClientset() }
 // (informers, watches and the translation are real; API validation is not). The same
 // scenario runs against the real kube-apiserver in TestXDSConformanceAPIServer.
 func TestXDSConformanceFake(t *testing.T) {
-	runConformance(t, fakeClient())
+	runConformance(t, fakeClient(), "localhost")
 }

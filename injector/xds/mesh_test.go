@@ -30,6 +30,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
@@ -101,6 +102,10 @@ type meshEnv struct {
 	t      *testing.T
 	svc    *testservice.Service
 	policy string
+	// host is where back proxies listen and what EndpointSlices list: "localhost" (an FQDN
+	// slice) with the fake API, a local non-loopback IPv4 with the real API server, which
+	// refuses loopback IPs and single-label names in EndpointSlices.
+	host string
 }
 
 func newMeshEnv(t *testing.T) *meshEnv {
@@ -204,14 +209,21 @@ func (e *meshEnv) backend(name string) backend {
 	}()
 	c := e.cfg("back", mrBack)
 	c.Inbound = []config.Inbound{
-		{Name: "api", Listen: "127.0.0.1:0", Protocol: "http", ForwardTo: strings.TrimPrefix(app.URL, "http://"), Allow: []string{"front"}},
-		{Name: "echo", Listen: "127.0.0.1:0", Protocol: "tcp", ForwardTo: echo.Addr().String(), Allow: []string{"front"}},
+		{Name: "api", Listen: e.listenHost() + ":0", Protocol: "http", ForwardTo: strings.TrimPrefix(app.URL, "http://"), Allow: []string{"front"}},
+		{Name: "echo", Listen: e.listenHost() + ":0", Protocol: "tcp", ForwardTo: echo.Addr().String(), Allow: []string{"front"}},
 	}
 	s, _ := e.start(c)
 	return backend{name: name, httpPort: port(s.Addr("api")), tcpPort: port(s.Addr("echo"))}
 }
 
 func ptr[T any](v T) *T { return &v }
+
+func (e *meshEnv) listenHost() string {
+	if e.host == "localhost" {
+		return "127.0.0.1"
+	}
+	return e.host
+}
 
 const ns = "records"
 
@@ -227,11 +239,15 @@ func svcObj(name string, annotations map[string]string) *corev1.Service {
 
 // slice lists the back proxy b as the service's endpoint ("localhost": the API server refuses
 // loopback IPs in EndpointSlices, and FQDN slices are valid).
-func slice(svc, name string, b backend) *discoveryv1.EndpointSlice {
+func (e *meshEnv) slice(svc, name string, b backend) *discoveryv1.EndpointSlice {
+	at := discoveryv1.AddressTypeIPv4
+	if e.host == "localhost" {
+		at = discoveryv1.AddressTypeFQDN
+	}
 	return &discoveryv1.EndpointSlice{
 		ObjectMeta:  metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{discoveryv1.LabelServiceName: svc}},
-		AddressType: discoveryv1.AddressTypeFQDN,
-		Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{"localhost"}, Conditions: discoveryv1.EndpointConditions{Ready: ptr(true)}}},
+		AddressType: at,
+		Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{e.host}, Conditions: discoveryv1.EndpointConditions{Ready: ptr(true)}}},
 		Ports: []discoveryv1.EndpointPort{
 			{Name: ptr("http"), Port: ptr(b.httpPort), Protocol: ptr(corev1.ProtocolTCP)},
 			{Name: ptr("echo"), Port: ptr(b.tcpPort), Protocol: ptr(corev1.ProtocolTCP)},
@@ -312,9 +328,13 @@ func percentile(d []time.Duration, p float64) time.Duration {
 
 // runConformance is the xDS conformance scenario against an API server reached through
 // client (the real kube-apiserver harness, or a fake where it is unavailable).
-func runConformance(t *testing.T, client kubernetes.Interface) {
+func runConformance(t *testing.T, client kubernetes.Interface, host string) {
 	ctx := context.Background()
 	e := newMeshEnv(t)
+	e.host = host
+	if _, err := client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
 	p := newPKI(t)
 	var nackMu sync.Mutex
 	var nacks []string
@@ -350,7 +370,7 @@ func runConformance(t *testing.T, client kubernetes.Interface) {
 	}
 	front, frontLogs := e.start(fc)
 	api := "http://" + front.Addr("api") + "/records/1"
-	want := func(b backend) []string { return []string{fmt.Sprintf("localhost:%d", b.httpPort)} }
+	want := func(b backend) []string { return []string{net.JoinHostPort(host, fmt.Sprint(b.httpPort))} }
 	var latencies []time.Duration
 
 	// Before anything exists: no cluster, refused with a reason.
@@ -363,7 +383,7 @@ func runConformance(t *testing.T, client kubernetes.Interface) {
 	if _, err := client.CoreV1().Services(ns).Create(ctx, svcObj("records", map[string]string{xds.AnnotationUpstreamIdentity: "back"}), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := client.DiscoveryV1().EndpointSlices(ns).Create(ctx, slice("records", "records-a", backs[0]), metav1.CreateOptions{}); err != nil {
+	if _, err := client.DiscoveryV1().EndpointSlices(ns).Create(ctx, e.slice("records", "records-a", backs[0]), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	d := waitApplied(t, t0, "create", func() bool { return slices.Equal(endpointsOf(front, clusterHTTP), want(backs[0])) })
@@ -395,7 +415,7 @@ func runConformance(t *testing.T, client kubernetes.Interface) {
 
 	// 2. Change: the endpoint moves to back-2.
 	t0 = time.Now()
-	if _, err := client.DiscoveryV1().EndpointSlices(ns).Update(ctx, slice("records", "records-a", backs[1]), metav1.UpdateOptions{}); err != nil {
+	if _, err := client.DiscoveryV1().EndpointSlices(ns).Update(ctx, e.slice("records", "records-a", backs[1]), metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	d = waitApplied(t, t0, "move", func() bool { return slices.Equal(endpointsOf(front, clusterHTTP), want(backs[1])) })
@@ -503,7 +523,7 @@ func runConformance(t *testing.T, client kubernetes.Interface) {
 	for i := 0; i < 100; i++ {
 		b := backs[i%3]
 		t0 := time.Now()
-		if _, err := client.DiscoveryV1().EndpointSlices(ns).Update(ctx, slice("records", "records-a", b), metav1.UpdateOptions{}); err != nil {
+		if _, err := client.DiscoveryV1().EndpointSlices(ns).Update(ctx, e.slice("records", "records-a", b), metav1.UpdateOptions{}); err != nil {
 			t.Fatal(err)
 		}
 		latencies = append(latencies, waitApplied(t, t0, fmt.Sprintf("change %d", i), func() bool { return slices.Equal(endpointsOf(front, clusterHTTP), want(b)) }))
@@ -542,7 +562,7 @@ func runConformance(t *testing.T, client kubernetes.Interface) {
 	if _, err := client.CoreV1().Services(ns).Create(ctx, svcObj("records", map[string]string{xds.AnnotationUpstreamIdentity: "back"}), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := client.DiscoveryV1().EndpointSlices(ns).Create(ctx, slice("records", "records-b", backs[2]), metav1.CreateOptions{}); err != nil {
+	if _, err := client.DiscoveryV1().EndpointSlices(ns).Create(ctx, e.slice("records", "records-b", backs[2]), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	waitApplied(t, time.Now(), "re-create", func() bool { return slices.Equal(endpointsOf(front, clusterHTTP), want(backs[2])) })
