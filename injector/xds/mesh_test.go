@@ -103,8 +103,9 @@ type meshEnv struct {
 	svc    *testservice.Service
 	policy string
 	// host is where back proxies listen and what EndpointSlices list: "localhost" (an FQDN
-	// slice) with the fake API, a local non-loopback IPv4 with the real API server, which
-	// refuses loopback IPs and single-label names in EndpointSlices.
+	// slice) with the fake API; with the real API server, which refuses loopback IPs and
+	// single-label names in EndpointSlices, a private address inside the test's own network
+	// namespace (see apiserver_test.go).
 	host string
 }
 
