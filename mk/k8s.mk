@@ -3,6 +3,7 @@
 
 BINARIES  += injector=./injector/cmd/injector
 TEST_DEPS += k8s-deps
+BENCH_PKGS += ./injector/webhook
 
 .PHONY: k8s-deps
 k8s-deps: ## Build kube-apiserver, etcd and helm for the API-server tests into .cache/k8s (cached; ~10 min cold)

@@ -8,6 +8,7 @@
 package inject
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
@@ -18,7 +19,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/intstr"
-	"sigs.k8s.io/yaml"
 
 	"github.com/countersign/countersign/attestation/attester"
 	"github.com/countersign/countersign/proxy/config"
@@ -139,7 +139,9 @@ func (c *Config) Inject(pod *corev1.Pod) error {
 	if err := check.Validate(); err != nil {
 		return &Error{Reason: ReasonInvalidConfig, Message: "the proxy configuration generated from the annotations is invalid: " + err.Error()}
 	}
-	cfgYAML, err := yaml.Marshal(pc)
+	// JSON is YAML: proxy/config reads it as is, and it encodes several times faster than
+	// going through sigs.k8s.io/yaml (this is on every opted-in pod's admission path).
+	cfgYAML, err := json.MarshalIndent(pc, "", "  ")
 	if err != nil {
 		return &Error{Reason: ReasonInvalidConfig, Message: "cannot encode the proxy configuration: " + err.Error()}
 	}
