@@ -233,3 +233,23 @@ func asciiOnly(s string, max int) string {
 func selfFromCert(c *identity.Current) chain.Self { return chain.Self{Key: c.Key, Token: c.Token.Raw} }
 
 func b64(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
+
+// bufferResponse reads a response body of at most max bytes (countersigned responses are
+// buffered so that their digest can be signed or checked) and returns it with its SHA-256.
+// from names the other side in errors ("the app", "the upstream"); readCode is the reason when
+// reading fails.
+func bufferResponse(resp *http.Response, max int64, from string, readCode attestation.Code) ([]byte, [32]byte, *attestation.Rejection) {
+	if resp.ContentLength > max {
+		return nil, [32]byte{}, attestation.Reject(CodeRespTooLarge, "Content-Length", strconv.FormatInt(resp.ContentLength, 10),
+			fmt.Sprintf("at most %d (countersigned responses are buffered)", max))
+	}
+	b, err := io.ReadAll(io.LimitReader(resp.Body, max+1))
+	resp.Body.Close()
+	if err != nil {
+		return nil, [32]byte{}, attestation.Rejectf(readCode, "reading %s's response: %v", from, err)
+	}
+	if int64(len(b)) > max {
+		return nil, [32]byte{}, attestation.Rejectf(CodeRespTooLarge, "%s's response exceeds %d bytes (countersigned responses are buffered)", from, max)
+	}
+	return b, sha256.Sum256(b), nil
+}

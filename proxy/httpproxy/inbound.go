@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/ecdsa"
-	"crypto/sha256"
 	"fmt"
 	"io"
 	"net"
@@ -152,19 +151,10 @@ func (h *Inbound) modifyResponse(resp *http.Response) error {
 	if !ok {
 		return nil // public listener: nothing to countersign
 	}
-	max := h.d.Limits.MaxResponseBytes
-	if resp.ContentLength > max {
-		return attestation.Reject(CodeRespTooLarge, "Content-Length", strconv.FormatInt(resp.ContentLength, 10), fmt.Sprintf("at most %d (countersigned responses are buffered)", max))
+	b, sum, rej := bufferResponse(resp, h.d.Limits.MaxResponseBytes, "the app", CodeApp)
+	if rej != nil {
+		return rej
 	}
-	b, err := io.ReadAll(io.LimitReader(resp.Body, max+1))
-	resp.Body.Close()
-	if err != nil {
-		return attestation.Rejectf(CodeApp, "reading the app's response: %v", err)
-	}
-	if int64(len(b)) > max {
-		return attestation.Rejectf(CodeRespTooLarge, "the app's response exceeds %d bytes (countersigned responses are buffered)", max)
-	}
-	sum := sha256.Sum256(b)
 	cs, err := chain.Countersign(st.self, st.entryDigest, chain.ResponseDigest(resp.StatusCode, sum[:]), h.d.Now())
 	if err != nil {
 		return err

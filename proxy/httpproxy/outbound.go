@@ -3,7 +3,6 @@ package httpproxy
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"crypto/tls"
 	"fmt"
 	"io"
@@ -195,19 +194,10 @@ func (o *Outbound) modifyResponse(resp *http.Response) error {
 	if err != nil {
 		return attestation.Rejectf(attestedtls.CodeNotAttested, "%v", err)
 	}
-	max := o.d.Limits.MaxResponseBytes
-	if resp.ContentLength > max {
-		return attestation.Reject(CodeRespTooLarge, "Content-Length", strconv.FormatInt(resp.ContentLength, 10), fmt.Sprintf("at most %d", max))
+	b, sum, rej := bufferResponse(resp, o.d.Limits.MaxResponseBytes, "the upstream", CodeUpstream)
+	if rej != nil {
+		return rej
 	}
-	b, err := io.ReadAll(io.LimitReader(resp.Body, max+1))
-	resp.Body.Close()
-	if err != nil {
-		return attestation.Rejectf(CodeUpstream, "reading the upstream response: %v", err)
-	}
-	if int64(len(b)) > max {
-		return attestation.Rejectf(CodeRespTooLarge, "the upstream response exceeds %d bytes", max)
-	}
-	sum := sha256.Sum256(b)
 	cs := resp.Header.Values(chain.HeaderCountersig)
 	if len(cs) > 1 {
 		return attestation.Rejectf(chain.CodeCountersig, "%d countersignatures", len(cs))
