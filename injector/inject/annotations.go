@@ -202,6 +202,8 @@ func parseListeners(ann map[string]string) (in, out []listenerSpec, err error) {
 	return in, out, nil
 }
 
+var quantityRE = regexp.MustCompile(`^[0-9]{1,12}(\.[0-9]{1,6})?(m|k|M|G|T|Ki|Mi|Gi|Ti)?$`)
+
 var hostRE = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$`)
 
 func checkHostPort(hp string) error {
@@ -232,6 +234,11 @@ func parseQuantity(ann map[string]string, key string, def resource.Quantity) (re
 	v, ok := ann[key]
 	if !ok {
 		return def, nil
+	}
+	// Decimal and binary suffixes only: exponent forms ("1e-999999999") make
+	// resource.ParseQuantity spin for minutes (found by FuzzReview).
+	if !quantityRE.MatchString(v) {
+		return resource.Quantity{}, annErr(key, v, "not a positive resource quantity (expected e.g. \"100m\", \"64Mi\")")
 	}
 	q, err := resource.ParseQuantity(v)
 	if err != nil || q.Sign() <= 0 {

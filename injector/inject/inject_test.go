@@ -235,6 +235,7 @@ func TestInjectRejects(t *testing.T) {
 		{"bad listener name", map[string]string{InboundPrefix + "API": "port=8443 forward=8080 protocol=http allow=a"}, nil, ReasonInvalidAnnotation, []string{"listener name"}},
 		{"no listeners", map[string]string{InboundPrefix + "api": "-", OutboundPrefix + "redis": "-", OutboundPrefix + "models": "-"}, nil, ReasonInvalidAnnotation, []string{"no listeners"}},
 		{"bad cpu", map[string]string{AnnotationCPU: "lots"}, nil, ReasonInvalidAnnotation, []string{AnnotationCPU, "resource quantity"}},
+		{"exponent quantity", map[string]string{AnnotationMemory: "1e-999999999"}, nil, ReasonInvalidAnnotation, []string{AnnotationMemory, "resource quantity"}},
 		{"epc with sim", map[string]string{AnnotationAttester: "sim", AnnotationEPC: "64Mi"}, nil, ReasonInvalidAnnotation, []string{AnnotationEPC, "sgx"}},
 		{"admin port", map[string]string{AnnotationAdminPort: "x"}, nil, ReasonInvalidAnnotation, []string{AnnotationAdminPort}},
 		{"two listeners one port", map[string]string{OutboundPrefix + "redis": "port=8443 upstream=r:1 identity=r protocol=tcp"}, nil, ReasonPortConflict, []string{"port 8443"}},
