@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"regexp"
 	"time"
 
 	admissionv1 "k8s.io/api/admission/v1"
@@ -29,6 +30,8 @@ const (
 	// PathInjectNamespace is called for pods in namespaces labelled countersign.dev/inject=enabled.
 	PathInjectNamespace = "/inject-namespace"
 )
+
+var hugeExponentRE = regexp.MustCompile(`"[-+]?[0-9.]*[eE][-+]?0*[1-9][0-9]{3,}`)
 
 // MaxBodyBytes bounds an AdmissionReview (the API server caps objects at about 3 MiB).
 const MaxBodyBytes = 6 << 20
@@ -141,6 +144,13 @@ func Review(cfg *inject.Config, body []byte, nsOptIn bool) (*admissionv1.Admissi
 	if req.Operation != admissionv1.Create {
 		res.Reason = inject.ReasonUnsupportedRequest
 		return out, res
+	}
+	// A quantity with a huge exponent ("1e-999999999") makes resource.ParseQuantity, and so the
+	// decoding of the Pod, spin for minutes. The API server never sends one (it canonicalises
+	// quantities), but anyone who can reach the webhook port could (found by FuzzReview).
+	if hugeExponentRE.Match(req.Object.Raw) {
+		return deny(out, res, &inject.Error{Reason: inject.ReasonBadRequest,
+			Message: "request.object contains a number string with an exponent beyond ±999, which no quantity needs"})
 	}
 	var pod corev1.Pod
 	if err := json.Unmarshal(req.Object.Raw, &pod); err != nil {

@@ -110,6 +110,7 @@ func TestReviewSkipsAndDenies(t *testing.T) {
 		{"namespace opt-in", review(admissionv1.Create, podJSON(nil, goodAnn)), true, true, inject.ReasonInjected, ""},
 		{"update ignored", review(admissionv1.Update, podJSON(optIn, goodAnn)), false, true, inject.ReasonUnsupportedRequest, ""},
 		{"bad annotation", review(admissionv1.Create, podJSON(optIn, bad)), false, false, inject.ReasonInvalidAnnotation, "annotation outbound.countersign.dev/data="},
+		{"huge exponent quantity", review(admissionv1.Create, []byte(`{"metadata":{"labels":{"countersign.dev/inject":"enabled"}},"spec":{"containers":[{"name":"a","resources":{"limits":{"cpu":"1e-999999999"}}}]}}`)), false, false, inject.ReasonBadRequest, "exponent"},
 		{"object not a pod", review(admissionv1.Create, []byte(`{"spec":{"containers":"x"}}`)), false, false, inject.ReasonBadRequest, "not a Pod"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -214,6 +215,7 @@ func FuzzReview(f *testing.F) {
 		{[]byte(`{`), ""},
 		// Found by fuzzing: an exponent quantity made resource.ParseQuantity spin for minutes.
 		{[]byte(`{}`), "1e-999999999"},
+		{review(admissionv1.Create, []byte(`{"spec":{"containers":[{"name":"a","resources":{"limits":{"cpu":"1e-999999999"}}}]}}`)), "x"},
 	}
 	if *fuzzcorpus.Update {
 		if err := fuzzcorpus.Write("FuzzReview", seeds...); err != nil {
