@@ -66,7 +66,7 @@ func Bin(t testing.TB, name string) string {
 		if testing.Short() {
 			t.Skipf("%s not built (-short)", name)
 		}
-		t.Fatalf("%s not found at %s: build kube-apiserver, etcd and helm with `make k8s-deps` "+
+		t.Fatalf("%s not found at %s: build kube-apiserver, etcd and helm with `make kube-deps` "+
 			"(runs test/k8s/build.sh; about 10 minutes the first time), or set K8S_BIN", name, p)
 	}
 	return p
