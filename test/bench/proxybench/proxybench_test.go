@@ -30,6 +30,11 @@ func TestHarnessTiny(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts real processes")
 	}
+	for _, tool := range []string{"nginx", "redis-server", "redis-benchmark"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s not found: the harness compares against it; install the packages in scripts/deps.d/proxy.txt (./scripts/install-deps.sh)", tool)
+		}
+	}
 	bin := t.TempDir()
 	for name, pkg := range map[string]string{"proxy": "./proxy/cmd/proxy", "attestation-service": "./attestation/cmd/attestation-service"} {
 		cmd := exec.Command("go", "build", "-o", filepath.Join(bin, name), pkg)
@@ -51,10 +56,7 @@ func TestHarnessTiny(t *testing.T) {
 	var out strings.Builder
 	rep.Print(&out)
 	t.Logf("\n%s", out.String())
-	want := []string{"direct", "direct-tls", "go-rp", "ours-public", "ours-1hop", "relay", "ours-2hop"}
-	if _, err := exec.LookPath("nginx"); err == nil {
-		want = append(want, "nginx")
-	}
+	want := []string{"direct", "direct-tls", "nginx", "go-rp", "ours-public", "ours-1hop", "relay", "ours-2hop"}
 	for _, name := range want {
 		p := rep.Path(name)
 		if p == nil {
@@ -65,10 +67,8 @@ func TestHarnessTiny(t *testing.T) {
 			t.Errorf("path %s: latency %v, achieved rate %v, saturation %v", name, p.P50, p.Achieved, p.SatRPS)
 		}
 	}
-	if _, err := exec.LookPath("redis-benchmark"); err == nil {
-		if len(rep.Redis) != 2 {
-			t.Errorf("redis results: %+v", rep.Redis)
-		}
+	if len(rep.Redis) != 2 {
+		t.Errorf("redis results: %+v", rep.Redis)
 	}
 	if len(rep.Verdicts()) == 0 {
 		t.Error("no verdicts printed")
