@@ -36,8 +36,12 @@ lint: ## gofmt, go vet and staticcheck
 	$(GO) vet ./...
 	$(GO) tool staticcheck ./...
 
+.PHONY: deps
+deps: ## Install the Debian packages the tests and the demo use (scripts/deps.d; a no-op when present)
+	@./scripts/install-deps.sh
+
 .PHONY: test
-test: lint build $(TEST_DEPS) ## The README's test command: lint, build, every unit, fuzz-seed and integration test
+test: deps lint build $(TEST_DEPS) ## The README's test command: lint, build, every unit, fuzz-seed and integration test
 	$(GO) test -race -count=1 -timeout 30m ./...
 
 .PHONY: test-short
@@ -49,7 +53,7 @@ bench: build $(TEST_DEPS) ## Benchmarks that print ratios against a baseline
 	$(GO) test -run '^$$' -bench . $(BENCH_PKGS)
 
 .PHONY: demo
-demo: build $(TEST_DEPS) ## Run the platform locally (Ctrl-C stops it); SMOKE=1 runs a scripted check and exits
+demo: deps build onnxruntime ## Run the platform locally (Ctrl-C stops it); SMOKE=1 runs a scripted check and exits
 	@./scripts/demo.sh
 
 .PHONY: demo-smoke
