@@ -11,6 +11,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"fmt"
+	"github.com/countersign/countersign/internal/testproxy"
 	"io"
 	"log/slog"
 	"math/big"
@@ -133,46 +134,9 @@ func (e *meshEnv) cfg(id, mr string) *config.Config {
 	}
 }
 
-type logBuf struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *logBuf) Write(p []byte) (int, error) { l.mu.Lock(); defer l.mu.Unlock(); return l.b.Write(p) }
-func (l *logBuf) String() string              { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
-
-func (e *meshEnv) start(c *config.Config) (*server.Server, *logBuf) {
-	t := e.t
-	t.Helper()
-	c.SetDefaults()
-	if err := c.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	logs := &logBuf{}
-	s, err := server.New(c, server.Options{Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	if err := s.Start(ctx); err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cancel()
-		if err := s.Wait(); err != nil {
-			t.Errorf("%s: %v", c.Identity, err)
-		}
-		if t.Failed() {
-			t.Logf("logs of %s:\n%s", c.Identity, logs.String())
-		}
-	})
-	for deadline := time.Now().Add(20 * time.Second); !s.Identity.Ready(); time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s never ready:\n%s", c.Identity, logs.String())
-		}
-	}
-	return s, logs
+func (e *meshEnv) start(c *config.Config) (*server.Server, *testproxy.Logs) {
+	e.t.Helper()
+	return testproxy.Start(e.t, c)
 }
 
 // backend is a back proxy in front of an app that answers with the backend's name, and a
@@ -340,7 +304,7 @@ func runConformance(t *testing.T, client kubernetes.Interface, host string) {
 	var nackMu sync.Mutex
 	var nacks []string
 	cpCtx, stopCP := context.WithCancel(ctx)
-	cpLogs := &logBuf{}
+	cpLogs := &testproxy.Logs{}
 	cp, err := xds.New(xds.Config{Listen: "127.0.0.1:0", TLS: p.serverTLS, Client: client, Namespace: ns, Debounce: 5 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(cpLogs, &slog.HandlerOptions{Level: slog.LevelInfo})),
 		OnNack: func(node, typeURL, reason string) {

@@ -1,14 +1,13 @@
 package server_test
 
 import (
-	"context"
 	"crypto/ed25519"
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
+	"github.com/countersign/countersign/internal/testproxy"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -131,63 +130,14 @@ func (e *env) cfg(name, mr string) *config.Config {
 
 type proxyT struct {
 	*server.Server
-	cancel context.CancelFunc
-	logs   *syncBuf
-}
-
-type syncBuf struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	logs *testproxy.Logs
 }
 
 // start validates c, starts the proxy and waits until it is ready.
 func (e *env) start(c *config.Config) *proxyT {
-	t := e.t
-	t.Helper()
-	c.SetDefaults()
-	if err := c.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	logs := &syncBuf{}
-	srv, err := server.New(c, server.Options{Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	if err := srv.Start(ctx); err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	p := &proxyT{Server: srv, cancel: cancel, logs: logs}
-	t.Cleanup(func() {
-		cancel()
-		if err := srv.Wait(); err != nil {
-			t.Errorf("%s: %v", c.Identity, err)
-		}
-		if t.Failed() {
-			t.Logf("logs of %s:\n%s", c.Identity, logs.String())
-		}
-	})
-	deadline := time.Now().Add(20 * time.Second)
-	for !srv.Identity.Ready() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s never became ready; logs:\n%s", c.Identity, logs.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return p
+	e.t.Helper()
+	srv, logs := testproxy.Start(e.t, c)
+	return &proxyT{Server: srv, logs: logs}
 }
 
 // app is a real HTTP app on loopback that echoes what it saw.
