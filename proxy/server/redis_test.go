@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"github.com/countersign/countersign/internal/testnet"
 	"net"
 	"os/exec"
 	"strconv"
@@ -11,20 +12,11 @@ import (
 	"github.com/countersign/countersign/proxy/config"
 )
 
-func freePort(t *testing.T) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // TestRedisThroughTCPPair: redis-server behind back's inbound TCP listener; redis-cli and
 // redis-benchmark talk to front's outbound listener.
 func TestRedisThroughTCPPair(t *testing.T) {
 	requireRedis(t)
-	port := freePort(t)
+	port := testnet.FreePort(t)
 	srv := exec.Command("redis-server", "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", t.TempDir())
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)

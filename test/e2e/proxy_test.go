@@ -6,8 +6,8 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"fmt"
+	"github.com/countersign/countersign/internal/testnet"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -18,16 +18,6 @@ import (
 	"testing"
 	"time"
 )
-
-func freePort(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
 
 // startProxy runs `proxy run --config` as a process and waits for /readyz.
 func startProxy(t *testing.T, dir, name, config, admin string) {
@@ -102,7 +92,7 @@ func TestReceiptVerifiedOffline(t *testing.T) {
 			"attestationService: {url: %s, caFile: ca.pem}\npolicyFile: policy.yaml\nidentity: %s\nadmin: {listen: %s}\n",
 			mr, issuer, identity, admin)
 	}
-	backIn, backAdmin, frontOut, frontAdmin := freePort(t), freePort(t), freePort(t), freePort(t)
+	backIn, backAdmin, frontOut, frontAdmin := testnet.FreeAddr(t), testnet.FreeAddr(t), testnet.FreeAddr(t), testnet.FreeAddr(t)
 	startProxy(t, dir, "back", common("inference", mrBack, backAdmin)+fmt.Sprintf(
 		"inbound:\n  - {name: api, listen: %s, protocol: http, forwardTo: %s, allow: [records-api]}\n", backIn, strings.TrimPrefix(app.URL, "http://")), backAdmin)
 	startProxy(t, dir, "front", common("records-api", mrFront, frontAdmin)+fmt.Sprintf(

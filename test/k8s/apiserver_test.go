@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"github.com/countersign/countersign/internal/testnet"
 	"io"
 	"os"
 	"os/exec"
@@ -173,7 +174,7 @@ func checkUntouched(t *testing.T, p *corev1.Pod) {
 
 func TestAPIServer(t *testing.T) {
 	c := kubetest.Start(t)
-	e := &env{t: t, c: c, injector: buildInjector(t), port: kubetest.FreePort(t), admin: kubetest.FreePort(t)}
+	e := &env{t: t, c: c, injector: buildInjector(t), port: testnet.FreePort(t), admin: testnet.FreePort(t)}
 	ctx := context.Background()
 
 	e.namespace(csNS, nil)

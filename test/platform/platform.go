@@ -19,6 +19,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"github.com/countersign/countersign/internal/testnet"
 	"math/big"
 	"net"
 	"net/http"
@@ -112,17 +113,6 @@ func ORTLib(t testing.TB) string {
 		t.Fatalf("ONNX Runtime library not found at %s: run `make onnxruntime` (or set ONNXRUNTIME_LIB)", p)
 	}
 	return p
-}
-
-// FreePort returns a free loopback port.
-func FreePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 func addr(port int) string { return "127.0.0.1:" + strconv.Itoa(port) }
@@ -223,7 +213,7 @@ func Start(t testing.TB) *Platform {
 	p := &Platform{t: t, Dir: dir, Bin: bin, Procs: map[string]*Proc{}}
 	t.Cleanup(p.stopAll)
 
-	port := func() int { return FreePort(t) }
+	port := func() int { return testnet.FreePort(t) }
 	attestPort, redisPort, redisProxyPort := port(), port(), port()
 	inferPort, inferProxyPort, recordsPort := port(), port(), port()
 	publicPort, recRedisOut, recInferOut := port(), port(), port()

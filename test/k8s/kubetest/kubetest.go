@@ -14,6 +14,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"fmt"
+	"github.com/countersign/countersign/internal/testnet"
 	"math/big"
 	"net"
 	"net/http"
@@ -72,17 +73,6 @@ func Bin(t testing.TB, name string) string {
 	return p
 }
 
-// FreePort returns a loopback port that was free a moment ago.
-func FreePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // Cluster is a running etcd + kube-apiserver.
 type Cluster struct {
 	URL        string
@@ -105,7 +95,7 @@ func Start(t testing.TB, extraArgs ...string) *Cluster {
 	dir := t.TempDir()
 	c := &Cluster{Dir: dir, Token: "countersign-test-admin-token"}
 
-	clientPort, peerPort := FreePort(t), FreePort(t)
+	clientPort, peerPort := testnet.FreePort(t), testnet.FreePort(t)
 	etcdURL := "http://127.0.0.1:" + strconv.Itoa(clientPort)
 	peerURL := "http://127.0.0.1:" + strconv.Itoa(peerPort)
 	startProc(t, dir, "etcd", etcdBin,
@@ -126,7 +116,7 @@ func Start(t testing.TB, extraArgs ...string) *Cluster {
 			t.Fatal(err)
 		}
 	}
-	port := FreePort(t)
+	port := testnet.FreePort(t)
 	c.URL = "https://127.0.0.1:" + strconv.Itoa(port)
 	args := []string{
 		"--etcd-servers=" + etcdURL,
