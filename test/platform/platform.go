@@ -226,7 +226,9 @@ func Start(t testing.TB) *Platform {
 		"--listen", addr(attestPort), "--issuer", p.Issuer,
 		"--signing-key", filepath.Join(dir, "signing.pem"), "--signing-cert", filepath.Join(dir, "signing-cert.pem"),
 		"--tls-ca-out", p.CAFile, "--sim-platform-key", filepath.Join(dir, "platform.pem.pub"))
-	p.waitTCP("attestation-service", addr(attestPort))
+	// The service listens before it writes its CA file, so wait for the file (written
+	// atomically) rather than the port: a client built before it exists trusts nothing.
+	p.waitFile("attestation-service", p.CAFile)
 	p.waitHTTP("attestation-service", p.Issuer+"/certs", p.tlsClient(p.CAFile))
 
 	p.Policy = filepath.Join(dir, "policy.yaml")
@@ -338,8 +340,8 @@ func (p *Platform) DumpLogs() {
 func (p *Platform) tlsClient(caFile string) *http.Client {
 	pool := x509.NewCertPool()
 	b, err := os.ReadFile(caFile)
-	if err == nil {
-		pool.AppendCertsFromPEM(b)
+	if err != nil || !pool.AppendCertsFromPEM(b) {
+		p.t.Fatalf("CA file %s: no certificate in it (%v)", caFile, err)
 	}
 	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
 }
@@ -392,6 +394,21 @@ func (p *Platform) waitTCP(name, a string) {
 		if i > 300 {
 			p.DumpLogs()
 			p.t.Fatalf("%s did not listen on %s", name, a)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// waitFile waits until path exists.
+func (p *Platform) waitFile(name, path string) {
+	p.t.Helper()
+	for i := 0; ; i++ {
+		if _, err := os.Stat(path); err == nil {
+			return
+		}
+		if i > 600 {
+			p.DumpLogs()
+			p.t.Fatalf("%s did not write %s", name, path)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
