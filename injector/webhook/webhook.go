@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"reflect"
 	"regexp"
 	"time"
 
@@ -89,7 +90,10 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, nsOptIn bool) {
 	default:
 		h.Log.Debug("pod skipped", attrs...)
 	}
-	if h.Events != nil && res.Pod != nil && !res.DryRun && (res.Reason.Denied() || res.Reason == inject.ReasonInjected || res.Reason == inject.ReasonOptedOut) {
+	// Events for rejections and opt-outs only: an Event per injected pod would double the API
+	// server's writes for every pod created (the pod itself shows the sidecar; the log line and
+	// the metric count injections).
+	if h.Events != nil && res.Pod != nil && !res.DryRun && (res.Reason.Denied() || res.Reason == inject.ReasonOptedOut) {
 		msg := res.Message
 		if msg == "" {
 			msg = eventMessage(res.Reason)
@@ -100,8 +104,6 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, nsOptIn bool) {
 
 func eventMessage(r inject.Reason) string {
 	switch r {
-	case inject.ReasonInjected:
-		return "Countersign proxy sidecar injected"
 	case inject.ReasonOptedOut:
 		return "Countersign injection skipped: the pod opted out with " + inject.LabelInject + "=" + inject.ValueDisabled
 	}
@@ -171,20 +173,23 @@ func Review(cfg *inject.Config, body []byte, nsOptIn bool) (*admissionv1.Admissi
 	if !ok {
 		return out, res
 	}
-	original, err := json.Marshal(&pod)
-	if err != nil {
-		return deny(out, res, &inject.Error{Reason: inject.ReasonBadRequest, Message: "cannot encode the pod: " + err.Error()})
-	}
 	mutated := pod.DeepCopy()
 	if err := cfg.Inject(mutated); err != nil {
 		return deny(out, res, err)
 	}
-	modified, err := json.Marshal(mutated)
+	// Diff the typed pod's JSON before and after, so fields the pod omitted are not touched by
+	// the re-encoding: both sides went through the same encoder. Only the fields that differ
+	// are encoded (unchanged ones are zero on both sides and so produce no operation), which
+	// keeps a review at a fraction of encoding and decoding the whole pod twice.
+	before, after := changedFields(&pod, mutated)
+	original, err := json.Marshal(before)
+	if err != nil {
+		return deny(out, res, &inject.Error{Reason: inject.ReasonBadRequest, Message: "cannot encode the pod: " + err.Error()})
+	}
+	modified, err := json.Marshal(after)
 	if err != nil {
 		return deny(out, res, &inject.Error{Reason: inject.ReasonBadRequest, Message: "cannot encode the injected pod: " + err.Error()})
 	}
-	// Diff the typed pod's JSON before and after, so fields the pod omitted are not touched by
-	// the re-encoding: both sides went through the same encoder.
 	ops, err := jsonpatch.Diff(original, modified)
 	if err != nil {
 		return deny(out, res, &inject.Error{Reason: inject.ReasonBadRequest, Message: "cannot diff the pod: " + err.Error()})
@@ -199,6 +204,31 @@ func Review(cfg *inject.Config, body []byte, nsOptIn bool) (*admissionv1.Admissi
 		out.Response.Patch, out.Response.PatchType = patch, &pt
 	}
 	return out, res
+}
+
+// changedFields returns two pods holding only the fields where a and b differ, taken from a
+// and b respectively; metadata and spec are compared field by field, the rest as a whole.
+func changedFields(a, b *corev1.Pod) (*corev1.Pod, *corev1.Pod) {
+	pa, pb := new(corev1.Pod), new(corev1.Pod)
+	copyChanged(reflect.ValueOf(a).Elem(), reflect.ValueOf(b).Elem(), reflect.ValueOf(pa).Elem(), reflect.ValueOf(pb).Elem(), 2)
+	return pa, pb
+}
+
+// copyChanged copies the fields of structs a and b that differ into da and db, descending
+// depth levels of nested structs.
+func copyChanged(a, b, da, db reflect.Value, depth int) {
+	for i := range a.NumField() {
+		fa, fb := a.Field(i), b.Field(i)
+		if reflect.DeepEqual(fa.Interface(), fb.Interface()) {
+			continue
+		}
+		if depth > 1 && fa.Kind() == reflect.Struct {
+			copyChanged(fa, fb, da.Field(i), db.Field(i), depth-1)
+			continue
+		}
+		da.Field(i).Set(fa)
+		db.Field(i).Set(fb)
+	}
 }
 
 func deny(out *admissionv1.AdmissionReview, res Result, err error) (*admissionv1.AdmissionReview, Result) {

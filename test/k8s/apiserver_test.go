@@ -87,6 +87,27 @@ func (e *env) startInjector(extra ...string) {
 	e.t.Fatalf("injector not ready in 30s; log %s", e.proc.Log)
 }
 
+// waitEvent waits for the Event with reason about the pod (written asynchronously).
+func (e *env) waitEvent(ns, pod string, reason inject.Reason) {
+	e.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		evs, err := e.c.Client.CoreV1().Events(ns).List(context.Background(), metav1.ListOptions{})
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		if slices.ContainsFunc(evs.Items, func(ev corev1.Event) bool {
+			return ev.Reason == string(reason) && ev.InvolvedObject.Name == pod
+		}) {
+			return
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("no %q Event for pod %s/%s", reason, ns, pod)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 func (e *env) injectorReady() bool {
 	resp, err := httpGet(fmt.Sprintf("http://127.0.0.1:%d/readyz", e.admin))
 	return err == nil && resp == 200
@@ -216,23 +237,6 @@ func TestAPIServer(t *testing.T) {
 			t.Fatal(err)
 		}
 		checkInjected(t, gp)
-		// An Event with the reason constant is written (asynchronously).
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			evs, err := c.Client.CoreV1().Events("apps").List(ctx, metav1.ListOptions{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if slices.ContainsFunc(evs.Items, func(ev corev1.Event) bool {
-				return ev.Reason == string(inject.ReasonInjected) && ev.InvolvedObject.Name == p.Name
-			}) {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("no %q Event for pod %s", inject.ReasonInjected, p.Name)
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
 	})
 
 	t.Run("UntouchedOtherwise", func(t *testing.T) {
@@ -277,6 +281,7 @@ func TestAPIServer(t *testing.T) {
 			t.Fatal(err)
 		}
 		checkUntouched(t, q)
+		e.waitEvent("team", q.Name, inject.ReasonOptedOut)
 		// Opt-out of a pod in a namespace that did not opt in either.
 		r, err := e.create("apps", out.DeepCopy())
 		if err != nil {
@@ -295,7 +300,8 @@ func TestAPIServer(t *testing.T) {
 			{map[string]string{inject.AnnotationAttester: "tdx"}, []string{"annotation countersign.dev/attester=\"tdx\"", "expected sgx or sim"}},
 			{map[string]string{inject.AnnotationIdentity: ""}, []string{"annotation countersign.dev/identity is required"}},
 		} {
-			_, err := e.create("apps", optedInPod(podName("bad"), tc.ann))
+			name := podName("bad")
+			_, err := e.create("apps", optedInPod(name, tc.ann))
 			if err == nil {
 				t.Errorf("%v: pod admitted, want rejection", tc.ann)
 				continue
@@ -305,6 +311,7 @@ func TestAPIServer(t *testing.T) {
 					t.Errorf("%v: error %q lacks %q", tc.ann, err, w)
 				}
 			}
+			e.waitEvent("apps", name, inject.ReasonInvalidAnnotation)
 		}
 	})
 
