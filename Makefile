@@ -14,6 +14,9 @@ BINARIES := attestation-service=./attestation/cmd/attestation-service proxy=./pr
 
 # Extra prerequisites of `make test` (fetched libraries, test binaries); mk/*.mk append.
 TEST_DEPS :=
+# Steps `make test` runs after the parallel tests, one at a time (measurements that need the
+# machine to themselves); mk/*.mk append.
+TEST_AFTER :=
 # Packages whose benchmarks `make bench` runs; mk/*.mk append.
 BENCH_PKGS := ./attestation/...
 
@@ -43,6 +46,7 @@ deps: ## Install the Debian packages the tests and the demo use (scripts/deps.d;
 .PHONY: test
 test: deps lint build $(TEST_DEPS) ## The README's test command: lint, build, every unit, fuzz-seed and integration test
 	$(GO) test -race -count=1 -timeout 30m ./...
+	@for t in $(TEST_AFTER); do $(MAKE) --no-print-directory $$t || exit 1; done
 
 .PHONY: test-short
 test-short: ## Unit tests only (no real servers), quick

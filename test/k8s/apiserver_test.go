@@ -281,7 +281,6 @@ func TestAPIServer(t *testing.T) {
 			t.Fatal(err)
 		}
 		checkUntouched(t, q)
-		e.waitEvent("team", q.Name, inject.ReasonOptedOut)
 		// Opt-out of a pod in a namespace that did not opt in either.
 		r, err := e.create("apps", out.DeepCopy())
 		if err != nil {
@@ -390,6 +389,15 @@ func TestAPIServer(t *testing.T) {
 // admissionLatency creates pods one after the other through the API server and reports the
 // create round trip for opted-in pods (webhook called) and plain pods (webhook not called).
 func admissionLatency(t *testing.T, e *env) {
+	mode := os.Getenv("COUNTERSIGN_ADMISSION_LATENCY")
+	switch mode {
+	case "strict", "report":
+	case "":
+		t.Skip("measured alone, with no other test running and no -race, by `make test-admission-latency` " +
+			"(which `make test` runs after the parallel tests); COUNTERSIGN_ADMISSION_LATENCY=report measures it here")
+	default:
+		t.Fatalf("COUNTERSIGN_ADMISSION_LATENCY=%q: expected strict, report or unset", mode)
+	}
 	const n = 500
 	// Protobuf, as in-cluster controllers use, so client-side JSON (slow under -race) does not
 	// dominate what is measured.
@@ -414,27 +422,31 @@ func admissionLatency(t *testing.T, e *env) {
 		return ds
 	}
 	pct := func(ds []time.Duration, p float64) time.Duration { return ds[int(float64(len(ds)-1)*p)] }
+	m0 := apiserverSums(t, e)
 	plain := measure(func(i int) *corev1.Pod { return plainPod(podName("lat-plain")) })
+	m1 := apiserverSums(t, e)
 	injected := measure(func(i int) *corev1.Pod { return optedInPod(podName("lat-inj"), nil) })
+	m2 := apiserverSums(t, e)
 	report := fmt.Sprintf("admission latency through the API server, %d creates each:\n"+
 		"  plain pod (no webhook):   p50 %6.2f ms  p99 %6.2f ms\n"+
 		"  opted-in pod (injected):  p50 %6.2f ms  p99 %6.2f ms  (target p99 <= 10 ms)\n"+
 		"  webhook share at p50:     %6.2f ms\n",
 		n, ms(pct(plain, .5)), ms(pct(plain, .99)), ms(pct(injected, .5)), ms(pct(injected, .99)),
 		ms(pct(injected, .5)-pct(plain, .5)))
+	report += "  where the API server spent its time, mean per create (from its own metrics):\n"
+	report += breakdown(m0, m1, "plain") + breakdown(m1, m2, "opted-in")
 	report += webhookMetrics(t, e)
 	t.Log("\n" + report)
 	if root, err := kubetest.RepoRoot(); err == nil {
 		_ = os.MkdirAll(filepath.Join(root, "test", "artifacts"), 0o755)
 		_ = os.WriteFile(filepath.Join(root, "test", "artifacts", "admission-latency.txt"), []byte(report), 0o644)
 	}
-	// The target (p99 <= 10 ms for an opted-in pod's create) is enforced with
-	// COUNTERSIGN_LATENCY_STRICT=1. It is reported, not enforced, by default: on the shared
-	// 2-core CI machine the plain pods' own p99 (no webhook at all) already exceeds 10 ms in
-	// most runs, so the check would measure the neighbours. docs/injection.md has the figures.
+	// The target: p99 <= 10 ms for an opted-in pod's create, enforced in strict mode (make
+	// test). Measured alone: while other test packages run on the same two cores, the plain
+	// pods' own p99 (no webhook at all) exceeds 10 ms, and the check would measure the neighbours.
 	if p99 := pct(injected, .99); p99 > 10*time.Millisecond {
 		msg := fmt.Sprintf("opted-in pod create p99 %.2f ms misses the 10 ms target (plain pods: p99 %.2f ms)", ms(p99), ms(pct(plain, .99)))
-		if os.Getenv("COUNTERSIGN_LATENCY_STRICT") == "1" {
+		if mode == "strict" {
 			t.Error(msg)
 		} else {
 			t.Log("TARGET MISSED: " + msg)
@@ -506,6 +518,69 @@ func certificateRotation(t *testing.T, e *env) {
 
 // webhookMetrics reads the API server's own measurement of its calls to the webhook
 // (apiserver_admission_webhook_admission_duration_seconds) and returns the bucket counts.
+// apiserverSums reads the API server's admission and storage histograms: sum and count by
+// series, for a before/after breakdown of where a create spends its time.
+func apiserverSums(t *testing.T, e *env) map[string][2]float64 {
+	raw, err := e.c.Client.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(context.Background())
+	if err != nil {
+		t.Fatalf("API server metrics: %v", err)
+	}
+	out := map[string][2]float64{}
+	for _, line := range strings.Split(string(raw), "\n") {
+		name, rest, ok := strings.Cut(line, "{")
+		if !ok {
+			continue
+		}
+		base, kind := strings.TrimSuffix(name, "_sum"), 0
+		if strings.HasSuffix(name, "_count") {
+			base, kind = strings.TrimSuffix(name, "_count"), 1
+		} else if base == name {
+			continue
+		}
+		switch {
+		case base == "apiserver_admission_controller_admission_duration_seconds",
+			base == "apiserver_admission_webhook_admission_duration_seconds",
+			base == "apiserver_admission_step_admission_duration_seconds",
+			base == "etcd_request_duration_seconds" && strings.Contains(rest, `operation="create"`) && strings.Contains(rest, `type="/registry/pods"`),
+			base == "apiserver_request_duration_seconds" && strings.Contains(rest, `verb="POST"`) && strings.Contains(rest, `resource="pods"`) && strings.Contains(rest, `subresource=""`):
+		default:
+			continue
+		}
+		i := strings.LastIndex(rest, "} ")
+		if i < 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(strings.TrimSpace(rest[i+2:]), 64)
+		if err != nil {
+			continue
+		}
+		key := base + "{" + rest[:i] + "}"
+		cur := out[key]
+		cur[kind] = v
+		out[key] = cur
+	}
+	return out
+}
+
+// breakdown prints the mean per call of each series that moved between two snapshots.
+func breakdown(before, after map[string][2]float64, label string) string {
+	keys := make([]string, 0, len(after))
+	for k := range after {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	var b strings.Builder
+	for _, k := range keys {
+		dn := after[k][1] - before[k][1]
+		if dn <= 0 {
+			continue
+		}
+		mean := (after[k][0] - before[k][0]) / dn
+		fmt.Fprintf(&b, "    %-8s %7.3f ms x %4.0f  %s\n", label, mean*1000, dn, k)
+	}
+	return b.String()
+}
+
 func webhookMetrics(t *testing.T, e *env) string {
 	raw, err := e.c.Client.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(context.Background())
 	if err != nil {
