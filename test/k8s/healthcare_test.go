@@ -193,6 +193,26 @@ func TestHealthcareChartInstallsInjected(t *testing.T) {
 			time.Sleep(200 * time.Millisecond)
 		}
 	})
+	// The public-listener and attestation-service annotations are refused at admission, through
+	// the API server, with a message naming the annotation and what was expected.
+	t.Run("BadPerPodAnnotationsRejected", func(t *testing.T) {
+		for _, tc := range []struct {
+			ann  map[string]string
+			want string
+		}{
+			{map[string]string{inject.InboundPrefix + "portal": "port=9443 forward=8081 protocol=http public=hd-portal-tls allow=portal"},
+				`annotation inbound.countersign.dev/portal="port=9443 forward=8081 protocol=http public=hd-portal-tls allow=portal": a public listener does not authenticate callers (expected no allow with public=)`},
+			{map[string]string{inject.InboundPrefix + "portal": "port=9443 forward=8081 protocol=tcp public=hd-portal-tls"},
+				"expected protocol=http"},
+			{map[string]string{inject.AnnotationAttestationURL: "https://countersigndemo.weu.attest.azure.net/"},
+				`annotation countersign.dev/attestation-url="https://countersigndemo.weu.attest.azure.net/": not an attestation service URL (expected https://host[:port], no path`},
+		} {
+			_, err := e.create(sim.ns, optedInPod(podName("bad-public"), tc.ann))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("%v: %v, want a rejection containing %q", tc.ann, err, tc.want)
+			}
+		}
+	})
 	t.Logf("whole test %.1fs", time.Since(start).Seconds())
 }
 
