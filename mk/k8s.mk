@@ -1,5 +1,6 @@
-# Injector and chart (issue 5): binary, and the real-API-server test binaries built from the Go
-# module proxy into .cache/k8s/bin (kube-apiserver v1.37.2, etcd v3.6.16, helm v3.22.0).
+# Injector and charts (issues 5 and 7): binary, and the real-API-server test binaries built from
+# the Go module proxy into .cache/k8s/bin (kube-apiserver and kube-controller-manager v1.37.2,
+# etcd v3.6.16, helm v3.22.0).
 
 BINARIES  += injector=./injector/cmd/injector
 TEST_DEPS += kube-deps
@@ -7,12 +8,12 @@ TEST_AFTER += test-admission-latency
 BENCH_PKGS += ./injector/webhook
 
 .PHONY: kube-deps
-kube-deps: ## Build kube-apiserver, etcd and helm for the API-server tests into .cache/k8s (cached; ~10 min cold)
+kube-deps: ## Build kube-apiserver, kube-controller-manager, etcd and helm into .cache/k8s (cached; ~13 min cold)
 	@./test/k8s/build.sh
 
 .PHONY: test-kube
-test-kube: kube-deps ## Only the chart and real API-server tests
-	$(GO) test -race -count=1 -v -run 'TestChart|TestAPIServer' ./test/k8s/
+test-kube: kube-deps ## Only the chart and real API-server tests (injector, both charts installed)
+	$(GO) test -race -count=1 -v -run 'TestChart|TestAPIServer|TestHealthcare' ./test/k8s/
 
 .PHONY: test-admission-latency
 test-admission-latency: kube-deps ## Admission latency through a real API server, measured alone; fails above p99 10 ms

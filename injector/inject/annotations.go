@@ -32,6 +32,7 @@ const (
 	AnnotationAdminPort = "countersign.dev/admin-port"
 	// InboundPrefix and OutboundPrefix start the per-listener annotations:
 	// inbound.countersign.dev/<name>: "port=8443 forward=8080 protocol=http allow=a,b"
+	//   (or, for browsers, "port=9443 forward=8080 protocol=http public=<tls Secret>")
 	// outbound.countersign.dev/<name>: "port=6380 upstream=host:port identity=a,b protocol=tcp"
 	InboundPrefix  = "inbound.countersign.dev/"
 	OutboundPrefix = "outbound.countersign.dev/"
@@ -59,6 +60,7 @@ type listenerSpec struct {
 	upstream   string   // outbound
 	identities []string // inbound: allow; outbound: upstream identity
 	protocol   string
+	public     string // inbound: the TLS Secret of a public listener (perpod.go)
 }
 
 // fieldsOf splits "k=v k=v" into a map, naming the annotation on error.
@@ -132,7 +134,7 @@ func parseIdentities(ann, value, field, s string) ([]string, error) {
 
 var identityRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$`)
 
-var inboundFields = map[string]bool{"port": true, "forward": true, "protocol": true, "allow": true}
+var inboundFields = map[string]bool{"port": true, "forward": true, "protocol": true, "allow": true, "public": true}
 var outboundFields = map[string]bool{"port": true, "upstream": true, "identity": true, "protocol": true}
 
 // parseListeners reads every inbound.countersign.dev/* and outbound.countersign.dev/* annotation,
@@ -184,8 +186,13 @@ func parseListeners(ann map[string]string) (in, out []listenerSpec, err error) {
 			if s.forward, err = parsePort(k, v, "forward", f["forward"]); err != nil {
 				return nil, nil, err
 			}
-			if s.identities, err = parseIdentities(k, v, "allow", f["allow"]); err != nil {
+			if s.public, err = parsePublic(k, v, f); err != nil {
 				return nil, nil, err
+			}
+			if s.public == "" {
+				if s.identities, err = parseIdentities(k, v, "allow", f["allow"]); err != nil {
+					return nil, nil, err
+				}
 			}
 			in = append(in, s)
 			continue

@@ -178,6 +178,9 @@ func (c *Config) Inject(pod *corev1.Pod) error {
 		policyCM = v
 	}
 	ctr := c.container(pc, adminPort, cpu, mem, epc, sgx)
+	in, _, _ := parseListeners(ann) // checked by proxyConfig
+	pubVols, pubMounts := publicCerts(in)
+	ctr.VolumeMounts = append(ctr.VolumeMounts, pubMounts...)
 	pod.Spec.InitContainers = upsertContainer(pod.Spec.InitContainers, ctr)
 	vols := []corev1.Volume{
 		{Name: VolumeConfig, VolumeSource: corev1.VolumeSource{DownwardAPI: &corev1.DownwardAPIVolumeSource{
@@ -196,6 +199,7 @@ func (c *Config) Inject(pod *corev1.Pod) error {
 	} else {
 		pod.Spec.Volumes = upsertVolume(pod.Spec.Volumes, simVol)
 	}
+	pod.Spec.Volumes = setPublicVolumes(pod.Spec.Volumes, pubVols)
 	return nil
 }
 
@@ -246,15 +250,16 @@ func (c *Config) proxyConfig(pod *corev1.Pod) (*config.Config, error) {
 		return nil, &Error{Reason: ReasonInvalidAnnotation, Message: fmt.Sprintf(
 			"no listeners: at least one %s<name> or %s<name> annotation is required", InboundPrefix, OutboundPrefix)}
 	}
+	svcURL, caFile, err := c.attestationService(ann)
+	if err != nil {
+		return nil, err
+	}
 	pc := &config.Config{
 		Attester:           config.Attester{Type: att},
-		AttestationService: config.AttestationService{URL: c.AttestationURL},
+		AttestationService: config.AttestationService{URL: svcURL, CAFile: caFile},
 		PolicyFile:         PolicyDir + "/policy.yaml",
 		Identity:           id,
 		Admin:              config.Admin{Listen: "0.0.0.0:" + strconv.Itoa(adminPort)},
-	}
-	if c.AttestationCAKey != "" {
-		pc.AttestationService.CAFile = PolicyDir + "/" + c.AttestationCAKey
 	}
 	if att == attester.NameSim {
 		pc.Attester.SimPlatformKey = SimKeyDir + "/platform.pem"
@@ -267,10 +272,15 @@ func (c *Config) proxyConfig(pod *corev1.Pod) (*config.Config, error) {
 		}
 	}
 	for _, s := range in {
-		pc.Inbound = append(pc.Inbound, config.Inbound{
+		l := config.Inbound{
 			Name: s.name, Listen: "0.0.0.0:" + strconv.Itoa(s.port), Protocol: s.protocol,
 			ForwardTo: "127.0.0.1:" + strconv.Itoa(s.forward), Allow: s.identities,
-		})
+		}
+		if s.public != "" {
+			l.Public = true
+			l.CertFile, l.KeyFile = publicCertFiles(s.name)
+		}
+		pc.Inbound = append(pc.Inbound, l)
 	}
 	for _, s := range out {
 		pc.Outbound = append(pc.Outbound, config.Outbound{

@@ -46,18 +46,39 @@ type env struct {
 	proc     *kubetest.Proc
 }
 
-func buildInjector(t *testing.T) string {
+func buildInjector(t *testing.T) string { return goBuild(t, "injector", "./injector/cmd/injector") }
+
+// goBuild builds a main package of the repository into the test's temporary directory.
+func goBuild(t *testing.T, name, pkg string) string {
+	t.Helper()
 	root, err := kubetest.RepoRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
-	bin := filepath.Join(t.TempDir(), "injector")
-	cmd := exec.Command("go", "build", "-o", bin, "./injector/cmd/injector")
+	bin := filepath.Join(t.TempDir(), name)
+	cmd := exec.Command("go", "build", "-o", bin, pkg)
 	cmd.Dir = root
 	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build injector: %v\n%s", err, out)
+		t.Fatalf("build %s: %v\n%s", name, err, out)
 	}
 	return bin
+}
+
+// helmCountersign installs (or upgrades) charts/countersign with the webhook pointed at the
+// injector running as a local process (startInjector).
+func (e *env) helmCountersign(verb string) {
+	e.t.Helper()
+	out, err := e.c.Helm(context.Background(), e.t, verb, release, chartDir(e.t), "--namespace", csNS,
+		"--set", fmt.Sprintf("webhook.url=https://127.0.0.1:%d", e.port),
+		"--set", "injection.attestationURL=https://attest.countersign-system.svc:8443",
+		"--set", "injection.defaultAttester=sim",
+		"--set", "image.proxy.repository=registry.example/countersign/proxy",
+		"--set", "image.proxy.digest="+proxyImg[strings.IndexByte(proxyImg, '@')+1:],
+		"--set", "image.proxySim.repository=registry.example/countersign/proxy-sim",
+		"--set", "image.proxySim.digest="+simImg[strings.IndexByte(simImg, '@')+1:])
+	if err != nil {
+		e.t.Fatalf("helm %s: %v\n%s", verb, err, out)
+	}
 }
 
 func (e *env) startInjector(extra ...string) {
@@ -201,21 +222,7 @@ func TestAPIServer(t *testing.T) {
 	e.namespace(csNS, nil)
 	e.namespace("apps", nil)
 	e.namespace("team", map[string]string{inject.LabelInject: inject.ValueEnabled})
-	install := func(verb string) {
-		t.Helper()
-		out, err := c.Helm(ctx, t, verb, release, chartDir(t), "--namespace", csNS,
-			"--set", fmt.Sprintf("webhook.url=https://127.0.0.1:%d", e.port),
-			"--set", "injection.attestationURL=https://attest.countersign-system.svc:8443",
-			"--set", "injection.defaultAttester=sim",
-			"--set", "image.proxy.repository=registry.example/countersign/proxy",
-			"--set", "image.proxy.digest="+proxyImg[strings.IndexByte(proxyImg, '@')+1:],
-			"--set", "image.proxySim.repository=registry.example/countersign/proxy-sim",
-			"--set", "image.proxySim.digest="+simImg[strings.IndexByte(simImg, '@')+1:])
-		if err != nil {
-			t.Fatalf("helm %s: %v\n%s", verb, err, out)
-		}
-	}
-	install("install")
+	e.helmCountersign("install")
 	e.startInjector()
 
 	t.Run("InjectedWhenOptedIn", func(t *testing.T) {

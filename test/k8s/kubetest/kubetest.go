@@ -1,6 +1,6 @@
-// Package kubetest starts a real etcd and kube-apiserver on loopback for tests: the binaries
-// test/k8s/build.sh builds from the Go module proxy into .cache/k8s/bin (or $K8S_BIN). No
-// controller-manager and no kubelet: pods are stored, never run.
+// Package kubetest starts a real etcd and kube-apiserver on loopback for tests, and on request
+// kube-controller-manager: the binaries test/k8s/build.sh builds from the Go module proxy into
+// .cache/k8s/bin (or $K8S_BIN). No scheduler and no kubelet: pods are stored, never run.
 package kubetest
 
 import (
@@ -27,6 +27,7 @@ import (
 	"testing"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 )
@@ -50,7 +51,8 @@ func RepoRoot() (string, error) {
 	}
 }
 
-// Bin returns the path of a test binary (kube-apiserver, etcd, helm), or fails the test with
+// Bin returns the path of a test binary (kube-apiserver, kube-controller-manager, etcd, helm),
+// or fails the test with
 // how to build it. Under -short the test is skipped instead.
 func Bin(t testing.TB, name string) string {
 	t.Helper()
@@ -67,13 +69,13 @@ func Bin(t testing.TB, name string) string {
 		if testing.Short() {
 			t.Skipf("%s not built (-short)", name)
 		}
-		t.Fatalf("%s not found at %s: build kube-apiserver, etcd and helm with `make kube-deps` "+
-			"(runs test/k8s/build.sh; about 10 minutes the first time), or set K8S_BIN", name, p)
+		t.Fatalf("%s not found at %s: build kube-apiserver, kube-controller-manager, etcd and helm with "+
+			"`make kube-deps` (runs test/k8s/build.sh; about 13 minutes the first time), or set K8S_BIN", name, p)
 	}
 	return p
 }
 
-// Cluster is a running etcd + kube-apiserver.
+// Cluster is a running etcd + kube-apiserver (+ kube-controller-manager).
 type Cluster struct {
 	URL        string
 	Kubeconfig string
@@ -82,16 +84,47 @@ type Cluster struct {
 	Config     *rest.Config
 	Client     kubernetes.Interface
 	Dir        string
+	// ControllerManager is nil unless started by StartWithControllerManager.
+	ControllerManager *Proc
 }
 
 // Start starts etcd and kube-apiserver on loopback; both are stopped when the test ends.
-// extraArgs are added to kube-apiserver's command line.
+// extraArgs are added to kube-apiserver's command line. Nothing creates service accounts, so
+// the ServiceAccount admission plugin is off; nothing turns Deployments into pods.
 func Start(t testing.TB, extraArgs ...string) *Cluster {
+	t.Helper()
+	return start(t, false, extraArgs)
+}
+
+// Controllers are the kube-controller-manager controllers StartWithControllerManager runs:
+// Deployments, ReplicaSets and StatefulSets create pods (through admission, as in a real
+// cluster), namespaces get their default service account and kube-root-ca.crt and can finish
+// deleting, owned objects are garbage-collected. No node, volume or endpoint controllers: there
+// are no nodes.
+var Controllers = []string{
+	"deployment-controller", "replicaset-controller", "statefulset-controller",
+	"serviceaccount-controller", "serviceaccount-token-controller", "root-ca-certificate-publisher-controller",
+	"namespace-controller", "garbage-collector-controller",
+}
+
+// StartWithControllerManager is Start plus kube-controller-manager (Controllers) on loopback,
+// with the ServiceAccount admission plugin on. It returns once the controller-manager has
+// created the default namespace's service account.
+func StartWithControllerManager(t testing.TB, extraArgs ...string) *Cluster {
+	t.Helper()
+	return start(t, true, extraArgs)
+}
+
+func start(t testing.TB, withCM bool, extraArgs []string) *Cluster {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("starts etcd and kube-apiserver (-short)")
 	}
 	etcdBin, apiBin := Bin(t, "etcd"), Bin(t, "kube-apiserver")
+	cmBin := ""
+	if withCM {
+		cmBin = Bin(t, "kube-controller-manager")
+	}
 	dir := t.TempDir()
 	c := &Cluster{Dir: dir, Token: "countersign-test-admin-token"}
 
@@ -129,9 +162,11 @@ func Start(t testing.TB, extraArgs ...string) *Cluster {
 		"--service-cluster-ip-range=10.0.0.0/24",
 		"--authorization-mode=RBAC",
 		"--endpoint-reconciler-type=none",
-		// No controller-manager creates default service accounts.
-		"--disable-admission-plugins=ServiceAccount",
 		"--cert-dir=" + filepath.Join(dir, "certs"),
+	}
+	if !withCM {
+		// No controller-manager creates default service accounts.
+		args = append(args, "--disable-admission-plugins=ServiceAccount")
 	}
 	startProc(t, dir, "kube-apiserver", apiBin, append(args, extraArgs...)...)
 
@@ -161,7 +196,38 @@ current-context: test
 		t.Fatal(err)
 	}
 	c.waitReady(t)
+	if withCM {
+		c.startControllerManager(t, cmBin)
+	}
 	return c
+}
+
+// startControllerManager runs kube-controller-manager against the API server with the admin
+// kubeconfig, signing service-account tokens with the API server's key, without serving
+// (--secure-port=0) and without leader election.
+func (c *Cluster) startControllerManager(t testing.TB, bin string) {
+	t.Helper()
+	c.ControllerManager = startProc(t, c.Dir, "kube-controller-manager", bin,
+		"--kubeconfig="+c.Kubeconfig,
+		"--bind-address=127.0.0.1", "--secure-port=0",
+		"--leader-elect=false",
+		"--controllers="+strings.Join(Controllers, ","),
+		"--use-service-account-credentials=false",
+		"--service-account-private-key-file="+filepath.Join(c.Dir, "sa.key"),
+		"--root-ca-file="+filepath.Join(c.Dir, "ca.crt"),
+	)
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		if _, err := c.Client.CoreV1().ServiceAccounts("default").Get(context.Background(), "default", metav1.GetOptions{}); err == nil {
+			return
+		}
+		select {
+		case <-c.ControllerManager.done:
+			t.Fatalf("kube-controller-manager exited (logs in %s)\n%s", c.Dir, tail(c.ControllerManager.Log))
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	t.Fatalf("kube-controller-manager created no default service account in 60s (logs in %s)\n%s", c.Dir, tail(c.ControllerManager.Log))
 }
 
 func (c *Cluster) waitReady(t testing.TB) {
