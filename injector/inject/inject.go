@@ -264,6 +264,9 @@ func (c *Config) proxyConfig(pod *corev1.Pod) (*config.Config, error) {
 	if att == attester.NameSim {
 		pc.Attester.SimPlatformKey = SimKeyDir + "/platform.pem"
 	}
+	if pc.Attester.SimIdentity.MREnclave, err = simMREnclave(ann, att); err != nil {
+		return nil, err
+	}
 	// The app's image is claimed (not measured) runtime data: docs/trust-model.md.
 	for _, ctr := range pod.Spec.Containers {
 		if ctr.Image != "" {

@@ -24,6 +24,12 @@ const (
 	// --attestation-ca-key); an empty value means the system roots.
 	AnnotationAttestationCAKey = "countersign.dev/attestation-ca-key"
 
+	// AnnotationSimMREnclave is the MRENCLAVE a simulated enclave claims (sim attester only;
+	// 64 hex digits). Every sidecar runs the same proxy build, so without it every sim proxy
+	// claims the same measurement (its binary's digest) and a policy cannot tell workloads
+	// apart; with it, the pod's identity in the policy lists this value.
+	AnnotationSimMREnclave = "countersign.dev/sim-mrenclave"
+
 	// VolumePublicPrefix starts the names of the volumes holding public listeners' certificates
 	// (countersign-public-0, -1, ... in the order of the listeners' annotations).
 	VolumePublicPrefix = "countersign-public-"
@@ -31,7 +37,25 @@ const (
 	PublicDir = "/etc/countersign/public"
 )
 
-var configMapKeyRE = regexp.MustCompile(`^[-._a-zA-Z0-9]{1,253}$`)
+var (
+	configMapKeyRE = regexp.MustCompile(`^[-._a-zA-Z0-9]{1,253}$`)
+	hex64RE        = regexp.MustCompile(`^[0-9a-fA-F]{64}$`)
+)
+
+// simMREnclave returns the measurement a sim proxy claims ("" for the attester's default).
+func simMREnclave(ann map[string]string, att string) (string, error) {
+	v, ok := ann[AnnotationSimMREnclave]
+	if !ok {
+		return "", nil
+	}
+	if att != "sim" {
+		return "", annErr(AnnotationSimMREnclave, v, "only meaningful with %s=sim (this pod uses the %s attester, whose enclave is measured by the hardware)", AnnotationAttester, att)
+	}
+	if !hex64RE.MatchString(v) {
+		return "", annErr(AnnotationSimMREnclave, v, "not an MRENCLAVE (expected 64 hex digits)")
+	}
+	return strings.ToLower(v), nil
+}
 
 // attestationService returns the attestation service URL and CA file for the pod's proxy.
 func (c *Config) attestationService(ann map[string]string) (svcURL, caFile string, err error) {

@@ -116,6 +116,32 @@ func TestInjectAttestationService(t *testing.T) {
 	}
 }
 
+func TestInjectSimMREnclave(t *testing.T) {
+	c := testConfig()
+	for _, tc := range []struct {
+		name string
+		ann  map[string]string
+		want string
+	}{
+		{"attester default", map[string]string{AnnotationAttester: "sim"}, ""},
+		{"claimed", map[string]string{AnnotationAttester: "sim", AnnotationSimMREnclave: strings.Repeat("A1", 32)}, strings.Repeat("a1", 32)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := testPod(tc.ann)
+			if err := c.Inject(p); err != nil {
+				t.Fatal(err)
+			}
+			pc, err := config.Parse([]byte(p.Annotations[AnnotationProxyConfig]), "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := pc.Attester.SimIdentity.MREnclave; got != tc.want {
+				t.Errorf("simIdentity.mrenclave %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
 func TestInjectRejectsPerPod(t *testing.T) {
 	c := testConfig()
 	for _, tc := range []struct {
@@ -141,6 +167,10 @@ func TestInjectRejectsPerPod(t *testing.T) {
 		{"url bad port", map[string]string{AnnotationAttestationURL: "https://attest.example:99999"}, []string{AnnotationAttestationURL}},
 		{"url user", map[string]string{AnnotationAttestationURL: "https://u:p@attest.example"}, []string{AnnotationAttestationURL}},
 		{"ca key", map[string]string{AnnotationAttestationCAKey: "../ca.pem"}, []string{AnnotationAttestationCAKey, "not a ConfigMap key"}},
+		{"sim mrenclave short", map[string]string{AnnotationAttester: "sim", AnnotationSimMREnclave: "a1a1"},
+			[]string{`annotation countersign.dev/sim-mrenclave="a1a1"`, "expected 64 hex digits"}},
+		{"sim mrenclave with sgx", map[string]string{AnnotationAttester: "sgx", AnnotationSimMREnclave: strings.Repeat("a1", 32)},
+			[]string{AnnotationSimMREnclave, "only meaningful with countersign.dev/attester=sim"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := testPod(tc.ann)

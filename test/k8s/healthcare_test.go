@@ -20,6 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/countersign/countersign/attestation/policy"
 	"github.com/countersign/countersign/injector/inject"
 	"github.com/countersign/countersign/internal/testnet"
 	"github.com/countersign/countersign/proxy/config"
@@ -539,6 +540,19 @@ func checkProxyWouldStart(t *testing.T, c *kubetest.Cluster, p *corev1.Pod) {
 	}
 	if _, err := server.New(cfg, server.Options{}); err != nil {
 		t.Errorf("pod %s: the proxy would not start with what is mounted: %v", p.Name, err)
+	}
+	// A sim proxy claims the measurement the injector put in its configuration: its own
+	// identity in the policy must list it, or its peers would refuse it.
+	if cfg.Attester.Type == "sim" {
+		pol, err := policy.Load(cfg.PolicyFile)
+		if err != nil {
+			t.Fatalf("pod %s: %v", p.Name, err)
+		}
+		id, ok := pol.Identities[cfg.Identity]
+		mr := cfg.Attester.SimIdentity.MREnclave
+		if !ok || mr == "" || !slices.ContainsFunc(id.MREnclave, func(m string) bool { return strings.EqualFold(m, mr) }) {
+			t.Errorf("pod %s: sim proxy claims mrenclave %q, which the policy's identity %s does not list", p.Name, mr, cfg.Identity)
+		}
 	}
 }
 

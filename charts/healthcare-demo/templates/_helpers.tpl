@@ -37,6 +37,14 @@ annotations:
   countersign.dev/policy-configmap: {{ .root.Release.Name }}-policy
   countersign.dev/attestation-url: {{ include "hd.attestationURL" .root | quote }}
   countersign.dev/attestation-ca-key: {{ include "hd.attestationCAKey" .root | quote }}
+  {{- if eq .root.Values.attester "sim" }}
+  {{- /* Every sidecar runs the same proxy build: a sim proxy claims its identity's measurement. */}}
+  {{- range $k, $id := pick .root.Values.identities "recordsApi" "inference" "redis" }}
+  {{- if eq $id.name $.identity }}
+  countersign.dev/sim-mrenclave: {{ first $id.mrenclave | quote }}
+  {{- end }}
+  {{- end }}
+  {{- end }}
   {{- range .inbound }}
   {{ printf "inbound.countersign.dev/%s" .name }}: {{ .spec | quote }}
   {{- end }}
