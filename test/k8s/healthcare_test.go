@@ -39,6 +39,18 @@ func healthcareChart(t *testing.T) string {
 // sgxMAA selects the sgx attester and Azure Attestation (no local service).
 var sgxMAA = []string{"attester=sgx", "attestation.deployLocal=false", "attestation.url=https://countersigndemo.weu.attest.azure.net"}
 
+// sgxDocs is docs/healthcare-demo.md's sgx install line ("Install it into a cluster", step 3),
+// its placeholders filled in, with a measurement for every identity.
+var sgxDocs = []string{"--set", "attester=sgx", "--set", "attestation.deployLocal=false",
+	"--set", "attestation.url=https://countersigndemo.weu.attest.azure.net",
+	"--set", "identities.allowDebug=false",
+	"--set-json", `identities.recordsApi.mrenclave=["` + strings.Repeat("d4", 32) + `"]`,
+	"--set-json", `identities.inference.mrenclave=["` + strings.Repeat("e5", 32) + `"]`,
+	"--set-json", `identities.redis.mrenclave=["` + strings.Repeat("F6", 32) + `"]`}
+
+// TestChartHealthcareDemoLintAndRender lints the chart and renders it with good and bad values:
+// values.schema.json refuses a value of the wrong type or format, naming the field; the
+// templates' checks (hd.validate) refuse invalid combinations, saying why.
 func TestChartHealthcareDemoLintAndRender(t *testing.T) {
 	helm := kubetest.Bin(t, "helm")
 	sets := func(kv []string) []string {
@@ -48,29 +60,115 @@ func TestChartHealthcareDemoLintAndRender(t *testing.T) {
 		}
 		return out
 	}
-	for _, vals := range [][]string{nil, sgxMAA} {
-		args := append([]string{"lint", healthcareChart(t), "--strict", "--kube-version", kubeVersion}, sets(vals)...)
+	for _, vals := range [][]string{nil, sets(sgxMAA), sgxDocs} {
+		args := append([]string{"lint", healthcareChart(t), "--strict", "--kube-version", kubeVersion}, vals...)
 		if out, err := exec.Command(helm, args...).CombinedOutput(); err != nil {
 			t.Errorf("helm lint %v: %v\n%s", vals, err, out)
 		}
 	}
-	for _, tc := range []struct {
-		set  []string
-		want string
-	}{
-		{[]string{"attester=sgx"}, "attestation.deployLocal: the local attestation service refuses real SGX quotes"},
-		{[]string{"attestation.deployLocal=false"}, "attestation.url: required"},
-		{[]string{"attestation.url=https://countersigndemo.weu.attest.azure.net/"}, "expected https://host[:port] with no path or trailing slash"},
-		{[]string{"attester=tdx"}, `attester: "tdx", expected sgx or sim`},
-		{[]string{"identities.allowDebug=false"}, "a sim deployment needs allowDebug: true"},
-		{[]string{"simPlatformKey.privateKey=x"}, "simPlatformKey: set both privateKey and publicKey"},
-	} {
-		args := append([]string{"template", "hd", healthcareChart(t), "--namespace", "demo", "--kube-version", kubeVersion}, sets(tc.set)...)
+	render := func(t *testing.T, args []string) (string, error) {
+		t.Helper()
+		args = append([]string{"template", "hd", healthcareChart(t), "--namespace", "demo", "--kube-version", kubeVersion}, args...)
 		out, err := exec.Command(helm, args...).CombinedOutput()
-		if err == nil || !strings.Contains(string(out), tc.want) {
-			t.Errorf("helm template %v: %v, want a failure saying %q\n%s", tc.set, err, tc.want, out)
+		return string(out), err
+	}
+	// PEM-shaped files for --set-file: the schema checks the shape, the chart does not parse them.
+	dir := t.TempDir()
+	priv, pub := filepath.Join(dir, "platform.pem"), filepath.Join(dir, "platform.pem.pub")
+	for f, typ := range map[string]string{priv: "PRIVATE KEY", pub: "PUBLIC KEY"} {
+		b := pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: []byte("not a key")})
+		if err := os.WriteFile(f, b, 0o600); err != nil {
+			t.Fatal(err)
 		}
 	}
+
+	t.Run("Accepted", func(t *testing.T) {
+		for _, tc := range []struct {
+			name string
+			args []string
+			want []string // in the rendered manifests
+		}{
+			{"Defaults", nil, []string{"countersign.dev/attester: sim", "url: https://hd-attestation.demo.svc:8443", "allowDebug: true"}},
+			{"DocsSimInstall", []string{"--set-file", "simPlatformKey.privateKey=" + priv, "--set-file", "simPlatformKey.publicKey=" + pub},
+				[]string{"kind: Secret\nmetadata:\n  name: countersign-sim-platform-key"}},
+			{"DocsSGXInstall", sgxDocs, []string{"countersign.dev/attester: sgx", "url: https://countersigndemo.weu.attest.azure.net",
+				"records-api: {mrenclave: [\"" + strings.Repeat("d4", 32) + "\"], allowDebug: false}",
+				"inference: {mrenclave: [\"" + strings.Repeat("e5", 32) + "\"], allowDebug: false}",
+				"redis: {mrenclave: [\"" + strings.Repeat("F6", 32) + "\"], allowDebug: false}"}},
+			{"OwnPortalCertificateNoHosts", []string{"--set", "portal.tls.secretName=portal-tls", "--set-json", "portal.tls.hosts=[]"},
+				[]string{"public=portal-tls"}},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				out, err := render(t, tc.args)
+				if err != nil {
+					t.Fatalf("helm template %v: %v\n%s", tc.args, err, out)
+				}
+				for _, w := range tc.want {
+					if !strings.Contains(out, w) {
+						t.Errorf("helm template %v: output lacks %q", tc.args, w)
+					}
+				}
+			})
+		}
+	})
+
+	// Refused by values.schema.json: helm names the field as a JSON pointer.
+	const schemaErr = "values don't meet the specifications of the schema"
+	t.Run("RefusedBySchema", func(t *testing.T) {
+		for _, tc := range []struct {
+			name string
+			args []string
+			want string
+		}{
+			{"WrongAttester", []string{"--set", "attester=tdx"}, "at '/attester': value must be one of 'sgx', 'sim'"},
+			{"ShortMREnclave", []string{"--set-json", `identities.recordsApi.mrenclave=["a1a1a1"]`}, "at '/identities/recordsApi/mrenclave/0': 'a1a1a1' does not match"},
+			{"NonHexMREnclave", []string{"--set-json", `identities.redis.mrenclave=["` + strings.Repeat("g7", 32) + `"]`}, "at '/identities/redis/mrenclave/0'"},
+			{"NoMREnclave", []string{"--set-json", "identities.inference.mrenclave=[]"}, "at '/identities/inference/mrenclave': minItems"},
+			{"PortAboveRange", []string{"--set", "records.port=70000"}, "at '/records/port': maximum"},
+			{"PortZero", []string{"--set", "redis.servicePort=0"}, "at '/redis/servicePort': minimum"},
+			{"PortNotANumber", []string{"--set", "portal.port=https"}, "at '/portal/port': got string, want integer"},
+			{"UnknownTopLevelKey", []string{"--set", "replicaCount=2"}, "at '': additional properties 'replicaCount' not allowed"},
+			{"UnknownNestedKey", []string{"--set", "redis.replicas=3"}, "at '/redis': additional properties 'replicas' not allowed"},
+			{"URLWithPath", []string{"--set", "attestation.url=https://countersigndemo.weu.attest.azure.net/attest"}, "at '/attestation/url'"},
+			{"URLTrailingSlash", []string{"--set", "attestation.url=https://countersigndemo.weu.attest.azure.net/"}, "at '/attestation/url'"},
+			{"URLPlainHTTP", []string{"--set", "attestation.url=http://countersigndemo.weu.attest.azure.net"}, "at '/attestation/url'"},
+			{"IdentityNameUppercase", []string{"--set", "identities.recordsApi.name=Records"}, "at '/identities/recordsApi/name'"},
+			{"KeyFileNameNotContents", []string{"--set", "simPlatformKey.privateKey=platform.pem"}, "at '/simPlatformKey/privateKey'"},
+			{"NumericImageTag", []string{"--set", "redis.image.tag=7"}, "at '/redis/image/tag': got number, want string"},
+			{"SelfSignedPortalNoHosts", []string{"--set-json", "portal.tls.hosts=[]"}, "at '/portal/tls/hosts': minItems"},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				out, err := render(t, tc.args)
+				if err == nil || !strings.Contains(out, schemaErr) || !strings.Contains(out, tc.want) {
+					t.Errorf("helm template %v: %v, want the schema to refuse it saying %q\n%s", tc.args, err, tc.want, out)
+				}
+			})
+		}
+	})
+
+	// Refused by the templates (hd.validate): combinations the schema does not express.
+	t.Run("RefusedByTemplates", func(t *testing.T) {
+		for _, tc := range []struct {
+			name string
+			args []string
+			want string
+		}{
+			{"SGXWithLocalService", []string{"--set", "attester=sgx"}, "attestation.deployLocal: the local attestation service refuses real SGX quotes"},
+			{"NoLocalServiceNoURL", []string{"--set", "attestation.deployLocal=false"}, "attestation.url: required"},
+			{"SimWithoutAllowDebug", []string{"--set", "identities.allowDebug=false"}, "a sim deployment needs allowDebug: true"},
+			{"HalfASimKey", []string{"--set-file", "simPlatformKey.privateKey=" + priv}, "simPlatformKey: set both privateKey and publicKey"},
+			// The issuer check stays behind the schema for installs that skip it.
+			{"URLTrailingSlashSchemaSkipped", []string{"--skip-schema-validation", "--set", "attestation.url=https://countersigndemo.weu.attest.azure.net/"},
+				"expected https://host[:port] with no path or trailing slash"},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				out, err := render(t, tc.args)
+				if err == nil || !strings.Contains(out, tc.want) {
+					t.Errorf("helm template %v: %v, want a failure saying %q\n%s", tc.args, err, tc.want, out)
+				}
+			})
+		}
+	})
 }
 
 // workload is what one of the chart's pods must come out of admission with.
