@@ -21,7 +21,7 @@ helm.sh/chart: {{ .Chart.Name }}-{{ .Chart.Version }}
 {{- if not (has .Values.attester (list "sgx" "sim")) -}}{{ fail (printf "attester: %q, expected sgx or sim" .Values.attester) }}{{- end -}}
 {{- if and (eq .Values.attester "sgx") .Values.attestation.deployLocal -}}{{ fail "attestation.deployLocal: the local attestation service refuses real SGX quotes; with attester sgx set deployLocal: false and attestation.url to Azure Attestation" }}{{- end -}}
 {{- if and (not .Values.attestation.deployLocal) (not .Values.attestation.url) -}}{{ fail "attestation.url: required when attestation.deployLocal is false" }}{{- end -}}
-{{- with .Values.attestation.url -}}{{- if not (regexMatch "^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$" .) -}}{{ fail (printf "attestation.url: %q, expected https://host[:port] with no path or trailing slash (it is the tokens' issuer, byte for byte)" .) }}{{- end -}}{{- end -}}
+{{- with .Values.attestation.url -}}{{- if not (regexMatch "^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?$" .) -}}{{ fail (printf "attestation.url: %q, expected https://host[:port] with no path or trailing slash (it is the tokens' issuer, byte for byte; the policy refuses http)" .) }}{{- end -}}{{- end -}}
 {{- if and (eq .Values.attester "sim") (not .Values.identities.allowDebug) -}}{{ fail "identities.allowDebug: simulated enclaves are debuggable; a sim deployment needs allowDebug: true" }}{{- end -}}
 {{- if ne (empty .Values.simPlatformKey.privateKey) (empty .Values.simPlatformKey.publicKey) -}}{{ fail "simPlatformKey: set both privateKey and publicKey (--set-file ...=platform.pem and ...=platform.pem.pub), or neither to use an existing Secret" }}{{- end -}}
 {{- end -}}
