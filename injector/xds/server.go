@@ -68,11 +68,18 @@ type Server struct {
 	scope  map[string][]string
 	digest string
 	seq    uint64
-	// views caches this generation's snapshots by view class (the node metadata digest).
-	views map[string]*cachev3.Snapshot
+	// views caches this generation's snapshots by view class (the node metadata digest);
+	// prevViews are the previous generation's, reused when a view did not change (same
+	// version: the proxies of that class are not sent the same resources again).
+	views, prevViews map[string]viewSnap
 	// sent is the last response per stream and type, to recognise what a NACK rejects.
 	sent map[sentKey]sentResp
 	kick chan struct{}
+}
+
+type viewSnap struct {
+	snap   *cachev3.Snapshot
+	digest string
 }
 
 type sentKey struct {
@@ -107,7 +114,7 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, ln: ln, nodes: map[string]*nodeState{}, streams: map[int64]string{}, views: map[string]*cachev3.Snapshot{},
+	s := &Server{cfg: cfg, ln: ln, nodes: map[string]*nodeState{}, streams: map[int64]string{}, views: map[string]viewSnap{},
 		sent: map[sentKey]sentResp{}, kick: make(chan struct{}, 1)}
 	s.cache = cachev3.NewSnapshotCache(true, nodeHash{}, slogAdapter{cfg.Logger})
 	return s, nil
@@ -319,11 +326,23 @@ func (s *Server) closed(id int64) {
 // viewLocked returns the snapshot of what the node may be sent, cut from the current
 // translation; nodes of one class share it within a generation. s.mu is held.
 func (s *Server) viewLocked(ns *nodeState) *cachev3.Snapshot {
-	if v := s.views[ns.class]; v != nil {
-		return v
+	if v, ok := s.views[ns.class]; ok {
+		return v.snap
 	}
 	res := View(s.res, s.scope, ns.info, ns.hasInfo)
-	version := strconv.FormatUint(s.seq, 10) + "-" + digestOf(res)[:12]
+	digest := digestOf(res)
+	if v, ok := s.prevViews[ns.class]; ok && v.digest == digest {
+		s.views[ns.class] = v
+		return v.snap
+	}
+	version := strconv.FormatUint(s.seq, 10) + "-" + digest[:12]
+	// Every type gets the version, even when empty: go-control-plane gives a type absent from
+	// the snapshot the version "", which equals a new proxy's, so it would never answer it.
+	for _, t := range []string{resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.RouteType} {
+		if _, ok := res[t]; !ok {
+			res[t] = nil
+		}
+	}
 	snap, err := cachev3.NewSnapshot(version, res)
 	if err == nil {
 		err = snap.Consistent()
@@ -333,7 +352,7 @@ func (s *Server) viewLocked(ns *nodeState) *cachev3.Snapshot {
 		s.cfg.Logger.Error("xds: inconsistent view not served", "version", version, "class", ns.class, "err", err)
 		return nil
 	}
-	s.views[ns.class] = snap
+	s.views[ns.class] = viewSnap{snap, digest}
 	return snap
 }
 
@@ -352,24 +371,28 @@ func (s *Server) update(ctx context.Context, in Input) {
 	}
 	s.seq++
 	s.res, s.scope, s.digest = res, scope, digest
-	s.views = map[string]*cachev3.Snapshot{}
+	s.prevViews, s.views = s.views, map[string]viewSnap{}
 	keys := make([]string, 0, len(s.nodes))
 	for k := range s.nodes {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
+	changed := 0
 	for _, k := range keys {
-		snap := s.viewLocked(s.nodes[k])
-		if snap == nil {
-			continue
+		ns := s.nodes[k]
+		prev, hadPrev := s.prevViews[ns.class]
+		snap := s.viewLocked(ns)
+		if snap == nil || hadPrev && prev.snap == snap {
+			continue // unchanged view: nothing to send
 		}
+		changed++
 		if err := s.cache.SetSnapshot(ctx, k, snap); err != nil {
 			s.cfg.Logger.Error("xds: setting a snapshot", "node", k, "err", err)
 		}
 	}
 	version := strconv.FormatUint(s.seq, 10) + "-" + digest[:12]
 	s.cfg.Logger.Info("xds: new snapshot", "version", version, "clusters", len(res[resource.ClusterType]), "listeners", len(res[resource.ListenerType]),
-		"nodes", len(keys), "views", len(s.views))
+		"nodes", len(keys), "nodes_updated", changed, "views", len(s.views))
 	if s.cfg.OnSnapshot != nil {
 		s.cfg.OnSnapshot(version)
 	}
