@@ -57,6 +57,18 @@ type Config struct {
 	ProxyMemory          string
 	SGXEPC               string
 	ExcludedNamespaces   string
+	ProxyInitImage       string
+
+	// The control plane (xDS); off while XDSListen is empty.
+	XDSListen         string
+	XDSTLSCertFile    string
+	XDSTLSKeyFile     string
+	XDSClientCAFile   string
+	XDSWatchNamespace string
+	XDSAddress        string
+	XDSServerName     string
+	XDSClientSecret   string
+	XDSDebounce       time.Duration
 }
 
 // Defaults returns the configuration before environment and flags.
@@ -80,6 +92,8 @@ func Defaults() Config {
 		ProxyMemory:          "128Mi",
 		SGXEPC:               "64Mi",
 		ExcludedNamespaces:   "kube-system",
+		XDSClientSecret:      "countersign-xds-client",
+		XDSDebounce:          20 * time.Millisecond,
 	}
 }
 
@@ -111,6 +125,16 @@ func (c *Config) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.ProxyMemory, "proxy-memory", c.ProxyMemory, "default proxy memory request and limit")
 	fs.StringVar(&c.SGXEPC, "sgx-epc", c.SGXEPC, "default SGX EPC request (sgx attester)")
 	fs.StringVar(&c.ExcludedNamespaces, "excluded-namespaces", c.ExcludedNamespaces, "comma-separated namespaces never injected (the injector's own is always added)")
+	fs.StringVar(&c.ProxyInitImage, "proxy-init-image", c.ProxyInitImage, "image (proxy binary and iptables-nft) of the init container of transparent pods, pinned by digest; empty refuses countersign.dev/transparent=enabled")
+	fs.StringVar(&c.XDSListen, "xds-listen", c.XDSListen, "control plane (xDS, ADS over gRPC with mTLS) address; empty: no control plane")
+	fs.StringVar(&c.XDSTLSCertFile, "xds-tls-cert-file", c.XDSTLSCertFile, "control plane serving certificate (PEM), reloaded when it changes")
+	fs.StringVar(&c.XDSTLSKeyFile, "xds-tls-key-file", c.XDSTLSKeyFile, "control plane serving key (PEM)")
+	fs.StringVar(&c.XDSClientCAFile, "xds-client-ca-file", c.XDSClientCAFile, "CA certificates (PEM) that proxies' client certificates must chain to, reloaded when it changes")
+	fs.StringVar(&c.XDSWatchNamespace, "xds-watch-namespace", c.XDSWatchNamespace, "namespace whose Services, EndpointSlices and Pods the control plane reads (empty: all)")
+	fs.StringVar(&c.XDSAddress, "xds-address", c.XDSAddress, "control plane host:port written into injected proxies (default: <webhook-config>.<namespace>.svc:<xds-listen port>)")
+	fs.StringVar(&c.XDSServerName, "xds-server-name", c.XDSServerName, "name proxies check in the control plane's certificate (default: the host of --xds-address)")
+	fs.StringVar(&c.XDSClientSecret, "xds-client-secret", c.XDSClientSecret, "Secret in each injected pod's namespace with the proxy's client certificate (tls.crt, tls.key) and the control plane's CA (ca.crt)")
+	fs.DurationVar(&c.XDSDebounce, "xds-debounce", c.XDSDebounce, "how long the control plane waits for a burst of API changes to settle before cutting a snapshot")
 }
 
 // Load applies defaults, then COUNTERSIGN_INJECTOR_* environment variables, then flags, and
@@ -179,6 +203,32 @@ func (c *Config) Validate() error {
 	default:
 		add("tls-mode", "%q, expected self or files", c.TLSMode)
 	}
+	if c.XDSListen != "" {
+		if _, _, err := net.SplitHostPort(c.XDSListen); err != nil {
+			add("xds-listen", "%q is not host:port", c.XDSListen)
+		}
+		if c.XDSTLSCertFile == "" || c.XDSTLSKeyFile == "" {
+			add("xds-tls-cert-file", "--xds-tls-cert-file and --xds-tls-key-file are required with --xds-listen")
+		}
+		if c.XDSClientCAFile == "" {
+			add("xds-client-ca-file", "required with --xds-listen: proxies authenticate to the control plane with client certificates")
+		}
+		if h, p, err := net.SplitHostPort(c.xdsAddress()); err != nil || h == "" || p == "" || p == "0" {
+			add("xds-address", "%q is not host:port (the address proxies dial)", c.xdsAddress())
+		}
+		if c.XDSClientSecret == "" {
+			add("xds-client-secret", "required with --xds-listen")
+		}
+		if c.XDSDebounce <= 0 || c.XDSDebounce > 10*time.Second {
+			add("xds-debounce", "%s, expected more than 0 and at most 10s", c.XDSDebounce)
+		}
+	} else {
+		for _, f := range []struct{ flag, v string }{{"xds-tls-cert-file", c.XDSTLSCertFile}, {"xds-client-ca-file", c.XDSClientCAFile}, {"xds-address", c.XDSAddress}} {
+			if f.v != "" {
+				add(f.flag, "only with --xds-listen")
+			}
+		}
+	}
 	if err := c.Inject().Validate(); err != nil {
 		for _, e := range unjoin(err) {
 			errs = append(errs, fmt.Errorf("--%w", e))
@@ -214,12 +264,32 @@ func (c *Config) Inject() *inject.Config {
 	if c.Namespace != "" {
 		ex = append(ex, c.Namespace)
 	}
-	return &inject.Config{
+	ic := &inject.Config{
 		ProxyImage: c.ProxyImage, ProxySimImage: c.ProxySimImage, DefaultAttester: c.DefaultAttester,
 		AttestationURL: c.AttestationURL, AttestationCAKey: c.AttestationCAKey,
 		PolicyConfigMap: c.PolicyConfigMap, SimPlatformKeySecret: c.SimPlatformKeySecret,
 		CPU: q(c.ProxyCPU), Memory: q(c.ProxyMemory), EPC: q(c.SGXEPC), ExcludedNamespaces: ex,
+		ProxyInitImage: c.ProxyInitImage,
 	}
+	if c.XDSListen != "" {
+		addr := c.xdsAddress()
+		name := c.XDSServerName
+		if name == "" {
+			name, _, _ = net.SplitHostPort(addr)
+		}
+		ic.XDS = &inject.XDS{Address: addr, ServerName: name, ClientSecret: c.XDSClientSecret}
+	}
+	return ic
+}
+
+// xdsAddress is --xds-address, or the in-cluster Service name (the webhook's) with the port
+// of --xds-listen.
+func (c *Config) xdsAddress() string {
+	if c.XDSAddress != "" {
+		return c.XDSAddress
+	}
+	_, port, _ := net.SplitHostPort(c.XDSListen)
+	return net.JoinHostPort(c.WebhookConfig+"."+c.Namespace+".svc", port)
 }
 
 // Hosts is the serving certificate's names: --cert-hosts, or the in-cluster Service names.

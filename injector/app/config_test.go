@@ -7,7 +7,7 @@ import (
 	"time"
 )
 
-var required = []string{"--namespace=cs", "--proxy-image=p@sha256:1", "--proxy-sim-image=s@sha256:2", "--attestation-url=https://a"}
+var required = []string{"--namespace=cs", "--webhook-config=countersign-injector", "--proxy-image=p@sha256:1", "--proxy-sim-image=s@sha256:2", "--attestation-url=https://a"}
 
 func TestPrecedence(t *testing.T) {
 	for _, tc := range []struct {
@@ -69,5 +69,40 @@ func TestValidateNamesFlags(t *testing.T) {
 		return ""
 	}, io.Discard); err == nil || !strings.Contains(err.Error(), "COUNTERSIGN_INJECTOR_CERT_VALIDITY") {
 		t.Errorf("bad env: %v", err)
+	}
+}
+
+func TestXDSFlags(t *testing.T) {
+	files := []string{"--xds-listen=:15010", "--xds-tls-cert-file=x.crt", "--xds-tls-key-file=x.key", "--xds-client-ca-file=ca.pem"}
+	c, err := Load(append(append([]string{}, required...), files...), func(string) string { return "" }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := c.Inject().XDS
+	if x == nil || x.Address != "countersign-injector.cs.svc:15010" || x.ServerName != "countersign-injector.cs.svc" || x.ClientSecret != "countersign-xds-client" {
+		t.Errorf("injected control plane %+v, want the Service's name with the xds port", x)
+	}
+	c, err = Load(append(append([]string{}, required...), append(files, "--xds-address=cp.example:443", "--xds-server-name=cp")...), func(string) string { return "" }, io.Discard)
+	if err != nil || c.Inject().XDS.Address != "cp.example:443" || c.Inject().XDS.ServerName != "cp" {
+		t.Errorf("explicit address: %v %+v", err, c.Inject().XDS)
+	}
+	if c, _ := Load(required, func(string) string { return "" }, io.Discard); c.Inject().XDS != nil {
+		t.Error("a control plane without --xds-listen")
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--xds-listen=:15010"}, "--xds-tls-cert-file"},
+		{[]string{"--xds-listen=:15010", "--xds-tls-cert-file=a", "--xds-tls-key-file=b"}, "--xds-client-ca-file: required"},
+		{append(files[:4:4], "--xds-debounce=0s"), "--xds-debounce"},
+		{append(files[:4:4], "--xds-address=cp"), "--xds-address"},
+		{[]string{"--xds-listen=15010"}, "--xds-listen"},
+		{[]string{"--xds-client-ca-file=ca.pem"}, "--xds-client-ca-file: only with --xds-listen"},
+	} {
+		_, err := Load(append(append([]string{}, required...), tc.args...), func(string) string { return "" }, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: error %v, want it to name %s", tc.args, err, tc.want)
+		}
 	}
 }

@@ -3,12 +3,15 @@ package app
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -20,6 +23,7 @@ import (
 	"github.com/countersign/countersign/injector/events"
 	"github.com/countersign/countersign/injector/metrics"
 	"github.com/countersign/countersign/injector/webhook"
+	"github.com/countersign/countersign/injector/xds"
 )
 
 // Run loads the configuration from args and the environment and serves until ctx ends.
@@ -42,7 +46,7 @@ func Serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	defer cancel()
 	m := metrics.New()
 	var client kubernetes.Interface
-	if cfg.TLSMode == TLSSelf || cfg.Events {
+	if cfg.TLSMode == TLSSelf || cfg.Events || cfg.XDSListen != "" {
 		rc, err := restConfig(cfg.Kubeconfig)
 		if err != nil {
 			return err
@@ -86,6 +90,16 @@ func Serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	}
 	mux := http.NewServeMux()
 	h.Mux(mux)
+	ready := src
+	errc := make(chan error, 3)
+	if cfg.XDSListen != "" {
+		cp, xsrc, err := startXDS(ctx, cfg, client, log, m, errc)
+		if err != nil {
+			return err
+		}
+		ready = both{src, xsrc}
+		log.Info("control plane started", "listen", cp.Addr(), "advertised", cfg.Inject().XDS.Address, "watch_namespace", cfg.XDSWatchNamespace)
+	}
 	whLn, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("--listen: %w", err)
@@ -105,8 +119,7 @@ func Serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		TLSConfig:         &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: src.GetCertificate},
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
-	admin := &http.Server{Handler: AdminHandler(src, m), ReadHeaderTimeout: 5 * time.Second, MaxHeaderBytes: 16 << 10}
-	errc := make(chan error, 2)
+	admin := &http.Server{Handler: AdminHandler(ready, m), ReadHeaderTimeout: 5 * time.Second, MaxHeaderBytes: 16 << 10}
 	go func() { errc <- wh.ServeTLS(whLn, "", "") }()
 	go func() { errc <- admin.Serve(adLn) }()
 	log.Info("injector started", "listen", whLn.Addr().String(), "admin", adLn.Addr().String(), "tls_mode", cfg.TLSMode, "namespace", cfg.Namespace)
@@ -114,6 +127,7 @@ func Serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	case <-ctx.Done():
 	case err = <-errc:
 	}
+	cancel() // stops the control plane, if any
 	sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer scancel()
 	_ = wh.Shutdown(sctx)
@@ -124,6 +138,68 @@ func Serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	log.Info("injector stopped")
 	return nil
 }
+
+// startXDS binds and runs the control plane: its serving certificate from files (reloaded),
+// client certificates required and verified against --xds-client-ca-file (reloaded). Its
+// error, if it stops by itself, goes to errc.
+func startXDS(ctx context.Context, cfg *Config, client kubernetes.Interface, log *slog.Logger, m *metrics.Metrics, errc chan<- error) (*xds.Server, certs.Source, error) {
+	fsrc := &certs.FileSource{CertFile: cfg.XDSTLSCertFile, KeyFile: cfg.XDSTLSKeyFile, Name: "control plane", Log: log}
+	if err := fsrc.Reload(); err != nil {
+		return nil, nil, fmt.Errorf("--xds-tls-cert-file: %w", err)
+	}
+	cas := &certs.PoolSource{File: cfg.XDSClientCAFile, Log: log}
+	if err := cas.Reload(); err != nil {
+		return nil, nil, fmt.Errorf("--xds-client-ca-file: %w", err)
+	}
+	go fsrc.Run(ctx, 10*time.Second)
+	go cas.Run(ctx, 10*time.Second)
+	cp, err := xds.New(xds.Config{
+		Listen: cfg.XDSListen, TLS: XDSTLS(fsrc.GetCertificate, cas.Pool), Client: client, Namespace: cfg.XDSWatchNamespace,
+		Debounce: cfg.XDSDebounce, Logger: log,
+		OnNack: func(_, typeURL, _ string) {
+			t := typeURL[strings.LastIndexByte(typeURL, '.')+1:]
+			if !slices.Contains(metrics.XDSTypes, t) {
+				t = "other"
+			}
+			m.XDSNacks.WithLabelValues(t).Inc()
+		},
+		OnSnapshot: func(string) { m.XDSSnapshots.Inc() },
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("--xds-listen: %w", err)
+	}
+	go func() {
+		if err := cp.Run(ctx); err != nil {
+			errc <- fmt.Errorf("control plane: %w", err)
+		}
+	}()
+	return cp, fsrc, nil
+}
+
+// XDSTLS is the control plane's server TLS: TLS 1.3, a client certificate required and
+// verified against the pool current at each handshake, HTTP/2 (gRPC) by ALPN.
+func XDSTLS(getCert func(*tls.ClientHelloInfo) (*tls.Certificate, error), pool func() (*x509.CertPool, error)) *tls.Config {
+	base := &tls.Config{MinVersion: tls.VersionTLS13, ClientAuth: tls.RequireAndVerifyClientCert, GetCertificate: getCert, NextProtos: []string{"h2"}}
+	base.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		p, err := pool()
+		if err != nil {
+			return nil, err
+		}
+		c := base.Clone()
+		c.GetConfigForClient = nil
+		c.ClientCAs = p
+		return c, nil
+	}
+	return base
+}
+
+// both is ready when both sources are (the webhook's and the control plane's certificates).
+type both struct {
+	certs.Source
+	other certs.Source
+}
+
+func (b both) Ready() bool { return b.Source.Ready() && b.other.Ready() }
 
 // AdminHandler serves /healthz, /readyz (a serving certificate is loaded) and /metrics.
 func AdminHandler(src certs.Source, m *metrics.Metrics) http.Handler {

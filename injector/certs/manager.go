@@ -351,8 +351,10 @@ func (m *Manager) load(sec *corev1.Secret) error {
 // they change; a failed reload keeps the previous pair.
 type FileSource struct {
 	CertFile, KeyFile string
-	Log               *slog.Logger
-	Loaded            func(notAfter time.Time)
+	// Name says which certificate in logs (default "webhook").
+	Name   string
+	Log    *slog.Logger
+	Loaded func(notAfter time.Time)
 
 	cur    atomic.Pointer[tls.Certificate]
 	curPEM []byte
@@ -374,7 +376,7 @@ func (f *FileSource) Reload() error {
 	if f.Loaded != nil {
 		f.Loaded(leaf.NotAfter)
 	}
-	f.Log.Info("webhook serving certificate loaded from file", "file", f.CertFile, "not_after", leaf.NotAfter)
+	f.Log.Info(f.name()+" serving certificate loaded from file", "file", f.CertFile, "not_after", leaf.NotAfter)
 	return nil
 }
 
@@ -388,10 +390,17 @@ func (f *FileSource) Run(ctx context.Context, interval time.Duration) {
 			return
 		case <-t.C:
 			if err := f.Reload(); err != nil {
-				f.Log.Warn("webhook certificate reload failed; keeping the previous one", "err", err)
+				f.Log.Warn(f.name()+" certificate reload failed; keeping the previous one", "err", err)
 			}
 		}
 	}
+}
+
+func (f *FileSource) name() string {
+	if f.Name == "" {
+		return "webhook"
+	}
+	return f.Name
 }
 
 // GetCertificate serves the current certificate.

@@ -62,6 +62,11 @@ type Config struct {
 	CPU, Memory, EPC resource.Quantity
 	// ExcludedNamespaces are never injected (the injector's own, kube-system).
 	ExcludedNamespaces []string
+	// ProxyInitImage runs `proxy iptables` in the init container of transparent pods (an
+	// image with the proxy binary and iptables-nft); empty refuses transparent pods (mesh.go).
+	ProxyInitImage string
+	// XDS, when set, is the control plane every injected proxy subscribes to (mesh.go).
+	XDS *XDS
 }
 
 // Validate names the setting at fault (the injector maps them to its flags).
@@ -149,6 +154,11 @@ func (c *Config) Inject(pod *corev1.Pod) error {
 	if err := portConflicts(pod, pc, adminPort); err != nil {
 		return err
 	}
+	if pc.Transparent != nil {
+		if err := checkAppUID(pod, pc.Transparent.ProxyUID); err != nil {
+			return err
+		}
+	}
 	cpu, err := parseQuantity(ann, AnnotationCPU, c.CPU)
 	if err != nil {
 		return err
@@ -181,7 +191,9 @@ func (c *Config) Inject(pod *corev1.Pod) error {
 	in, _, _ := parseListeners(ann) // checked by proxyConfig
 	pubVols, pubMounts := publicCerts(in)
 	ctr.VolumeMounts = append(ctr.VolumeMounts, pubMounts...)
+	c.meshContainer(pc, &ctr)
 	pod.Spec.InitContainers = upsertContainer(pod.Spec.InitContainers, ctr)
+	c.meshPod(pod, pc)
 	vols := []corev1.Volume{
 		{Name: VolumeConfig, VolumeSource: corev1.VolumeSource{DownwardAPI: &corev1.DownwardAPIVolumeSource{
 			Items: []corev1.DownwardAPIVolumeFile{{Path: "proxy.yaml", FieldRef: &corev1.ObjectFieldSelector{
@@ -246,9 +258,13 @@ func (c *Config) proxyConfig(pod *corev1.Pod) (*config.Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	if len(in)+len(out) == 0 {
+	transparent, err := transparentEnabled(ann)
+	if err != nil {
+		return nil, err
+	}
+	if len(in)+len(out) == 0 && !transparent {
 		return nil, &Error{Reason: ReasonInvalidAnnotation, Message: fmt.Sprintf(
-			"no listeners: at least one %s<name> or %s<name> annotation is required", InboundPrefix, OutboundPrefix)}
+			"no listeners: at least one %s<name> or %s<name> annotation, or %s=%s, is required", InboundPrefix, OutboundPrefix, AnnotationTransparent, ValueEnabled)}
 	}
 	svcURL, caFile, err := c.attestationService(ann)
 	if err != nil {
@@ -291,6 +307,9 @@ func (c *Config) proxyConfig(pod *corev1.Pod) (*config.Config, error) {
 			Upstream: s.upstream, UpstreamIdentity: s.identities,
 		})
 	}
+	if err := c.meshConfig(ann, pc, adminPort); err != nil {
+		return nil, err
+	}
 	return pc, nil
 }
 
@@ -308,6 +327,11 @@ func portConflicts(pod *corev1.Pod, pc *config.Config, adminPort int) error {
 		}
 		owner[port] = what
 		return nil
+	}
+	for p, what := range meshPorts(pc) {
+		if err := claim(p, what); err != nil {
+			return err
+		}
 	}
 	for _, l := range pc.Inbound {
 		p, _ := strconv.Atoi(l.Listen[strings.LastIndexByte(l.Listen, ':')+1:])

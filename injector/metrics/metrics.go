@@ -18,7 +18,13 @@ type Metrics struct {
 	Rotations     *prometheus.CounterVec // step: staged | promoted | reissued | error
 	CABundle      prometheus.Counter
 	EventsDropped prometheus.Counter
+	XDSNacks      *prometheus.CounterVec // type: XDSTypes
+	XDSSnapshots  prometheus.Counter
 }
+
+// XDSTypes are the values of the type label of XDSNacks (resource types; "other" for any
+// other type URL a proxy names).
+var XDSTypes = []string{"Cluster", "ClusterLoadAssignment", "Listener", "RouteConfiguration", "other"}
 
 // New registers the metrics (and the Go and process collectors) on a new registry.
 func New() *Metrics {
@@ -44,11 +50,20 @@ func New() *Metrics {
 		EventsDropped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "countersign_injector_events_dropped_total", Help: "Kubernetes Events not written because the queue was full.",
 		}),
+		XDSNacks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "countersign_injector_xds_nacks_total", Help: "Control plane responses rejected by proxies (NACK), by resource type.",
+		}, []string{"type"}),
+		XDSSnapshots: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "countersign_injector_xds_snapshots_total", Help: "Control plane snapshots cut (a changed translation of the cluster state).",
+		}),
 	}
-	r.MustRegister(m.Admissions, m.Duration, m.CertNotAfter, m.Rotations, m.CABundle, m.EventsDropped,
+	r.MustRegister(m.Admissions, m.Duration, m.CertNotAfter, m.Rotations, m.CABundle, m.EventsDropped, m.XDSNacks, m.XDSSnapshots,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, reason := range inject.Reasons {
 		m.Admissions.WithLabelValues(string(reason))
+	}
+	for _, t := range XDSTypes {
+		m.XDSNacks.WithLabelValues(t)
 	}
 	for _, s := range []string{"staged", "promoted", "reissued", "error"} {
 		m.Rotations.WithLabelValues(s)

@@ -40,6 +40,7 @@ import (
 	"github.com/countersign/countersign/internal/testservice"
 	"github.com/countersign/countersign/proxy/config"
 	"github.com/countersign/countersign/proxy/server"
+	"github.com/countersign/countersign/proxy/xdsclient"
 )
 
 var (
@@ -108,6 +109,8 @@ type meshEnv struct {
 	// single-label names in EndpointSlices, a private address inside the test's own network
 	// namespace (see apiserver_test.go).
 	host string
+	// xds, when set, subscribes the back proxies to the control plane (NodeID their name).
+	xds *config.XDS
 }
 
 func newMeshEnv(t *testing.T) *meshEnv {
@@ -145,6 +148,7 @@ type backend struct {
 	name     string
 	httpPort int32
 	tcpPort  int32
+	srv      *server.Server
 }
 
 func port(addr string) int32 {
@@ -173,12 +177,18 @@ func (e *meshEnv) backend(name string) backend {
 		}
 	}()
 	c := e.cfg("back", mrBack)
+	// The pinned floor lets front and rogue call; the control plane may narrow that.
 	c.Inbound = []config.Inbound{
-		{Name: "api", Listen: e.listenHost() + ":0", Protocol: "http", ForwardTo: strings.TrimPrefix(app.URL, "http://"), Allow: []string{"front"}},
-		{Name: "echo", Listen: e.listenHost() + ":0", Protocol: "tcp", ForwardTo: echo.Addr().String(), Allow: []string{"front"}},
+		{Name: "api", Listen: e.listenHost() + ":0", Protocol: "http", ForwardTo: strings.TrimPrefix(app.URL, "http://"), Allow: []string{"front", "rogue"}},
+		{Name: "echo", Listen: e.listenHost() + ":0", Protocol: "tcp", ForwardTo: echo.Addr().String(), Allow: []string{"front", "rogue"}},
+	}
+	if e.xds != nil {
+		x := *e.xds
+		x.NodeID = name
+		c.XDS = &x
 	}
 	s, _ := e.start(c)
-	return backend{name: name, httpPort: port(s.Addr("api")), tcpPort: port(s.Addr("echo"))}
+	return backend{name: name, httpPort: port(s.Addr("api")), tcpPort: port(s.Addr("echo")), srv: s}
 }
 
 func ptr[T any](v T) *T { return &v }
@@ -325,6 +335,10 @@ func runConformance(t *testing.T, client kubernetes.Interface, host string) {
 		}
 	})
 
+	// The back proxies subscribe too, with no upstream identities: the control plane can only
+	// narrow who may call them.
+	e.xds = &config.XDS{Server: cp.Addr(), ServerName: "xds.test", CAFile: p.caFile, CertFile: p.certFile, KeyFile: p.keyFile,
+		MinBackoff: config.Duration(50 * time.Millisecond), MaxBackoff: config.Duration(200 * time.Millisecond)}
 	backs := []backend{e.backend("back-1"), e.backend("back-2"), e.backend("back-3")}
 	fc := e.cfg("front", mrFront)
 	fc.XDS = &config.XDS{Server: cp.Addr(), ServerName: "xds.test", CAFile: p.caFile, CertFile: p.certFile, KeyFile: p.keyFile,
@@ -415,6 +429,12 @@ func runConformance(t *testing.T, client kubernetes.Interface, host string) {
 	waitApplied(t, time.Now(), "NACK", func() bool {
 		return metricValue(t, front, "countersign_xds_updates_total", map[string]string{"type": "Cluster", "result": "widening"}) >= 1
 	})
+	// The rejected version is not sent again (go-control-plane's cache would resend it at once,
+	// in a loop, without the control plane's NACK handling): one rejection, then quiet.
+	time.Sleep(300 * time.Millisecond)
+	if n := metricValue(t, front, "countersign_xds_updates_total", map[string]string{"type": "Cluster", "result": "widening"}); n != 1 {
+		t.Errorf("front rejected %v Cluster responses for one bad push, want 1 (the rejected version was resent)", n)
+	}
 	waitApplied(t, time.Now(), "NACK reaches the control plane", func() bool {
 		nackMu.Lock()
 		defer nackMu.Unlock()
@@ -485,6 +505,15 @@ func runConformance(t *testing.T, client kubernetes.Interface, host string) {
 			}
 		}()
 	}
+	// The back proxies' views (no clusters; no inbound listener without countersign.dev/allow)
+	// do not change with the endpoints: they are not sent anything during the changes.
+	backAcks := func() float64 {
+		return metricValue(t, backs[1].srv, "countersign_xds_updates_total", map[string]string{"result": "ack"})
+	}
+	acks0 := backAcks()
+	if acks0 == 0 {
+		t.Error("back-2 has accepted nothing: a proxy with an empty view was never answered")
+	}
 	for i := 0; i < 100; i++ {
 		b := backs[i%3]
 		t0 := time.Now()
@@ -499,6 +528,9 @@ func runConformance(t *testing.T, client kubernetes.Interface, host string) {
 	stopLoad()
 	wg.Wait()
 	echoOnce(1000)
+	if n := backAcks(); n != acks0 {
+		t.Errorf("back-2 accepted %v responses during endpoint changes it cannot see, want none", n-acks0)
+	}
 	t.Logf("100 endpoint changes under load: %d requests ok, %d failed", ok.Load(), failed.Load())
 	if failed.Load() != 0 {
 		t.Errorf("%d requests failed during endpoint changes, e.g. %v", failed.Load(), failures)
@@ -508,6 +540,62 @@ func runConformance(t *testing.T, client kubernetes.Interface, host string) {
 	}
 	t.Logf("config update latency (API change -> proxy applied), %d changes: p50 %v, p99 %v, max %v",
 		len(latencies), percentile(latencies, 0.5), percentile(latencies, 0.99), percentile(latencies, 1))
+
+	// 5b. Narrow who may call back: the Service's countersign.dev/allow becomes an inbound
+	// Listener on the slice's target port, sent to the proxies proving "back"; the one serving
+	// that port applies it without a restart. front is no longer allowed: its next request,
+	// on its existing keep-alive connection, is refused by back; the TCP stream opened before
+	// stays up (narrowing applies to new handshakes and requests); a new one is refused.
+	cur := backs[99%3]
+	inboundOf := func() *xdsclient.Inbound { return cur.srv.XDS().State().InboundOn(uint16(cur.httpPort)) }
+	t0 = time.Now()
+	if _, err := client.CoreV1().Services(ns).Update(ctx, svcObj("records", map[string]string{xds.AnnotationUpstreamIdentity: "back", xds.AnnotationAllow: "rogue"}), metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	d = waitApplied(t, t0, "inbound narrowing", func() bool { in := inboundOf(); return in != nil && slices.Equal(in.Allow, []string{"rogue"}) })
+	t.Logf("inbound narrowing: applied at %s %v after the API call", cur.name, d)
+	refused := func() float64 {
+		return metricValue(t, cur.srv, "countersign_rejections_total", map[string]string{"listener": "api"})
+	}
+	r0 := refused()
+	// back refuses front (at the handshake of a new connection, or the request on a kept-alive
+	// one); front answers 502 with the reason.
+	if code, body, _ := get(api); code == 200 || refused() != r0+1 {
+		t.Fatalf("front still allowed after back narrowed its callers to rogue: %d %q (back refusals %v -> %v)", code, body, r0, refused())
+	}
+	echoOnce(2000)
+	if c2, err := net.Dial("tcp", front.Addr("echo")); err == nil {
+		c2.SetDeadline(time.Now().Add(10 * time.Second))
+		io.WriteString(c2, "x\n")
+		if _, err := bufio.NewReader(c2).ReadString('\n'); err == nil {
+			t.Error("a new TCP stream from front was accepted after back narrowed its callers")
+		}
+		c2.Close()
+	}
+	// Widening the pinned allow list (back only lets front and rogue call) is NACKed by back,
+	// which keeps the narrowed list.
+	if _, err := client.CoreV1().Services(ns).Update(ctx, svcObj("records", map[string]string{xds.AnnotationUpstreamIdentity: "back", xds.AnnotationAllow: "front,back"}), metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitApplied(t, time.Now(), "inbound widening NACK", func() bool {
+		return metricValue(t, cur.srv, "countersign_xds_updates_total", map[string]string{"type": "Listener", "result": "widening"}) >= 1
+	})
+	if in := inboundOf(); in == nil || !slices.Equal(in.Allow, []string{"rogue"}) {
+		t.Errorf("back changed its inbound policy after a rejected push: %+v", in)
+	}
+	if code, _, _ := get(api); code == 200 || refused() != r0+2 {
+		t.Errorf("after the rejected widening: %d, back refusals %v, want front refused again", code, refused())
+	}
+	// The annotation removed: the pinned allow list is in force again.
+	t0 = time.Now()
+	if _, err := client.CoreV1().Services(ns).Update(ctx, svcObj("records", map[string]string{xds.AnnotationUpstreamIdentity: "back"}), metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitApplied(t, t0, "inbound narrowing removed", func() bool { return inboundOf() == nil })
+	if code, body, _ := get(api); code != 200 || body != cur.name {
+		t.Fatalf("after the narrowing was removed: %d %q", code, body)
+	}
+	echoOnce(2001)
 
 	// 6. Delete: the cluster goes away and requests are refused with a reason.
 	t0 = time.Now()

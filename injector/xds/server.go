@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -29,6 +30,8 @@ import (
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
+
+	"github.com/countersign/countersign/proxy/xdsmeta"
 )
 
 // Config configures the control plane.
@@ -54,13 +57,43 @@ type Server struct {
 	cache cachev3.SnapshotCache
 	ln    net.Listener
 
-	mu      sync.Mutex
-	nodes   map[string]bool
+	mu sync.Mutex
+	// nodes are the subscribed node keys (nodeKey: the node ID, plus a digest of its
+	// Countersign node metadata when it sent some) with what they told about themselves;
+	// refs counts the streams of each.
+	nodes   map[string]*nodeState
 	streams map[int64]string
-	snap    *cachev3.Snapshot
-	digest  string
-	seq     uint64
-	kick    chan struct{}
+	// res is the current translation (every proxy's view is cut from it), digest its hash.
+	res    map[resource.Type][]types.Resource
+	scope  map[string][]string
+	digest string
+	seq    uint64
+	// views caches this generation's snapshots by view class (the node metadata digest);
+	// prevViews are the previous generation's, reused when a view did not change (same
+	// version: the proxies of that class are not sent the same resources again).
+	views, prevViews map[string]viewSnap
+	// sent is the last response per stream and type, to recognise what a NACK rejects.
+	sent map[sentKey]sentResp
+	kick chan struct{}
+}
+
+type viewSnap struct {
+	snap   *cachev3.Snapshot
+	digest string
+}
+
+type sentKey struct {
+	stream  int64
+	typeURL string
+}
+
+type sentResp struct{ nonce, version string }
+
+type nodeState struct {
+	info    xdsmeta.NodeInfo
+	hasInfo bool
+	class   string
+	refs    int
 }
 
 // New binds the gRPC listener.
@@ -81,22 +114,49 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, ln: ln, nodes: map[string]bool{}, streams: map[int64]string{}, kick: make(chan struct{}, 1)}
-	s.cache = cachev3.NewSnapshotCache(true, cachev3.IDHash{}, slogAdapter{cfg.Logger})
+	s := &Server{cfg: cfg, ln: ln, nodes: map[string]*nodeState{}, streams: map[int64]string{}, views: map[string]viewSnap{},
+		sent: map[sentKey]sentResp{}, kick: make(chan struct{}, 1)}
+	s.cache = cachev3.NewSnapshotCache(true, nodeHash{}, slogAdapter{cfg.Logger})
 	return s, nil
+}
+
+// nodeHash keys the snapshot cache by node ID and view class, so that two proxies sharing a
+// node ID but configured differently never share a snapshot.
+type nodeHash struct{}
+
+func (nodeHash) ID(n *corev3.Node) string {
+	_, _, class := nodeInfo(n)
+	if class == "" {
+		return n.GetId()
+	}
+	return n.GetId() + "|" + class
+}
+
+// nodeInfo reads the node's Countersign metadata; class is a digest of it ("" without).
+func nodeInfo(n *corev3.Node) (xdsmeta.NodeInfo, bool, string) {
+	info, ok, err := xdsmeta.DecodeNode(n.GetMetadata())
+	if err != nil || !ok {
+		return info, false, ""
+	}
+	sort.Strings(info.UpstreamIdentities)
+	sort.Strings(info.Clusters)
+	b, _ := json.Marshal(info)
+	sum := sha256.Sum256(b)
+	return info, true, hex.EncodeToString(sum[:8])
 }
 
 // Addr is the bound gRPC address.
 func (s *Server) Addr() string { return s.ln.Addr().String() }
 
-// Version is the current snapshot version ("" before the first).
+// Version is the current generation: the sequence number and the digest prefix of the whole
+// translation ("" before the first). Each proxy's view carries its own version, derived from it.
 func (s *Server) Version() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.snap == nil {
+	if s.res == nil {
 		return ""
 	}
-	return s.snap.GetVersion(resource.ClusterType)
+	return strconv.FormatUint(s.seq, 10) + "-" + s.digest[:12]
 }
 
 // Run starts the informers and serves until ctx ends.
@@ -140,11 +200,12 @@ func (s *Server) Run(ctx context.Context) error {
 		StreamRequestFunc: func(id int64, req *discoveryv3.DiscoveryRequest) error {
 			return s.onRequest(ctx, id, req.GetNode(), req)
 		},
-		StreamClosedFunc: func(id int64, _ *corev3.Node) {
+		StreamResponseFunc: func(_ context.Context, id int64, _ *discoveryv3.DiscoveryRequest, resp *discoveryv3.DiscoveryResponse) {
 			s.mu.Lock()
-			delete(s.streams, id)
+			s.sent[sentKey{id, resp.GetTypeUrl()}] = sentResp{resp.GetNonce(), resp.GetVersionInfo()}
 			s.mu.Unlock()
 		},
+		StreamClosedFunc: func(id int64, _ *corev3.Node) { s.closed(id) },
 	}
 	xs := serverv3.NewServer(ctx, s.cache, cb)
 	g := grpc.NewServer(grpc.Creds(credentials.NewTLS(s.cfg.TLS)),
@@ -190,70 +251,148 @@ func (s *Server) trigger() {
 }
 
 func (s *Server) onRequest(ctx context.Context, id int64, node *corev3.Node, req *discoveryv3.DiscoveryRequest) error {
-	s.mu.Lock()
-	nodeID := s.streams[id]
-	if node.GetId() != "" {
-		nodeID = node.GetId()
-		s.streams[id] = nodeID
-	}
-	if nodeID == "" {
-		s.mu.Unlock()
+	if node.GetId() == "" {
 		return errors.New("xds: the first request must carry a node ID")
 	}
-	fresh := !s.nodes[nodeID]
-	s.nodes[nodeID] = true
-	snap := s.snap
+	key := nodeHash{}.ID(node)
+	s.mu.Lock()
+	if prev, ok := s.streams[id]; ok && prev != key {
+		s.mu.Unlock()
+		return fmt.Errorf("xds: node %q changed its identity or metadata within a stream", node.GetId())
+	}
+	if req.GetErrorDetail() != nil {
+		// A NACK names the version the proxy keeps; go-control-plane's cache would answer that
+		// at once with the version just rejected, and the proxy would reject it again, in a hot
+		// loop. Treat the rejected version as the one held: the next response is the next
+		// version (Envoy's behaviour on NACK).
+		if last, ok := s.sent[sentKey{id, req.GetTypeUrl()}]; ok && last.nonce == req.GetResponseNonce() {
+			req.VersionInfo = last.version
+		}
+	}
+	var snap *cachev3.Snapshot
+	fresh := false
+	if _, ok := s.streams[id]; !ok {
+		s.streams[id] = key
+		ns := s.nodes[key]
+		if ns == nil {
+			info, has, class := nodeInfo(node)
+			ns = &nodeState{info: info, hasInfo: has, class: class}
+			s.nodes[key] = ns
+			fresh = true
+			if s.res != nil {
+				snap = s.viewLocked(ns)
+			}
+		}
+		ns.refs++
+	}
 	s.mu.Unlock()
 	if fresh && snap != nil {
-		if err := s.cache.SetSnapshot(ctx, nodeID, snap); err != nil {
+		if err := s.cache.SetSnapshot(ctx, key, snap); err != nil {
 			return err
 		}
-		s.cfg.Logger.Info("xds: proxy subscribed", "node", nodeID, "version", snap.GetVersion(resource.ClusterType))
+		s.cfg.Logger.Info("xds: proxy subscribed", "node", key, "version", snap.GetVersion(resource.ClusterType))
 	}
 	if d := req.GetErrorDetail(); d != nil {
-		s.cfg.Logger.Warn("xds: proxy rejected a response (NACK)", "node", nodeID, "type", req.GetTypeUrl(), "kept_version", req.GetVersionInfo(), "reason", d.GetMessage())
+		s.cfg.Logger.Warn("xds: proxy rejected a response (NACK)", "node", key, "type", req.GetTypeUrl(), "rejected_version", req.GetVersionInfo(), "reason", d.GetMessage())
 		if s.cfg.OnNack != nil {
-			s.cfg.OnNack(nodeID, req.GetTypeUrl(), d.GetMessage())
+			s.cfg.OnNack(node.GetId(), req.GetTypeUrl(), d.GetMessage())
 		}
 	}
 	return nil
 }
 
-// update translates, and when the result differs from the current snapshot, sets a new
-// consistent snapshot with the next version for every known node.
+// closed forgets a stream, and the node's snapshot when it was the node's last stream.
+func (s *Server) closed(id int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	key, ok := s.streams[id]
+	if !ok {
+		return
+	}
+	delete(s.streams, id)
+	for k := range s.sent {
+		if k.stream == id {
+			delete(s.sent, k)
+		}
+	}
+	if ns := s.nodes[key]; ns != nil {
+		if ns.refs--; ns.refs <= 0 {
+			delete(s.nodes, key)
+			s.cache.ClearSnapshot(key)
+		}
+	}
+}
+
+// viewLocked returns the snapshot of what the node may be sent, cut from the current
+// translation; nodes of one class share it within a generation. s.mu is held.
+func (s *Server) viewLocked(ns *nodeState) *cachev3.Snapshot {
+	if v, ok := s.views[ns.class]; ok {
+		return v.snap
+	}
+	res := View(s.res, s.scope, ns.info, ns.hasInfo)
+	digest := digestOf(res)
+	if v, ok := s.prevViews[ns.class]; ok && v.digest == digest {
+		s.views[ns.class] = v
+		return v.snap
+	}
+	version := strconv.FormatUint(s.seq, 10) + "-" + digest[:12]
+	// Every type gets the version, even when empty: go-control-plane gives a type absent from
+	// the snapshot the version "", which equals a new proxy's, so it would never answer it.
+	for _, t := range []string{resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.RouteType} {
+		if _, ok := res[t]; !ok {
+			res[t] = nil
+		}
+	}
+	snap, err := cachev3.NewSnapshot(version, res)
+	if err == nil {
+		err = snap.Consistent()
+	}
+	if err != nil {
+		// View keeps every kept listener's and route's cluster, so this is a bug.
+		s.cfg.Logger.Error("xds: inconsistent view not served", "version", version, "class", ns.class, "err", err)
+		return nil
+	}
+	s.views[ns.class] = viewSnap{snap, digest}
+	return snap
+}
+
+// update translates, and when the result differs from the current one, sets every known
+// node's view of it as a new consistent snapshot.
 func (s *Server) update(ctx context.Context, in Input) {
-	res, skipped := Translate(in)
+	res, scope, skipped := translate(in)
 	for _, sk := range skipped {
 		s.cfg.Logger.Warn("xds: service left out", "service", sk.Service, "reason", sk.Reason)
 	}
 	digest := digestOf(res)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.snap != nil && digest == s.digest {
+	if s.res != nil && digest == s.digest {
 		return
 	}
 	s.seq++
-	version := strconv.FormatUint(s.seq, 10) + "-" + digest[:12]
-	snap, err := cachev3.NewSnapshot(version, res)
-	if err == nil {
-		err = snap.Consistent()
+	s.res, s.scope, s.digest = res, scope, digest
+	s.prevViews, s.views = s.views, map[string]viewSnap{}
+	keys := make([]string, 0, len(s.nodes))
+	for k := range s.nodes {
+		keys = append(keys, k)
 	}
-	if err != nil {
-		s.cfg.Logger.Error("xds: inconsistent snapshot not served", "version", version, "err", err)
-		return
-	}
-	s.snap, s.digest = snap, digest
-	nodes := make([]string, 0, len(s.nodes))
-	for n := range s.nodes {
-		nodes = append(nodes, n)
-	}
-	sort.Strings(nodes)
-	for _, n := range nodes {
-		if err := s.cache.SetSnapshot(ctx, n, snap); err != nil {
-			s.cfg.Logger.Error("xds: setting a snapshot", "node", n, "err", err)
+	sort.Strings(keys)
+	changed := 0
+	for _, k := range keys {
+		ns := s.nodes[k]
+		prev, hadPrev := s.prevViews[ns.class]
+		snap := s.viewLocked(ns)
+		if snap == nil || hadPrev && prev.snap == snap {
+			continue // unchanged view: nothing to send
+		}
+		changed++
+		if err := s.cache.SetSnapshot(ctx, k, snap); err != nil {
+			s.cfg.Logger.Error("xds: setting a snapshot", "node", k, "err", err)
 		}
 	}
-	s.cfg.Logger.Info("xds: new snapshot", "version", version, "clusters", len(res[resource.ClusterType]), "listeners", len(res[resource.ListenerType]), "nodes", len(nodes))
+	version := strconv.FormatUint(s.seq, 10) + "-" + digest[:12]
+	s.cfg.Logger.Info("xds: new snapshot", "version", version, "clusters", len(res[resource.ClusterType]), "listeners", len(res[resource.ListenerType]),
+		"nodes", len(keys), "nodes_updated", changed, "views", len(s.views))
 	if s.cfg.OnSnapshot != nil {
 		s.cfg.OnSnapshot(version)
 	}

@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 
@@ -29,6 +30,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/countersign/countersign/proxy/xdsmeta"
 )
@@ -43,6 +45,14 @@ const (
 	AnnotationNarrow = "countersign.dev/narrow"
 	// AnnotationPodIdentity on a Pod is its proxy's identity (set by the injector's users).
 	AnnotationPodIdentity = "countersign.dev/identity"
+	// AnnotationAllow on a Service narrows who may call its pods' proxies: comma-separated
+	// policy identities, sent as an inbound Listener on each target port to the proxies that
+	// prove the Service's identities. Each proxy accepts it only as a subset of the allow list
+	// pinned for its inbound listener on that port.
+	AnnotationAllow = "countersign.dev/allow"
+	// AnnotationAllowNarrow on a Service is a JSON object of per-identity narrowings of the
+	// callers named by AnnotationAllow (xdsmeta.Narrowing).
+	AnnotationAllowNarrow = "countersign.dev/allow-narrow"
 	// LabelServiceName is the EndpointSlice label naming its Service.
 	LabelServiceName = discoveryv1.LabelServiceName
 )
@@ -70,9 +80,21 @@ func ClusterName(ns, name string, p corev1.ServicePort) string {
 	return ns + "/" + name + ":" + port
 }
 
+// InboundName is the name of the inbound Listener for a Service port's target port.
+func InboundName(cluster string, port int32) string {
+	return fmt.Sprintf("inbound|%s|%d", cluster, port)
+}
+
 // Translate turns the cluster state into Envoy resources. It is pure and deterministic.
 func Translate(in Input) (map[resource.Type][]types.Resource, []Skipped) {
+	out, _, skipped := translate(in)
+	return out, skipped
+}
+
+// translate also returns, for each inbound Listener, the identities of the proxies it is for.
+func translate(in Input) (map[resource.Type][]types.Resource, map[string][]string, []Skipped) {
 	out := map[resource.Type][]types.Resource{}
+	scope := map[string][]string{}
 	var skipped []Skipped
 	svcs := append([]*corev1.Service(nil), in.Services...)
 	sort.Slice(svcs, func(i, j int) bool {
@@ -101,6 +123,26 @@ func Translate(in Input) (map[resource.Type][]types.Resource, []Skipped) {
 				continue
 			}
 		}
+		var inbound *xdsmeta.InboundPolicy
+		if a := svc.Annotations[AnnotationAllow]; a != "" {
+			inbound = &xdsmeta.InboundPolicy{}
+			for _, id := range strings.Split(a, ",") {
+				if id = strings.TrimSpace(id); id != "" {
+					inbound.Allow = append(inbound.Allow, id)
+				}
+			}
+			if s := svc.Annotations[AnnotationAllowNarrow]; s != "" {
+				dec := json.NewDecoder(strings.NewReader(s))
+				dec.DisallowUnknownFields()
+				if err := dec.Decode(&inbound.Narrow); err != nil {
+					skipped = append(skipped, Skipped{key, fmt.Sprintf("annotation %s: %v", AnnotationAllowNarrow, err)})
+					continue
+				}
+			}
+		} else if svc.Annotations[AnnotationAllowNarrow] != "" {
+			skipped = append(skipped, Skipped{key, fmt.Sprintf("annotation %s without %s", AnnotationAllowNarrow, AnnotationAllow)})
+			continue
+		}
 		vip, vipErr := netip.ParseAddr(svc.Spec.ClusterIP)
 		for _, p := range svc.Spec.Ports {
 			if p.Protocol != "" && p.Protocol != corev1.ProtocolTCP {
@@ -124,6 +166,25 @@ func Translate(in Input) (map[resource.Type][]types.Resource, []Skipped) {
 				Metadata:             &corev3.Metadata{TypedFilterMetadata: map[string]*anypb.Any{xdsmeta.FilterKey: md}},
 			})
 			out[resource.EndpointType] = append(out[resource.EndpointType], assignment(name, p, slices))
+			if inbound != nil {
+				imd, err := xdsmeta.EncodeInbound(*inbound)
+				if err != nil {
+					skipped = append(skipped, Skipped{key, err.Error()})
+				} else {
+					for _, tp := range targetPorts(p, slices) {
+						iname := InboundName(name, tp)
+						out[resource.ListenerType] = append(out[resource.ListenerType], &listenerv3.Listener{
+							Name:             iname,
+							TrafficDirection: corev3.TrafficDirection_INBOUND,
+							Address: &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+								Address: "0.0.0.0", PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: uint32(tp)},
+							}}},
+							Metadata: &corev3.Metadata{TypedFilterMetadata: map[string]*anypb.Any{xdsmeta.FilterKey: imd}},
+						})
+						scope[iname] = ids
+					}
+				}
+			}
 			if vipErr != nil || !vip.IsValid() || vip.IsUnspecified() {
 				continue // headless: endpoints only, no listener
 			}
@@ -156,7 +217,81 @@ func Translate(in Input) (map[resource.Type][]types.Resource, []Skipped) {
 			out[resource.ListenerType] = append(out[resource.ListenerType], l)
 		}
 	}
-	return out, skipped
+	return out, scope, skipped
+}
+
+// targetPorts are the ports the Service port's endpoints listen on: the slices' ports of the
+// same name (named target ports resolve there), else a numeric targetPort (or the port).
+func targetPorts(p corev1.ServicePort, slices []*discoveryv1.EndpointSlice) []int32 {
+	set := map[int32]bool{}
+	for _, sl := range slices {
+		for _, sp := range sl.Ports {
+			if sp.Port != nil && ptrString(sp.Name) == p.Name && (sp.Protocol == nil || *sp.Protocol == corev1.ProtocolTCP) {
+				set[*sp.Port] = true
+			}
+		}
+	}
+	if len(set) == 0 {
+		switch {
+		case p.TargetPort.Type == intstr.Int && p.TargetPort.IntVal > 0:
+			set[p.TargetPort.IntVal] = true
+		case p.TargetPort.Type == intstr.Int && p.TargetPort.IntVal == 0:
+			set[p.Port] = true
+		}
+	}
+	out := make([]int32, 0, len(set))
+	for tp := range set {
+		out = append(out, tp)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out
+}
+
+// View is what one proxy is sent, cut from the whole translation. A proxy that described
+// itself (xdsmeta.NodeInfo) gets the clusters its outbound listeners name, the clusters that
+// name at least one identity it may call (a cluster mixing those with others is still sent,
+// so the proxy reports the widening), their endpoints, listeners and routes, and the inbound
+// listeners of the Services it backs (scope: by the identity it proves). A proxy that did not
+// describe itself gets every cluster and no inbound listener. The proxy checks every resource
+// against its pinned floor either way: this is about not sending what it cannot use.
+func View(all map[resource.Type][]types.Resource, scope map[string][]string, n xdsmeta.NodeInfo, described bool) map[resource.Type][]types.Resource {
+	out := map[resource.Type][]types.Resource{}
+	keep := map[string]bool{}
+	for _, r := range all[resource.ClusterType] {
+		c := r.(*clusterv3.Cluster)
+		ok := !described || slices.Contains(n.Clusters, c.GetName())
+		if !ok {
+			cp, err := xdsmeta.Decode(c.GetMetadata().GetTypedFilterMetadata()[xdsmeta.FilterKey])
+			ok = err == nil && slices.ContainsFunc(cp.Identities, func(id string) bool { return slices.Contains(n.UpstreamIdentities, id) })
+		}
+		if ok {
+			keep[c.GetName()] = true
+			out[resource.ClusterType] = append(out[resource.ClusterType], c)
+		}
+	}
+	for _, r := range all[resource.EndpointType] {
+		if keep[r.(*endpointv3.ClusterLoadAssignment).GetClusterName()] {
+			out[resource.EndpointType] = append(out[resource.EndpointType], r)
+		}
+	}
+	for _, r := range all[resource.ListenerType] {
+		l := r.(*listenerv3.Listener)
+		if ids, inbound := scope[l.GetName()]; inbound {
+			if described && slices.Contains(ids, n.Identity) {
+				out[resource.ListenerType] = append(out[resource.ListenerType], l)
+			}
+			continue
+		}
+		if keep[l.GetName()] { // a VIP listener is named after its cluster
+			out[resource.ListenerType] = append(out[resource.ListenerType], l)
+		}
+	}
+	for _, r := range all[resource.RouteType] {
+		if keep[r.(*routev3.RouteConfiguration).GetName()] {
+			out[resource.RouteType] = append(out[resource.RouteType], r)
+		}
+	}
+	return out
 }
 
 func ads() *corev3.ConfigSource {

@@ -67,8 +67,12 @@ func Verify(ctx context.Context, c Checker, cert *x509.Certificate, identities [
 	return &Peer{Identity: d.Identity, Token: t, Key: cert.PublicKey}, nil
 }
 
-func verifyState(c Checker, identities []string, listener string, log *slog.Logger, onReject Rejecter) func(tls.ConnectionState) error {
+func verifyState(c Checker, identities []string, current func() (Checker, []string), listener string, log *slog.Logger, onReject Rejecter) func(tls.ConnectionState) error {
 	return func(cs tls.ConnectionState) error {
+		c, identities := c, identities
+		if current != nil {
+			c, identities = current()
+		}
 		var err error
 		if len(cs.PeerCertificates) == 0 {
 			err = attestation.Rejectf(CodeNotAttested, "the peer presented no certificate")
@@ -100,6 +104,9 @@ func verifyState(c Checker, identities []string, listener string, log *slog.Logg
 type Options struct {
 	Listener   string // for logs and metrics
 	Identities []string
+	// Current, if set, is read at every handshake instead of the Checker and Identities
+	// given: the policy in force now (e.g. narrowed by the control plane).
+	Current    func() (Checker, []string)
 	Logger     *slog.Logger
 	OnReject   Rejecter
 	NextProtos []string
@@ -123,7 +130,7 @@ func ServerConfig(src CertSource, c Checker, opts Options) *tls.Config {
 		// The peer's certificate is self-signed; trust comes from its token, checked in
 		// VerifyConnection, not from a CA.
 		ClientAuth:       tls.RequestClientCert, // VerifyConnection refuses a missing certificate, with a reason code
-		VerifyConnection: verifyState(c, opts.Identities, opts.Listener, opts.Logger, opts.OnReject),
+		VerifyConnection: verifyState(c, opts.Identities, opts.Current, opts.Listener, opts.Logger, opts.OnReject),
 		NextProtos:       opts.NextProtos,
 	}
 }
@@ -143,7 +150,7 @@ func ClientConfig(src CertSource, c Checker, serverName string, opts Options) *t
 		// handshake proves possession of that key. VerifyConnection runs even when
 		// InsecureSkipVerify is set.
 		InsecureSkipVerify: true, //nolint:gosec // replaced by VerifyConnection, see above
-		VerifyConnection:   verifyState(c, opts.Identities, opts.Listener, opts.Logger, opts.OnReject),
+		VerifyConnection:   verifyState(c, opts.Identities, opts.Current, opts.Listener, opts.Logger, opts.OnReject),
 		NextProtos:         opts.NextProtos,
 	}
 }

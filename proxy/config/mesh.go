@@ -68,8 +68,10 @@ type XDS struct {
 	KeyFile  string `json:"keyFile"`
 	// UpstreamIdentities are the policy identities a pushed cluster may require of its
 	// upstreams (for clusters not named by an outbound listener, whose upstreamIdentity
-	// applies instead). Required: the floor for routes the control plane adds.
-	UpstreamIdentities []string `json:"upstreamIdentities"`
+	// applies instead): the floor for routes the control plane adds. Empty: the control plane
+	// can add no routes, only move the endpoints of the clusters outbound listeners name and
+	// narrow policy (of those clusters and of who may call the inbound listeners).
+	UpstreamIdentities []string `json:"upstreamIdentities,omitempty"`
 	// MinBackoff and MaxBackoff bound reconnection attempts (default 200ms, 10s).
 	MinBackoff Duration `json:"minBackoff,omitempty"`
 	MaxBackoff Duration `json:"maxBackoff,omitempty"`
@@ -223,9 +225,6 @@ func (c *Config) validateXDS() []error {
 	}
 	if x.CertFile == "" || x.KeyFile == "" {
 		add("certFile", "certFile and keyFile are required: the control plane authenticates this proxy with mTLS")
-	}
-	if len(x.UpstreamIdentities) == 0 {
-		add("upstreamIdentities", "required: the policy identities a pushed cluster may require (the floor for routes the control plane adds)")
 	}
 	for j, a := range x.UpstreamIdentities {
 		if !nameRE.MatchString(a) {

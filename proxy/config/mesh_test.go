@@ -32,6 +32,10 @@ func TestMeshDefaults(t *testing.T) {
 	if x.NodeID != "records-api" || x.ServerName != "cp.countersign.svc" || x.CAFile != "/etc/cs/ca.pem" || x.KeyFile != "/etc/cs/xds.key" {
 		t.Errorf("xds defaults: %+v", x)
 	}
+	// Without upstreamIdentities the control plane can only narrow and move endpoints.
+	if _, err := Parse([]byte(strings.Replace(mesh, "  upstreamIdentities: [redis, inference]\n", "", 1)), ""); err != nil {
+		t.Errorf("xds without upstreamIdentities: %v", err)
+	}
 	// Existing configurations (no mesh sections) stay valid.
 	if _, err := Parse([]byte(minimal), ""); err != nil {
 		t.Fatal(err)
@@ -48,7 +52,7 @@ func TestMeshValidateNamesFields(t *testing.T) {
 		"exclude port":       {"excludeInboundPorts: [9901]", "excludeInboundPorts: [99999]", "transparent.excludeInboundPorts[0]"},
 		"xds no mtls":        {"certFile: xds.crt\n  ", "", "xds.certFile"},
 		"xds no ca":          {"caFile: ca.pem\n  certFile", "certFile", "xds.caFile"},
-		"xds floor":          {"upstreamIdentities: [redis, inference]", "upstreamIdentities: []", "xds.upstreamIdentities"},
+		"xds floor":          {"upstreamIdentities: [redis, inference]", "upstreamIdentities: [redis, Inference]", "xds.upstreamIdentities[1]"},
 		"xds server":         {`server: "cp.countersign.svc:15010"`, `server: "cp"`, "xds.server"},
 		"cluster and upstr":  {`upstream: "redis.svc:7443"`, `upstream: "redis.svc:7443", cluster: "redis"`, "outbound[0].cluster"},
 		"duplicate name":     {"name: t-api", "name: api", "transparent.inbound[0].name"},

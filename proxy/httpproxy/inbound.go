@@ -25,6 +25,16 @@ type Inbound struct {
 	cfg      config.Inbound
 	chainIDs []string
 	rp       *httputil.ReverseProxy
+	// policy, if set, gives the checker and allowed identities in force for each request
+	// (the control plane may narrow them); otherwise Deps.Checker and cfg.Allow.
+	policy func() (attestedtls.Checker, []string)
+}
+
+// WithPolicy makes every request's caller be checked against the policy f returns at that
+// moment instead of the pinned allow list; f must only ever narrow it (proxy/xdsclient).
+func (h *Inbound) WithPolicy(f func() (attestedtls.Checker, []string)) *Inbound {
+	h.policy = f
+	return h
 }
 
 type inState struct {
@@ -98,7 +108,11 @@ func (h *Inbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx := r.Context()
-	peer, err := attestedtls.PeerOf(ctx, h.d.Checker, r.TLS, h.cfg.Allow)
+	checker, allow := h.d.Checker, h.cfg.Allow
+	if h.policy != nil {
+		checker, allow = h.policy()
+	}
+	peer, err := attestedtls.PeerOf(ctx, checker, r.TLS, allow)
 	if err != nil {
 		h.d.rejectHTTP(w, r, h.cfg.Name, http.StatusForbidden, asRejection(err, attestedtls.CodeNotAttested))
 		return

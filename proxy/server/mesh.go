@@ -51,6 +51,35 @@ const (
 type mesh struct {
 	xds      *xdsclient.Client
 	handlers sync.Map // handlerKey -> *httpproxy.Outbound
+	// inbound are the attested inbound listeners by the port the control plane names them by;
+	// filled before the xDS client starts, read-only after.
+	inbound map[uint16]config.Inbound
+}
+
+func listenPort(ln net.Listener) uint16 {
+	if a, ok := ln.Addr().(*net.TCPAddr); ok {
+		return uint16(a.Port)
+	}
+	return 0
+}
+
+// livePolicy returns, for an attested inbound listener of a proxy subscribed to a control
+// plane, the policy in force for its callers: the pushed narrowing of its allow list when
+// there is one, otherwise the pinned floor. Without xDS it returns nil (the pinned policy).
+func (s *Server) livePolicy(in config.Inbound, port uint16) func() (attestedtls.Checker, []string) {
+	if s.mesh.xds == nil || in.Public || port == 0 {
+		return nil
+	}
+	if _, dup := s.mesh.inbound[port]; !dup {
+		s.mesh.inbound[port] = in
+	}
+	floor, allow := s.Engine, in.Allow
+	return func() (attestedtls.Checker, []string) {
+		if p := s.mesh.xds.State().InboundOn(port); p != nil && p.Pinned == in.Name {
+			return p.Engine, p.Allow
+		}
+		return floor, allow
+	}
 }
 
 type handlerKey struct {
@@ -67,7 +96,7 @@ func (s *Server) XDS() *xdsclient.Client {
 }
 
 func (s *Server) newMesh() error {
-	s.mesh = &mesh{}
+	s.mesh = &mesh{inbound: map[uint16]config.Inbound{}}
 	if t := s.cfg.Transparent; t != nil {
 		var errs []error
 		check := func(field string, ids []string) {
@@ -101,9 +130,11 @@ func (s *Server) newMesh() error {
 		return err
 	}
 	floors := map[string][]string{}
+	node := &xdsmeta.NodeInfo{Identity: s.cfg.Identity, UpstreamIdentities: x.UpstreamIdentities}
 	for _, out := range s.cfg.Outbound {
 		if out.Cluster != "" {
 			floors[out.Cluster] = out.UpstreamIdentity
+			node.Clusters = append(node.Clusters, out.Cluster)
 		}
 	}
 	updates := prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -112,7 +143,11 @@ func (s *Server) newMesh() error {
 	connected := prometheus.NewGauge(prometheus.GaugeOpts{Name: "countersign_xds_connected", Help: "1 while a stream to the control plane is up."})
 	s.Metrics.Registry.MustRegister(updates, connected)
 	s.mesh.xds, err = xdsclient.New(xdsclient.Config{
-		Server: x.Server, TLS: tlsCfg, NodeID: x.NodeID, Floor: s.Engine, Logger: s.log,
+		Server: x.Server, TLS: tlsCfg, NodeID: x.NodeID, Floor: s.Engine, Logger: s.log, Node: node,
+		Inbound: func(port uint16) (string, []string, bool) {
+			in, ok := s.mesh.inbound[port]
+			return in.Name, in.Allow, ok
+		},
 		MinBackoff: x.MinBackoff.D(), MaxBackoff: x.MaxBackoff.D(),
 		Allowed: func(cluster string) []string {
 			if ids, ok := floors[cluster]; ok {
@@ -161,10 +196,18 @@ func xdsTLS(x *config.XDS) (*tls.Config, error) {
 // startMesh binds the transparent listeners and starts the xDS client; listen records the
 // listener for cleanup on failure.
 func (s *Server) startMesh(ctx context.Context, listen func(name, addr string) (net.Listener, error)) error {
+	if err := s.startTransparent(ctx, listen); err != nil {
+		return err
+	}
+	// Last: the client reads s.mesh.inbound, complete once every inbound listener is set up.
 	if s.mesh.xds != nil {
 		s.wg.Add(1)
 		go func() { defer s.wg.Done(); s.mesh.xds.Run(ctx) }()
 	}
+	return nil
+}
+
+func (s *Server) startTransparent(ctx context.Context, listen func(name, addr string) (net.Listener, error)) error {
 	t := s.cfg.Transparent
 	if t == nil {
 		return nil
@@ -181,7 +224,7 @@ func (s *Server) startMesh(ctx context.Context, listen func(name, addr string) (
 		err := s.inbound(config.Inbound{
 			Name: in.Name, Protocol: in.Protocol, Allow: in.Allow,
 			ForwardTo: net.JoinHostPort("127.0.0.1", strconv.Itoa(in.Port)),
-		}, cl)
+		}, cl, uint16(in.Port))
 		if err != nil {
 			return fmt.Errorf("transparent inbound %s: %w", in.Name, err)
 		}

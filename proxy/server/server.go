@@ -181,7 +181,7 @@ func (s *Server) Start(ctx context.Context) error {
 		if err != nil {
 			return fail(err)
 		}
-		if err := s.inbound(in, ln); err != nil {
+		if err := s.inbound(in, ln, listenPort(ln)); err != nil {
 			return fail(fmt.Errorf("inbound %s: %w", in.Name, err))
 		}
 	}
@@ -318,9 +318,12 @@ func (l *limitListener) Accept() (net.Conn, error) {
 	}
 }
 
-func (s *Server) inbound(in config.Inbound, ln net.Listener) error {
+// inbound serves an inbound listener. port is the key under which the control plane may narrow
+// who may call it (the listener's port, or the app port in transparent mode).
+func (s *Server) inbound(in config.Inbound, ln net.Listener, port uint16) error {
 	l := s.cfg.Limits
 	var tlsCfg *tls.Config
+	live := s.livePolicy(in, port)
 	if in.Public {
 		cert, err := tls.LoadX509KeyPair(in.CertFile, in.KeyFile)
 		if err != nil {
@@ -329,7 +332,7 @@ func (s *Server) inbound(in config.Inbound, ln net.Listener) error {
 		tlsCfg = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}, NextProtos: []string{"http/1.1"}}
 	} else {
 		tlsCfg = attestedtls.ServerConfig(s.Identity, s.Engine, attestedtls.Options{
-			Listener: in.Name, Identities: in.Allow, Logger: s.log, OnReject: s.onReject, NextProtos: []string{"http/1.1"},
+			Listener: in.Name, Identities: in.Allow, Current: live, Logger: s.log, OnReject: s.onReject, NextProtos: []string{"http/1.1"},
 		})
 	}
 	if in.Protocol == config.ProtocolTCP {
@@ -345,7 +348,11 @@ func (s *Server) inbound(in config.Inbound, ln net.Listener) error {
 		s.lns = append(s.lns, func(ctx context.Context) error { return p.Serve(ctx, tln, l.ShutdownTimeout.D()) })
 		return nil
 	}
-	srv := s.httpServer(httpproxy.NewInbound(s.deps, in), tlsCfg)
+	h := httpproxy.NewInbound(s.deps, in)
+	if live != nil && !in.Public {
+		h.WithPolicy(live)
+	}
+	srv := s.httpServer(h, tlsCfg)
 	srv.ConnContext = func(ctx context.Context, _ net.Conn) context.Context { return attestedtls.WithRecorder(ctx) }
 	lim := &limitListener{Listener: ln, sem: make(chan struct{}, l.MaxConnections), name: in.Name, reject: s.Metrics.Reject}
 	s.serveHTTP(srv, tls.NewListener(lim, tlsCfg))

@@ -203,6 +203,14 @@ func execIn(ns string, uid int, name string, args ...string) (string, error) {
 	return string(out), err
 }
 
+// execInitStep runs a command inside ns as root with only CAP_NET_ADMIN, as the injector's
+// iptables init container does (runAsUser 0, capabilities drop ALL, add NET_ADMIN).
+func execInitStep(ns string, name string, args ...string) (string, error) {
+	argv := append([]string{"netns", "exec", ns, "setpriv", "--bounding-set=-all,+net_admin", "--inh-caps=-all", "--", name}, args...)
+	out, err := exec.Command("ip", argv...).CombinedOutput()
+	return string(out), err
+}
+
 func selfSigned(t *testing.T, ip string) (tls.Certificate, []byte) {
 	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -335,19 +343,21 @@ transparent:
     - {name: redis, port: 6379, protocol: tcp, allow: [front]}
 `)
 
-	// The init container's step, in each namespace: the proxy binary's iptables subcommand.
-	// The client namespace also hosts the attestation service, reached without the proxy.
+	// The init container's step, in each namespace: the proxy binary's iptables subcommand,
+	// as root with NET_ADMIN as its only capability (what the injector grants; iptables-nft
+	// needs no NET_RAW). The client namespace also hosts the attestation service, reached
+	// without the proxy.
 	iptablesArgs := func(exclude string) []string {
 		return []string{"iptables", "--proxy-uid", fmt.Sprint(proxyUID), "--inbound-port", "15006", "--outbound-port", "15001", "--exclude-inbound-ports", exclude}
 	}
-	if out, err := execIn(tp.client, -1, bin, iptablesArgs(fmt.Sprintf("9901,%d", maaPort))...); err != nil {
+	if out, err := execInitStep(tp.client, bin, iptablesArgs(fmt.Sprintf("9901,%d", maaPort))...); err != nil {
 		t.Fatalf("proxy iptables (client): %v\n%s", err, out)
 	}
-	if out, err := execIn(tp.server, -1, bin, iptablesArgs("9901")...); err != nil {
+	if out, err := execInitStep(tp.server, bin, iptablesArgs("9901")...); err != nil {
 		t.Fatalf("proxy iptables (server): %v\n%s", err, out)
 	}
 	// Running it again (a restarted init container) leaves one copy of the rules.
-	if out, err := execIn(tp.server, -1, bin, iptablesArgs("9901")...); err != nil {
+	if out, err := execInitStep(tp.server, bin, iptablesArgs("9901")...); err != nil {
 		t.Fatalf("proxy iptables again: %v\n%s", err, out)
 	}
 	rules, _ := execIn(tp.server, -1, "iptables", "-t", "nat", "-S")

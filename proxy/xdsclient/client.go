@@ -1,7 +1,8 @@
 // Package xdsclient is the proxy's subscription to the Countersign control plane over Envoy's
 // aggregated discovery service (ADS, state of the world, gRPC with mTLS). It accepts
 // Clusters (EDS, with Countersign policy in typed metadata), ClusterLoadAssignments,
-// Listeners (tcp_proxy or http_connection_manager with RDS) and RouteConfigurations, checks
+// Listeners (tcp_proxy or http_connection_manager with RDS; or inbound, carrying who may call
+// the proxy's inbound listener on that port) and RouteConfigurations, checks
 // each response, ACKs it or NACKs it with a reason, and publishes consistent States that the
 // data path reads per connection or request. A pushed policy that would widen the floor
 // pinned in the proxy's configuration is NACKed and reported. When the control plane is
@@ -28,8 +29,10 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/countersign/countersign/attestation/policy"
+	"github.com/countersign/countersign/proxy/xdsmeta"
 )
 
 // Event reports the outcome of one response.
@@ -53,6 +56,12 @@ type Config struct {
 	Floor *policy.Engine
 	// Allowed returns the identities the named cluster may require (the floor per cluster).
 	Allowed func(cluster string) []string
+	// Inbound returns the name and pinned allow list of the proxy's inbound listener on port
+	// (the floor for pushed inbound listeners); nil means the proxy has none.
+	Inbound func(port uint16) (name string, allow []string, ok bool)
+	// Node, if set, is sent as node metadata so the control plane can send only what this
+	// proxy may accept (a hint: every resource is checked against the floor regardless).
+	Node *xdsmeta.NodeInfo
 	// MinBackoff and MaxBackoff bound reconnection delays.
 	MinBackoff, MaxBackoff time.Duration
 	Logger                 *slog.Logger
@@ -73,7 +82,9 @@ type Client struct {
 	clusters  map[string]*Cluster
 	endpoints map[string][]string
 	listeners map[string]*listener
+	inbound   map[uint16]*Inbound
 	routes    map[string]string
+	nodeMeta  *structpb.Struct
 	versions  map[string]string
 	nonces    map[string]string
 	names     map[string][]string
@@ -93,9 +104,19 @@ func New(cfg Config) (*Client, error) {
 	if cfg.MaxBackoff < cfg.MinBackoff {
 		cfg.MaxBackoff = max(10*time.Second, cfg.MinBackoff)
 	}
+	if cfg.Inbound == nil {
+		cfg.Inbound = func(uint16) (string, []string, bool) { return "", nil, false }
+	}
 	c := &Client{cfg: cfg, clusters: map[string]*Cluster{}, endpoints: map[string][]string{}, listeners: map[string]*listener{},
-		routes: map[string]string{}, versions: map[string]string{}, nonces: map[string]string{}, names: map[string][]string{}}
-	c.state.Store(&State{Versions: map[string]string{}, Clusters: map[string]*Cluster{}, Routes: map[netip.AddrPort]Route{}})
+		inbound: map[uint16]*Inbound{}, routes: map[string]string{}, versions: map[string]string{}, nonces: map[string]string{}, names: map[string][]string{}}
+	if cfg.Node != nil {
+		md, err := xdsmeta.EncodeNode(*cfg.Node)
+		if err != nil {
+			return nil, fmt.Errorf("xdsclient: node metadata: %w", err)
+		}
+		c.nodeMeta = md
+	}
+	c.state.Store(&State{Versions: map[string]string{}, Clusters: map[string]*Cluster{}, Routes: map[netip.AddrPort]Route{}, Inbound: map[uint16]*Inbound{}})
 	return c, nil
 }
 
@@ -174,7 +195,7 @@ func (c *Client) stream(ctx context.Context) error {
 
 func (c *Client) request(typeURL, version, nonce string, detail error) *discoveryv3.DiscoveryRequest {
 	r := &discoveryv3.DiscoveryRequest{
-		Node:          &corev3.Node{Id: c.cfg.NodeID, UserAgentName: "countersign-proxy"},
+		Node:          &corev3.Node{Id: c.cfg.NodeID, UserAgentName: "countersign-proxy", Metadata: c.nodeMeta},
 		TypeUrl:       typeURL,
 		ResourceNames: c.names[typeURL],
 		VersionInfo:   version,
@@ -279,6 +300,7 @@ func (c *Client) onEndpoints(resp *discoveryv3.DiscoveryResponse) error {
 func (c *Client) onListeners(resp *discoveryv3.DiscoveryResponse) ([]string, error) {
 	next := map[string]*listener{}
 	addrs := map[netip.AddrPort]string{}
+	inbound := map[uint16]*Inbound{}
 	var rds []string
 	for _, a := range resp.GetResources() {
 		l, err := decodeListener(a)
@@ -287,6 +309,26 @@ func (c *Client) onListeners(resp *discoveryv3.DiscoveryResponse) ([]string, err
 		}
 		if next[l.name] != nil {
 			return nil, fmt.Errorf("listener %s is listed twice", l.name)
+		}
+		if l.inbound != nil {
+			port := l.addr.Port()
+			pinned, allow, ok := c.cfg.Inbound(port)
+			if !ok {
+				// Not a widening and nothing to apply: the Service's pods include proxies
+				// configured differently from this one. Logged, not applied.
+				c.cfg.Logger.Info("xds: inbound listener for a port this proxy does not serve; ignored", "listener", l.name, "port", port)
+				continue
+			}
+			if prev := inbound[port]; prev != nil {
+				return nil, fmt.Errorf("inbound listeners %s and %s both narrow the inbound listener %s on port %d", prev.Listener, l.name, pinned, port)
+			}
+			eng, err := NarrowInbound(c.cfg.Floor, allow, *l.inbound)
+			if err != nil {
+				return nil, fmt.Errorf("listener %s (inbound %s, port %d): %w", l.name, pinned, port, err)
+			}
+			inbound[port] = &Inbound{Listener: l.name, Pinned: pinned, Port: port, Allow: slices.Clone(l.inbound.Allow), Engine: eng}
+			next[l.name] = l
+			continue
 		}
 		if prev, dup := addrs[l.addr]; dup {
 			return nil, fmt.Errorf("listeners %s and %s both claim %s", prev, l.name, l.addr)
@@ -297,6 +339,7 @@ func (c *Client) onListeners(resp *discoveryv3.DiscoveryResponse) ([]string, err
 		}
 	}
 	c.listeners = next
+	c.inbound = inbound
 	sort.Strings(rds)
 	return c.subscribe(resource.RouteType, rds), nil
 }
@@ -335,11 +378,18 @@ func keys[V any](m map[string]V) []string {
 // publish builds and stores a consistent State. A cluster is active once its endpoints have
 // arrived (warming); a route is active once its cluster is.
 func (c *Client) publish() {
-	s := &State{Versions: map[string]string{}, Clusters: map[string]*Cluster{}, Routes: map[netip.AddrPort]Route{}}
+	s := &State{Versions: map[string]string{}, Clusters: map[string]*Cluster{}, Routes: map[netip.AddrPort]Route{}, Inbound: map[uint16]*Inbound{}}
+	old := c.state.Load()
+	for p, in := range c.inbound {
+		if prev := old.Inbound[p]; prev != nil && sameInbound(prev, in) {
+			s.Inbound[p] = prev // unchanged: keep the engine, so connections see no change
+			continue
+		}
+		s.Inbound[p] = in
+	}
 	for k, v := range c.versions {
 		s.Versions[k] = v
 	}
-	old := c.state.Load()
 	for name, cl := range c.clusters {
 		eps, ok := c.endpoints[name]
 		if !ok {
@@ -356,6 +406,9 @@ func (c *Client) publish() {
 		s.Clusters[name] = &Cluster{Name: name, Policy: cl.Policy, Engine: cl.Engine, Endpoints: eps}
 	}
 	for _, l := range c.listeners {
+		if l.inbound != nil {
+			continue
+		}
 		cluster := l.cluster
 		if l.rds != "" {
 			cluster = c.routes[l.rds]
@@ -373,4 +426,8 @@ func (c *Client) publish() {
 
 func samePolicy(a, b *Cluster) bool {
 	return a.Policy.Protocol == b.Policy.Protocol && a.Policy.Authority == b.Policy.Authority && slices.Equal(a.Policy.Identities, b.Policy.Identities)
+}
+
+func sameInbound(a, b *Inbound) bool {
+	return a.Listener == b.Listener && a.Pinned == b.Pinned && slices.Equal(a.Allow, b.Allow) && a.Engine == b.Engine
 }

@@ -33,15 +33,27 @@ func (e *WidenError) Error() string {
 // allowDebug only if the floor allows it, attestation types and policy hashes a subset (or
 // a new pin where the floor has none), maxTokenAge at most the floor's.
 func Narrow(floor *policy.Engine, allowed []string, cp xdsmeta.ClusterPolicy) (*policy.Engine, error) {
-	for i, id := range cp.Identities {
+	return narrow(floor, allowed, cp.Identities, cp.Narrow, "identities", "the cluster")
+}
+
+// NarrowInbound checks a pushed inbound policy against the floor: pinned is the inbound
+// listener's allow list from the proxy's configuration. Every identity allowed must be in
+// pinned (and in the pinned policy), and narrowings follow the same rule as Narrow. It returns
+// the engine that checks callers: the floor itself, or the floor with the narrowed identities.
+func NarrowInbound(floor *policy.Engine, pinned []string, ip xdsmeta.InboundPolicy) (*policy.Engine, error) {
+	return narrow(floor, pinned, ip.Allow, ip.Narrow, "allow", "the listener")
+}
+
+func narrow(floor *policy.Engine, allowed, ids []string, nw map[string]xdsmeta.Narrowing, idsField, what string) (*policy.Engine, error) {
+	for i, id := range ids {
 		if !slices.Contains(allowed, id) {
-			return nil, &WidenError{Field: fmt.Sprintf("identities[%d]", i), Reason: fmt.Sprintf("%q is not among the identities this proxy allows here %v", id, allowed)}
+			return nil, &WidenError{Field: fmt.Sprintf("%s[%d]", idsField, i), Reason: fmt.Sprintf("%q is not among the identities this proxy allows here %v", id, allowed)}
 		}
 		if floor.Policy.Identities[id] == nil {
-			return nil, &WidenError{Field: fmt.Sprintf("identities[%d]", i), Reason: fmt.Sprintf("%q is not in the pinned policy (%s)", id, strings.Join(floor.Policy.IdentityNames(), ", "))}
+			return nil, &WidenError{Field: fmt.Sprintf("%s[%d]", idsField, i), Reason: fmt.Sprintf("%q is not in the pinned policy (%s)", id, strings.Join(floor.Policy.IdentityNames(), ", "))}
 		}
 	}
-	if len(cp.Narrow) == 0 {
+	if len(nw) == 0 {
 		return floor, nil
 	}
 	p := &policy.Policy{
@@ -51,16 +63,16 @@ func Narrow(floor *policy.Engine, allowed []string, cp xdsmeta.ClusterPolicy) (*
 	for name, id := range floor.Policy.Identities {
 		p.Identities[name] = clone(id)
 	}
-	names := make([]string, 0, len(cp.Narrow))
-	for n := range cp.Narrow {
+	names := make([]string, 0, len(nw))
+	for n := range nw {
 		names = append(names, n)
 	}
 	sort.Strings(names)
 	for _, name := range names {
-		if !slices.Contains(cp.Identities, name) {
-			return nil, &WidenError{Field: "narrow." + name, Reason: fmt.Sprintf("narrows %q, which the cluster does not name (%v)", name, cp.Identities)}
+		if !slices.Contains(ids, name) {
+			return nil, &WidenError{Field: "narrow." + name, Reason: fmt.Sprintf("narrows %q, which %s does not name (%v)", name, what, ids)}
 		}
-		if err := narrowOne(p.Identities[name], floor.Policy.Identities[name], cp.Narrow[name], "narrow."+name); err != nil {
+		if err := narrowOne(p.Identities[name], floor.Policy.Identities[name], nw[name], "narrow."+name); err != nil {
 			return nil, err
 		}
 	}

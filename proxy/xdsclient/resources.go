@@ -50,6 +50,18 @@ type Route struct {
 	Cluster  string
 }
 
+// Inbound is an accepted inbound listener policy: who may call the proxy's inbound listener
+// on Port now (a narrowing of that listener's pinned allow list).
+type Inbound struct {
+	// Listener is the pushed Listener's name; Pinned the proxy's listener it narrows.
+	Listener, Pinned string
+	Port             uint16
+	// Allow are the identities allowed to call; Engine checks them (the floor, or the floor
+	// with the pushed narrowings).
+	Allow  []string
+	Engine *policy.Engine
+}
+
 // State is one consistent view: every route names an active cluster and every active
 // cluster has its endpoints. It is replaced as a whole, never modified.
 type State struct {
@@ -57,6 +69,16 @@ type State struct {
 	Versions map[string]string
 	Clusters map[string]*Cluster
 	Routes   map[netip.AddrPort]Route
+	// Inbound are the pushed inbound policies, by the port of the proxy's inbound listener.
+	Inbound map[uint16]*Inbound
+}
+
+// InboundOn returns the pushed policy for the inbound listener on port, if any.
+func (s *State) InboundOn(port uint16) *Inbound {
+	if s == nil {
+		return nil
+	}
+	return s.Inbound[port]
 }
 
 // Cluster returns the named active cluster.
@@ -159,18 +181,23 @@ func validHostname(h string) bool {
 }
 
 // listener is a decoded Listener: its address and either a cluster (tcp_proxy) or a route
-// configuration name (http_connection_manager with RDS).
+// configuration name (http_connection_manager with RDS); or, for an inbound listener, the
+// inbound policy it pushes.
 type listener struct {
 	name    string
 	addr    netip.AddrPort
 	cluster string
 	rds     string
+	inbound *xdsmeta.InboundPolicy
 }
 
 func decodeListener(a *anypb.Any) (*listener, error) {
 	var l listenerv3.Listener
 	if err := a.UnmarshalTo(&l); err != nil {
 		return nil, fmt.Errorf("not a Listener: %v", err)
+	}
+	if l.GetName() == "" {
+		return nil, fmt.Errorf("listener without a name")
 	}
 	sa := l.GetAddress().GetSocketAddress()
 	if sa == nil {
@@ -181,6 +208,23 @@ func decodeListener(a *anypb.Any) (*listener, error) {
 		return nil, fmt.Errorf("listener %s: address %s:%d is not ip:port", l.GetName(), sa.GetAddress(), sa.GetPortValue())
 	}
 	out := &listener{name: l.GetName(), addr: netip.AddrPortFrom(ip, uint16(sa.GetPortValue()))}
+	md := l.GetMetadata().GetTypedFilterMetadata()[xdsmeta.FilterKey]
+	if l.GetTrafficDirection() == corev3.TrafficDirection_INBOUND {
+		// The proxy's inbound data path is its own: an inbound listener only carries who may
+		// call the inbound listener on its port. Filters would be half-applied, so none are taken.
+		if len(l.GetFilterChains()) != 0 {
+			return nil, fmt.Errorf("listener %s: an inbound listener carries only Countersign policy metadata, no filter chains", l.GetName())
+		}
+		ip, err := xdsmeta.DecodeInbound(md)
+		if err != nil {
+			return nil, fmt.Errorf("listener %s: %v", l.GetName(), err)
+		}
+		out.inbound = &ip
+		return out, nil
+	}
+	if md != nil {
+		return nil, fmt.Errorf("listener %s: Countersign policy metadata is only meaningful on an inbound listener (traffic_direction INBOUND)", l.GetName())
+	}
 	if len(l.GetFilterChains()) != 1 || len(l.GetFilterChains()[0].GetFilters()) != 1 {
 		return nil, fmt.Errorf("listener %s: expected one filter chain with one filter (tcp_proxy or http_connection_manager)", l.GetName())
 	}

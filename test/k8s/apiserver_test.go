@@ -43,6 +43,7 @@ type env struct {
 	injector string // binary
 	port     int
 	admin    int
+	xds      *xdsPKI // the injector also runs its control plane (xds_test.go)
 	proc     *kubetest.Proc
 }
 
@@ -89,6 +90,9 @@ func (e *env) startInjector(extra ...string) {
 		"--webhook-config=" + webhookCf, "--cert-secret=" + secret, "--cert-hosts=127.0.0.1",
 		"--proxy-image=" + proxyImg, "--proxy-sim-image=" + simImg, "--default-attester=sim",
 		"--attestation-url=https://attest.countersign-system.svc:8443", "--log-level=debug",
+	}
+	if e.xds != nil {
+		args = append(args, e.xds.flags()...)
 	}
 	e.proc = kubetest.StartProc(e.t, e.c.Dir, "injector", e.injector, append(args, extra...)...)
 	// Ready: the admin endpoint says a certificate is loaded and the caBundle is set.
@@ -216,7 +220,7 @@ func checkUntouched(t *testing.T, p *corev1.Pod) {
 
 func TestAPIServer(t *testing.T) {
 	c := kubetest.Start(t)
-	e := &env{t: t, c: c, injector: buildInjector(t), port: testnet.FreePort(t), admin: testnet.FreePort(t)}
+	e := &env{t: t, c: c, injector: buildInjector(t), port: testnet.FreePort(t), admin: testnet.FreePort(t), xds: newXDSPKI(t)}
 	ctx := context.Background()
 
 	e.namespace(csNS, nil)
@@ -245,6 +249,8 @@ func TestAPIServer(t *testing.T) {
 		}
 		checkInjected(t, gp)
 	})
+
+	t.Run("ControlPlane", func(t *testing.T) { controlPlane(t, e, e.xds) })
 
 	t.Run("UntouchedOtherwise", func(t *testing.T) {
 		p, err := e.create("apps", plainPod(podName("plain")))

@@ -168,3 +168,79 @@ func toJSON(t *testing.T, v any) string {
 	}
 	return string(j)
 }
+
+// TestChartControlPlane: xds.enabled runs the control plane in the injector (flags, port,
+// certificate volume), exposes it on the Service and in the NetworkPolicy, and grants only
+// list and watch on Services, EndpointSlices and Pods: cluster-wide, or in the watched
+// namespace only. Off by default; invalid combinations fail at render time.
+func TestChartControlPlane(t *testing.T) {
+	out, err := helmTemplate(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(out, "--xds-") || strings.Contains(out, "-xds") || strings.Contains(out, "--proxy-init-image") {
+		t.Error("the default render runs a control plane or names an init image")
+	}
+	out, err = helmTemplate(t, "xds.enabled=true", "xds.tls.existingSecret=cs-xds-tls", "image.proxyInit.digest=sha256:"+strings.Repeat("e", 64))
+	if err != nil {
+		t.Fatalf("xds: %v\n%s", err, out)
+	}
+	objs := docs(t, out)
+	dep := toJSON(t, objs["Deployment/cs-countersign-injector"])
+	for _, want := range []string{"--xds-listen=:15010", "--xds-client-ca-file=/etc/countersign/xds/ca.crt", "--xds-tls-cert-file=/etc/countersign/xds/tls.crt",
+		"--xds-address=cs-countersign-injector.countersign-system.svc:15010", "--xds-client-secret=countersign-xds-client",
+		`"secretName":"cs-xds-tls"`, `"containerPort":15010`, "--proxy-init-image=ghcr.io/countersign/proxy-init@sha256:eee"} {
+		if !strings.Contains(dep, want) {
+			t.Errorf("deployment lacks %s", want)
+		}
+	}
+	if s := toJSON(t, objs["Service/cs-countersign-injector"]); !strings.Contains(s, `"name":"xds","port":15010`) {
+		t.Errorf("service has no xds port: %s", s)
+	}
+	if s := toJSON(t, objs["NetworkPolicy/cs-countersign-injector"]); !strings.Contains(s, `"port":15010`) {
+		t.Errorf("network policy does not admit the xds port: %s", s)
+	}
+	rules := toJSON(t, objs["ClusterRole/cs-countersign-injector-xds"]["rules"])
+	want := `[{"apiGroups":[""],"resources":["services","pods"],"verbs":["list","watch"]},{"apiGroups":["discovery.k8s.io"],"resources":["endpointslices"],"verbs":["list","watch"]}]`
+	if rules != want+"\n" && rules != want {
+		t.Errorf("control plane rules %s, want exactly %s", rules, want)
+	}
+	if objs["ClusterRoleBinding/cs-countersign-injector-xds"] == nil {
+		t.Error("no binding for the control plane's role")
+	}
+	// One watched namespace: a Role there, nothing cluster-wide.
+	out, err = helmTemplate(t, "xds.enabled=true", "xds.tls.existingSecret=cs-xds-tls", "xds.watchNamespace=apps")
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs = docs(t, out)
+	if objs["ClusterRole/cs-countersign-injector-xds"] != nil || objs["Role/cs-countersign-injector-xds"] == nil || objs["RoleBinding/cs-countersign-injector-xds"] == nil {
+		t.Error("watchNamespace: want a Role and RoleBinding, no ClusterRole")
+	}
+	if ns := objs["Role/cs-countersign-injector-xds"]["metadata"].(map[string]any)["namespace"]; ns != "apps" {
+		t.Errorf("role in namespace %v, want apps", ns)
+	}
+	// cert-manager: the chart issues the control plane's certificate.
+	out, err = helmTemplate(t, "xds.enabled=true", "webhook.certs.mode=cert-manager")
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs = docs(t, out)
+	if c := objs["Certificate/cs-countersign-injector-xds"]; c == nil || !strings.Contains(toJSON(t, c), `"dnsNames":["cs-countersign-injector.countersign-system.svc"]`) {
+		t.Errorf("cert-manager: control plane certificate %v", c)
+	}
+	for _, tc := range []struct {
+		set  []string
+		want string
+	}{
+		{[]string{"xds.enabled=true"}, "requires xds.tls.existingSecret"},
+		{[]string{"xds.enabled=true", "xds.tls.existingSecret=s", "xds.port=9443"}, "xds.port must differ"},
+		{[]string{"xds.enabled=true", "xds.tls.existingSecret=s", "xds.watchNamespace=Apps"}, "watchNamespace"},
+		{[]string{"image.proxyInit.digest=latest"}, "does not match pattern"},
+	} {
+		out, err := helmTemplate(t, tc.set...)
+		if err == nil || !strings.Contains(out, tc.want) {
+			t.Errorf("%v: %v, want a failure mentioning %q:\n%s", tc.set, err, tc.want, out)
+		}
+	}
+}

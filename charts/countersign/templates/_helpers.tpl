@@ -45,3 +45,8 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- range .Values.webhook.certs.extraHosts }}{{ $h = append $h . }}{{ end -}}
 {{- join "," $h -}}
 {{- end -}}
+
+{{/* The control plane's serving certificate and client CA Secret. */}}
+{{- define "countersign.xdsSecretName" -}}
+{{- .Values.xds.tls.existingSecret | default (printf "%s-xds" (include "countersign.fullname" .)) -}}
+{{- end -}}
