@@ -382,6 +382,14 @@ func (f *FileSource) Reload() error {
 
 // Run reloads every interval until ctx ends.
 func (f *FileSource) Run(ctx context.Context, interval time.Duration) {
+	reloadEvery(ctx, interval, f.Reload, func(err error) {
+		f.Log.Warn(f.name()+" certificate reload failed; keeping the previous one", "err", err)
+	})
+}
+
+// reloadEvery calls reload every interval until ctx ends, reporting failures to failed (the
+// caller keeps what it had).
+func reloadEvery(ctx context.Context, interval time.Duration, reload func() error, failed func(error)) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
@@ -389,8 +397,8 @@ func (f *FileSource) Run(ctx context.Context, interval time.Duration) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if err := f.Reload(); err != nil {
-				f.Log.Warn(f.name()+" certificate reload failed; keeping the previous one", "err", err)
+			if err := reload(); err != nil {
+				failed(err)
 			}
 		}
 	}

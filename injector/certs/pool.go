@@ -44,18 +44,9 @@ func (p *PoolSource) Reload() error {
 
 // Run reloads every interval until ctx ends.
 func (p *PoolSource) Run(ctx context.Context, interval time.Duration) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if err := p.Reload(); err != nil {
-				p.Log.Warn("CA certificates reload failed; keeping the previous ones", "file", p.File, "err", err)
-			}
-		}
-	}
+	reloadEvery(ctx, interval, p.Reload, func(err error) {
+		p.Log.Warn("CA certificates reload failed; keeping the previous ones", "file", p.File, "err", err)
+	})
 }
 
 // Pool is the current pool.

@@ -187,16 +187,7 @@ func TestInjectIdempotent(t *testing.T) {
 	c := testConfig()
 	p := testPod(nil)
 	p.Spec.InitContainers = []corev1.Container{{Name: "migrate", Image: "m"}}
-	if err := c.Inject(p); err != nil {
-		t.Fatal(err)
-	}
-	once := p.DeepCopy()
-	if err := c.Inject(p); err != nil {
-		t.Fatal(err)
-	}
-	if !reflect.DeepEqual(once, p) {
-		t.Error("second injection changed the pod")
-	}
+	once := injectTwice(t, c, p)
 	if len(p.Spec.InitContainers) != 2 || p.Spec.InitContainers[0].Name != ContainerName || p.Spec.InitContainers[1].Name != "migrate" {
 		t.Errorf("init containers %v", p.Spec.InitContainers)
 	}
@@ -269,4 +260,21 @@ func TestInjectRejects(t *testing.T) {
 			}
 		})
 	}
+}
+
+// injectTwice injects p twice, fails if the second injection changed anything, and returns a
+// copy of the injected pod.
+func injectTwice(t *testing.T, c *Config, p *corev1.Pod) *corev1.Pod {
+	t.Helper()
+	if err := c.Inject(p); err != nil {
+		t.Fatal(err)
+	}
+	once := p.DeepCopy()
+	if err := c.Inject(p); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(once, p) {
+		t.Error("second injection changed the pod")
+	}
+	return once
 }
