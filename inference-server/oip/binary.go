@@ -33,7 +33,7 @@ func elementSize(datatype string) (int, bool) {
 
 // decodeBinary turns raw little-endian bytes into the Go slice of the datatype. want is the
 // element count the shape implies.
-func decodeBinary(datatype string, raw []byte, want int, maxString int) (any, bool, error) {
+func decodeBinary(datatype string, raw []byte, want int, maxString int, bufs *Buffers) (any, bool, error) {
 	size, ok := elementSize(datatype)
 	if !ok {
 		return nil, false, errorf("unknown datatype %q", datatype)
@@ -99,14 +99,14 @@ func decodeBinary(datatype string, raw []byte, want int, maxString int) (any, bo
 		}
 		return out, false, nil
 	case FP16:
-		out := make([]float32, want)
+		out := bufs.float32s(want)[:want]
 		for i := range out {
 			out[i] = halfToFloat(le.Uint16(raw[2*i:]))
 			nonFinite = nonFinite || isNonFinite32(out[i])
 		}
 		return out, nonFinite, nil
 	case FP32:
-		out := make([]float32, want)
+		out := bufs.float32s(want)[:want]
 		for i := range out {
 			out[i] = math.Float32frombits(le.Uint32(raw[4*i:]))
 			nonFinite = nonFinite || isNonFinite32(out[i])

@@ -15,7 +15,7 @@ import (
 // Tensor data may be flat or nested arrays; nested data is flattened in row-major order. Every
 // failure is an *Error.
 func DecodeInferRequest(body []byte, lim Limits) (*InferRequest, error) {
-	return decodeInferRequest(&decoder{b: body, lim: lim})
+	return (*Buffers)(nil).DecodeInferRequest(body, lim)
 }
 
 // DecodeInferRequestBinary parses a request that uses the binary tensor data extension: the
@@ -23,10 +23,65 @@ func DecodeInferRequest(body []byte, lim Limits) (*InferRequest, error) {
 // the rest is the raw data of the inputs that give "binary_data_size", in input order. Every
 // byte must be accounted for.
 func DecodeInferRequestBinary(body []byte, jsonLen int, lim Limits) (*InferRequest, error) {
+	return (*Buffers)(nil).DecodeInferRequestBinary(body, jsonLen, lim)
+}
+
+// Buffers lets a server reuse the memory of decoded FP32 and FP16 tensor data (an image's
+// pixels: the only large allocation of a request) from one request to the next instead of
+// leaving it to the garbage collector. The zero value is ready to use; a nil *Buffers allocates
+// afresh. One Buffers serves one request at a time: the tensors a decode returns share its
+// memory until Reset, after which they must no longer be used.
+type Buffers struct {
+	f32  [][]float32
+	next int
+}
+
+// maxKeptFloats bounds what a Buffers keeps across Reset (4 MiB a slice), so one huge request does
+// not pin its memory in a pool for good.
+const maxKeptFloats = 1 << 20
+
+// Reset makes the memory of earlier decodes available again.
+func (b *Buffers) Reset() {
+	for i, s := range b.f32[:b.next] {
+		if cap(s) > maxKeptFloats {
+			b.f32[i] = nil
+		}
+	}
+	b.next = 0
+}
+
+// float32s returns an empty slice with capacity n.
+func (b *Buffers) float32s(n int) []float32 {
+	if b == nil {
+		return make([]float32, 0, n)
+	}
+	if b.next < len(b.f32) && cap(b.f32[b.next]) >= n {
+		s := b.f32[b.next][:0:n]
+		b.next++
+		return s
+	}
+	s := make([]float32, 0, n)
+	if b.next < len(b.f32) {
+		b.f32[b.next] = s
+	} else {
+		b.f32 = append(b.f32, s)
+	}
+	b.next++
+	return s
+}
+
+// DecodeInferRequest is the package's DecodeInferRequest, taking FP32 and FP16 data memory from b.
+func (b *Buffers) DecodeInferRequest(body []byte, lim Limits) (*InferRequest, error) {
+	return decodeInferRequest(&decoder{b: body, lim: lim, bufs: b})
+}
+
+// DecodeInferRequestBinary is the package's DecodeInferRequestBinary, taking FP32 and FP16 data
+// memory from b.
+func (b *Buffers) DecodeInferRequestBinary(body []byte, jsonLen int, lim Limits) (*InferRequest, error) {
 	if jsonLen < 0 || jsonLen > len(body) {
 		return nil, errorf("%s is %d, but the body has %d bytes", HeaderContentLength, jsonLen, len(body))
 	}
-	d := &decoder{b: body[:jsonLen], lim: lim, bin: body[jsonLen:], binary: true}
+	d := &decoder{b: body[:jsonLen], lim: lim, bin: body[jsonLen:], binary: true, bufs: b}
 	req, err := decodeInferRequest(d)
 	if err != nil {
 		return nil, err
@@ -125,9 +180,10 @@ type decoder struct {
 	binOff int
 	binary bool
 
-	b   []byte
-	i   int
-	lim Limits
+	b    []byte
+	i    int
+	lim  Limits
+	bufs *Buffers // memory for FP32/FP16 data; nil: allocate
 	// For tensor data: the declared shape and the depth of the first scalar (-1: none yet).
 	shape     []int64
 	leafDepth int
@@ -767,7 +823,7 @@ func (d *decoder) input() (Tensor, error) {
 				if err != nil {
 					return err
 				}
-				dd := &decoder{b: d.b, i: d.i, lim: d.lim, shape: t.Shape, leafDepth: -1}
+				dd := &decoder{b: d.b, i: d.i, lim: d.lim, bufs: d.bufs, shape: t.Shape, leafDepth: -1}
 				parsed, parsedNonFinite, parseErr = dd.data(t.Datatype, int(want))
 				if parseErr != nil {
 					return errorf("input %q: %s", t.Name, parseErr.Error())
@@ -809,7 +865,7 @@ func (d *decoder) input() (Tensor, error) {
 	}
 	data, nonFinite := parsed, parsedNonFinite
 	if data == nil {
-		dd := &decoder{b: d.b[:dataEnd], i: dataStart, lim: d.lim, shape: t.Shape, leafDepth: -1}
+		dd := &decoder{b: d.b[:dataEnd], i: dataStart, lim: d.lim, bufs: d.bufs, shape: t.Shape, leafDepth: -1}
 		data, nonFinite, err = dd.data(t.Datatype, int(want))
 		if err != nil {
 			return t, errorf("input %q: %s", t.Name, err.Error())
@@ -839,7 +895,7 @@ func (d *decoder) binaryInput(t Tensor, size any, hasData bool, want int64) (Ten
 		return t, errorf("input %q: binary_data_size is %v bytes, only %d bytes of binary data are left", t.Name, f, left)
 	}
 	n := int(f)
-	data, nonFinite, err := decodeBinary(t.Datatype, d.bin[d.binOff:d.binOff+n], int(want), d.lim.MaxString)
+	data, nonFinite, err := decodeBinary(t.Datatype, d.bin[d.binOff:d.binOff+n], int(want), d.lim.MaxString, d.bufs)
 	if err != nil {
 		return t, errorf("input %q: %s", t.Name, err.Error())
 	}
@@ -883,7 +939,7 @@ func (d *decoder) data(datatype string, want int) (any, bool, error) {
 		var f32 []float32
 		var f64 []float64
 		if bits == 32 {
-			f32 = make([]float32, 0, want)
+			f32 = d.bufs.float32s(want)
 		} else {
 			f64 = make([]float64, 0, want)
 		}

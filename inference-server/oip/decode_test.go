@@ -303,3 +303,47 @@ func TestFlatFloat32MatchesGeneral(t *testing.T) {
 		}
 	}
 }
+
+// Buffers: the tensors of one decode do not share memory, a reset reuses it, results equal those
+// of a decode without Buffers, and a huge slice is not kept.
+func TestBuffersReuse(t *testing.T) {
+	body := []byte(`{"inputs":[{"name":"a","datatype":"FP32","shape":[3],"data":[1,2,3]},{"name":"b","datatype":"FP16","shape":[1,3],"data":[[4,5,6]]}]}`)
+	var bufs Buffers
+	r1, err := bufs.DecodeInferRequest(body, DefaultLimits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := r1.Inputs[0].Data.([]float32), r1.Inputs[1].Data.([]float32)
+	if &a[:cap(a)][cap(a)-1] == &b[0] || !reflect.DeepEqual(a, []float32{1, 2, 3}) || !reflect.DeepEqual(b, []float32{4, 5, 6}) {
+		t.Fatalf("first decode: %v %v", a, b)
+	}
+	bufs.Reset()
+	r2, err := bufs.DecodeInferRequest(body, DefaultLimits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if &r2.Inputs[0].Data.([]float32)[0] != &a[0] {
+		t.Error("a reset did not reuse the memory")
+	}
+	plain, _ := DecodeInferRequest(body, DefaultLimits)
+	if !reflect.DeepEqual(r2, plain) {
+		t.Errorf("with Buffers %+v, without %+v", r2, plain)
+	}
+	// Binary data of the same tensors takes the same memory.
+	bufs.Reset()
+	hdr := `{"inputs":[{"name":"a","datatype":"FP32","shape":[3],"parameters":{"binary_data_size":12}}]}`
+	raw := []byte(hdr)
+	for _, v := range []float32{7, 8, 9} {
+		raw = binary.LittleEndian.AppendUint32(raw, math.Float32bits(v))
+	}
+	r3, err := bufs.DecodeInferRequestBinary(raw, len(hdr), DefaultLimits)
+	if err != nil || &r3.Inputs[0].Data.([]float32)[0] != &a[0] || !reflect.DeepEqual(r3.Inputs[0].Data, []float32{7, 8, 9}) {
+		t.Fatalf("binary decode with Buffers: %+v, %v", r3, err)
+	}
+	bufs.Reset()
+	bufs.float32s(maxKeptFloats + 1)
+	bufs.Reset()
+	if len(bufs.f32) > 0 && cap(bufs.f32[0]) > maxKeptFloats {
+		t.Error("a huge slice was kept")
+	}
+}
