@@ -279,28 +279,29 @@ type benchRow struct {
 // that load from elsewhere on the shared machine, which comes and goes within seconds, weighs on
 // the baseline and on the server alike. At concurrency 1 it calls each row once per turn, round
 // robin (starting with a different row each turn); at concurrency 8 it runs the rows in turn
-// for a tenth of their requests at a time. It returns the garbage collections during the run.
-func runInterleaved(rows []*benchRow) (gcs uint32, err error) {
+// for a tenth of their requests at a time.
+func runInterleaved(rows []*benchRow) (st groupStats, err error) {
 	for _, r := range rows {
 		r.clients = make([]func() error, r.conc)
 		for i := range r.clients {
 			r.clients[i] = r.newClient()
 		}
 		if _, _, err := measure(r.clients, max(r.n/10, 20)); err != nil { // warm up
-			return 0, fmt.Errorf("%s: %w", r.name, err)
+			return st, fmt.Errorf("%s: %w", r.name, err)
 		}
 		r.lat = make(latencies, 0, r.conc*r.n)
 	}
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	gc0 := ms.NumGC
+	wait0, pre0 := schedStats()
 	if rows[0].conc == 1 {
 		for i := range rows[0].n {
 			for j := range rows {
 				r := rows[(i+j)%len(rows)]
 				t0 := time.Now()
 				if err := r.clients[0](); err != nil {
-					return 0, fmt.Errorf("%s: %w", r.name, err)
+					return st, fmt.Errorf("%s: %w", r.name, err)
 				}
 				d := time.Since(t0)
 				r.lat = append(r.lat, d)
@@ -316,7 +317,7 @@ func runInterleaved(rows []*benchRow) (gcs uint32, err error) {
 			for _, r := range rows {
 				lat, wall, err := measure(r.clients, r.n/rounds)
 				if err != nil {
-					return 0, fmt.Errorf("%s: %w", r.name, err)
+					return st, fmt.Errorf("%s: %w", r.name, err)
 				}
 				r.lat = append(r.lat, lat...)
 				r.wall += wall
@@ -326,11 +327,54 @@ func runInterleaved(rows []*benchRow) (gcs uint32, err error) {
 			r.throughput = float64(len(r.lat)) / r.wall.Seconds()
 		}
 	}
+	wait1, pre1 := schedStats()
 	runtime.ReadMemStats(&ms)
-	return ms.NumGC - gc0, nil
+	st = groupStats{gcs: ms.NumGC - gc0, wait: wait1 - wait0, preempted: pre1 - pre0}
+	for _, r := range rows {
+		st.requests += len(r.lat)
+	}
+	return st, nil
 }
 
 func (r *benchRow) p(q float64) float64 { return float64(r.lat.pct(q).Nanoseconds()) / 1e3 }
+
+// schedStats returns, summed over the process's threads, how long they have been runnable but
+// waiting for a CPU (the second field of /proc/*/task/*/schedstat) and how often the kernel took
+// the CPU from them (nonvoluntary_ctxt_switches): on a machine shared with other builds, the
+// interference from other processes. (Go's idle threads, spinning for work, add some wait too.)
+func schedStats() (wait time.Duration, preempted int64) {
+	tasks, _ := filepath.Glob("/proc/self/task/*")
+	for _, t := range tasks {
+		if b, err := os.ReadFile(filepath.Join(t, "schedstat")); err == nil {
+			if f := strings.Fields(string(b)); len(f) >= 2 {
+				n, _ := strconv.ParseInt(f[1], 10, 64)
+				wait += time.Duration(n)
+			}
+		}
+		if b, err := os.ReadFile(filepath.Join(t, "status")); err == nil {
+			for _, line := range strings.Split(string(b), "\n") {
+				if v, ok := strings.CutPrefix(line, "nonvoluntary_ctxt_switches:"); ok {
+					n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+					preempted += n
+				}
+			}
+		}
+	}
+	return wait, preempted
+}
+
+// groupStats is what runInterleaved observed besides the rows' figures.
+type groupStats struct {
+	gcs       uint32        // garbage collections in the process
+	requests  int           // requests of all rows
+	wait      time.Duration // run-queue wait of our threads, summed
+	preempted int64         // involuntary context switches of our threads
+}
+
+func (g groupStats) String() string {
+	return fmt.Sprintf("meanwhile %d garbage collections; per request, %.1f µs of run-queue wait and %.2f preemptions of our threads",
+		g.gcs, float64(g.wait.Nanoseconds())/1e3/float64(g.requests), float64(g.preempted)/float64(g.requests))
+}
 
 func loadavg() string {
 	b, err := os.ReadFile("/proc/loadavg")
@@ -453,9 +497,9 @@ func BenchmarkServerVsDirect(b *testing.B) {
 	}}
 	load0 := loadavg()
 	var rows []*benchRow
-	gcs := make([]uint32, len(groups))
+	stats := make([]groupStats, len(groups))
 	for i, g := range groups {
-		if gcs[i], err = runInterleaved(g); err != nil {
+		if stats[i], err = runInterleaved(g); err != nil {
 			b.Fatal(err)
 		}
 		rows = append(rows, g...)
@@ -470,7 +514,7 @@ func BenchmarkServerVsDirect(b *testing.B) {
 		for _, r := range g {
 			fmt.Fprintf(w, "%-44s %5d %8d %9.1f %9.1f %9.0f\n", r.name, r.conc, len(r.lat), r.p(0.5), r.p(0.99), r.throughput)
 		}
-		fmt.Fprintf(w, "  (rows above measured interleaved; %d garbage collections in the process meanwhile)\n", gcs[i])
+		fmt.Fprintf(w, "  (rows above measured interleaved; %s)\n", stats[i])
 	}
 	row := func(name string, conc int) *benchRow {
 		for _, r := range rows {
