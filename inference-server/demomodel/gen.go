@@ -9,7 +9,6 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"image"
 	"image/color"
@@ -165,41 +164,8 @@ func (n *Net) ONNX() []byte {
 	return m.Marshal()
 }
 
-// ConfigJSON returns the model-repository config for the demo model with the given digest. The
-// layout is the one modelrepo reads; it is spelled out here rather than imported so that the
-// generator does not depend on the server.
-func ConfigJSON(digest string) ([]byte, error) {
-	type tensor struct {
-		Name           string   `json:"name"`
-		Datatype       string   `json:"datatype"`
-		Shape          []int64  `json:"shape"`
-		Labels         []string `json:"labels,omitempty"`
-		AllowNonFinite bool     `json:"allow_non_finite,omitempty"`
-	}
-	cfg := struct {
-		Name         string   `json:"name"`
-		Version      string   `json:"version"`
-		Platform     string   `json:"platform"`
-		Model        string   `json:"model"`
-		SHA256       string   `json:"sha256"`
-		MaxBatchSize int      `json:"max_batch_size"`
-		Inputs       []tensor `json:"inputs"`
-		Outputs      []tensor `json:"outputs"`
-	}{
-		Name: Name, Version: "1", Platform: "onnxruntime_onnx", Model: "model.onnx", SHA256: digest,
-		MaxBatchSize: 32,
-		Inputs:       []tensor{{Name: "scan", Datatype: "FP32", Shape: []int64{-1, 1, Size, Size}}},
-		Outputs: []tensor{
-			{Name: "probabilities", Datatype: "FP32", Shape: []int64{-1, int64(len(Classes))}, Labels: Classes},
-			{Name: "logits", Datatype: "FP32", Shape: []int64{-1, int64(len(Classes))}, Labels: Classes},
-		},
-	}
-	b, err := json.MarshalIndent(cfg, "", "  ")
-	if err != nil {
-		return nil, err
-	}
-	return append(b, '\n'), nil
-}
+// ConfigJSON returns the model-repository config for the demo model with the given digest.
+func ConfigJSON(digest string) ([]byte, error) { return configJSON(Name, Size, digest) }
 
 func modelCard(digest string, acc, trainAcc float64, conf [][]int) []byte {
 	var b strings.Builder

@@ -3,6 +3,7 @@ package oip
 import (
 	"encoding/binary"
 	"math"
+	"unsafe"
 )
 
 // The binary tensor data extension (KServe / Triton): the body is the JSON request of
@@ -33,7 +34,7 @@ func elementSize(datatype string) (int, bool) {
 
 // decodeBinary turns raw little-endian bytes into the Go slice of the datatype. want is the
 // element count the shape implies.
-func decodeBinary(datatype string, raw []byte, want int, maxString int) (any, bool, error) {
+func decodeBinary(datatype string, raw []byte, want int, maxString int, bufs *Buffers) (any, bool, error) {
 	size, ok := elementSize(datatype)
 	if !ok {
 		return nil, false, errorf("unknown datatype %q", datatype)
@@ -99,19 +100,23 @@ func decodeBinary(datatype string, raw []byte, want int, maxString int) (any, bo
 		}
 		return out, false, nil
 	case FP16:
-		out := make([]float32, want)
+		out := bufs.float32s(want)[:want]
 		for i := range out {
 			out[i] = halfToFloat(le.Uint16(raw[2*i:]))
 			nonFinite = nonFinite || isNonFinite32(out[i])
 		}
 		return out, nonFinite, nil
 	case FP32:
-		out := make([]float32, want)
-		for i := range out {
-			out[i] = math.Float32frombits(le.Uint32(raw[4*i:]))
-			nonFinite = nonFinite || isNonFinite32(out[i])
+		out := bufs.float32s(want)[:want]
+		if littleEndian {
+			// The wire's layout is the machine's: one copy, then one pass over the bits.
+			copy(unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(out))), len(raw)), raw)
+		} else {
+			for i := range out {
+				out[i] = math.Float32frombits(le.Uint32(raw[4*i:]))
+			}
 		}
-		return out, nonFinite, nil
+		return out, anyNonFinite32(out), nil
 	case FP64:
 		out := make([]float64, want)
 		for i := range out {
@@ -144,6 +149,27 @@ func decodeBinary(datatype string, raw []byte, want int, maxString int) (any, bo
 }
 
 func isNonFinite32(f float32) bool { return f != f || f > math.MaxFloat32 || f < -math.MaxFloat32 }
+
+// littleEndian reports whether the machine stores integers little-endian, as the wire does.
+var littleEndian = func() bool { x := uint16(1); return *(*byte)(unsafe.Pointer(&x)) == 1 }()
+
+// anyNonFinite32 reports whether v holds a NaN or an infinity (exponent bits all ones), without
+// a branch per element: adding 1 to an all-ones exponent field carries into the sign bit's
+// position, and two elements are checked per 64-bit word (a carry cannot cross from the low
+// element into the high one).
+func anyNonFinite32(v []float32) bool {
+	u := unsafe.Slice((*uint32)(unsafe.Pointer(unsafe.SliceData(v))), len(v))
+	var acc uint64
+	i := 0
+	for ; i+1 < len(u); i += 2 {
+		w := uint64(u[i]) | uint64(u[i+1])<<32
+		acc |= (w & 0x7f8000007f800000) + 0x0080000000800000
+	}
+	if i < len(u) {
+		acc |= uint64(u[i]&0x7f800000) + 0x00800000
+	}
+	return acc&0x8000000080000000 != 0
+}
 
 // halfToFloat converts an IEEE 754 binary16 to float32.
 func halfToFloat(h uint16) float32 {

@@ -155,6 +155,10 @@ func FuzzDecodeInferRequestBinary(f *testing.F) {
 		{`{"inputs":[{"name":"b","datatype":"BOOL","shape":[2],"parameters":{"binary_data_size":2}}]}`, []byte{0, 1}},
 		{`{"inputs":[{"name":"h","datatype":"FP16","shape":[1],"parameters":{"binary_data_size":2}}]}`, []byte{0, 0x7c}},
 		{`{"inputs":[{"name":"x","datatype":"INT8","shape":[0],"parameters":{"binary_data_size":0}}],"parameters":{"binary_data_output":true}}`, []byte{}},
+		// FP32 is copied whole and checked for NaN and infinities two elements at a time: an odd
+		// count with the NaN last, and an infinity in the high half of a pair.
+		{`{"inputs":[{"name":"x","datatype":"FP32","shape":[3],"parameters":{"binary_data_size":12}}]}`, f32(1, 2, float32(math.NaN()))},
+		{`{"inputs":[{"name":"x","datatype":"FP32","shape":[1,2],"parameters":{"binary_data_size":8}}]}`, f32(-0.5, float32(math.Inf(-1)))},
 	}
 	if *fuzzcorpus.Update {
 		if err := fuzzcorpus.Write("FuzzDecodeInferRequestBinary", seeds...); err != nil {
@@ -182,10 +186,71 @@ func FuzzDecodeInferRequestBinary(f *testing.F) {
 			if int64(in.Len()) != n {
 				t.Fatalf("tensor %q has %d elements for shape %v", in.Name, in.Len(), in.Shape)
 			}
+			if v, ok := in.Data.([]float32); ok && in.Datatype == FP32 {
+				want := false
+				for _, x := range v {
+					want = want || isNonFinite32(x)
+				}
+				if in.NonFinite != want {
+					t.Fatalf("tensor %q: NonFinite %v, elements say %v", in.Name, in.NonFinite, want)
+				}
+			}
 			// What was decoded encodes back to exactly its binary size.
 			if in.Datatype != FP16 && len(AppendBinary(nil, &in)) != BinarySize(&in) {
 				t.Fatalf("tensor %q: binary size mismatch", in.Name)
 			}
 		}
 	})
+}
+
+// anyNonFinite32 agrees with an element-by-element check, whatever the length and the position
+// of a NaN or an infinity.
+func TestAnyNonFinite32(t *testing.T) {
+	specials := []float32{float32(math.NaN()), float32(math.Inf(1)), float32(math.Inf(-1)), math.Float32frombits(0x7f800001), math.Float32frombits(0xffffffff)}
+	finite := []float32{0, -0, 1, math.MaxFloat32, -math.MaxFloat32, math.SmallestNonzeroFloat32, math.Float32frombits(0x7f7fffff), math.Float32frombits(0x807fffff)}
+	for n := 0; n < 9; n++ {
+		v := make([]float32, n)
+		for i := range v {
+			v[i] = finite[i%len(finite)]
+		}
+		if anyNonFinite32(v) {
+			t.Fatalf("finite %v reported non-finite", v)
+		}
+		for pos := range n {
+			for _, s := range specials {
+				w := append([]float32(nil), v...)
+				w[pos] = s
+				if !anyNonFinite32(w) {
+					t.Fatalf("%v: the non-finite element %d was missed", w, pos)
+				}
+			}
+		}
+	}
+	r := uint32(7)
+	for range 100000 {
+		r ^= r << 13
+		r ^= r >> 17
+		r ^= r << 5
+		f := math.Float32frombits(r)
+		if anyNonFinite32([]float32{0, f}) != isNonFinite32(f) || anyNonFinite32([]float32{f}) != isNonFinite32(f) {
+			t.Fatalf("%#x: disagrees with isNonFinite32", r)
+		}
+	}
+}
+
+func BenchmarkDecodeScanBinary(b *testing.B) {
+	raw := make([]byte, 0, 4*4096)
+	for i := range 4096 {
+		raw = binary.LittleEndian.AppendUint32(raw, math.Float32bits(float32(i%256)/255))
+	}
+	hdr := `{"inputs":[{"name":"scan","datatype":"FP32","shape":[1,1,64,64],"parameters":{"binary_data_size":16384}}]}`
+	body := append([]byte(hdr), raw...)
+	b.SetBytes(int64(len(body)))
+	var bufs Buffers
+	for b.Loop() {
+		if _, err := bufs.DecodeInferRequestBinary(body, len(hdr), DefaultLimits); err != nil {
+			b.Fatal(err)
+		}
+		bufs.Reset()
+	}
 }

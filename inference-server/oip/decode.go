@@ -1,6 +1,7 @@
 package oip
 
 import (
+	"encoding/binary"
 	"errors"
 	"math"
 	"strconv"
@@ -14,7 +15,7 @@ import (
 // Tensor data may be flat or nested arrays; nested data is flattened in row-major order. Every
 // failure is an *Error.
 func DecodeInferRequest(body []byte, lim Limits) (*InferRequest, error) {
-	return decodeInferRequest(&decoder{b: body, lim: lim})
+	return (*Buffers)(nil).DecodeInferRequest(body, lim)
 }
 
 // DecodeInferRequestBinary parses a request that uses the binary tensor data extension: the
@@ -22,10 +23,65 @@ func DecodeInferRequest(body []byte, lim Limits) (*InferRequest, error) {
 // the rest is the raw data of the inputs that give "binary_data_size", in input order. Every
 // byte must be accounted for.
 func DecodeInferRequestBinary(body []byte, jsonLen int, lim Limits) (*InferRequest, error) {
+	return (*Buffers)(nil).DecodeInferRequestBinary(body, jsonLen, lim)
+}
+
+// Buffers lets a server reuse the memory of decoded FP32 and FP16 tensor data (an image's
+// pixels: the only large allocation of a request) from one request to the next instead of
+// leaving it to the garbage collector. The zero value is ready to use; a nil *Buffers allocates
+// afresh. One Buffers serves one request at a time: the tensors a decode returns share its
+// memory until Reset, after which they must no longer be used.
+type Buffers struct {
+	f32  [][]float32
+	next int
+}
+
+// maxKeptFloats bounds what a Buffers keeps across Reset (4 MiB a slice), so one huge request does
+// not pin its memory in a pool for good.
+const maxKeptFloats = 1 << 20
+
+// Reset makes the memory of earlier decodes available again.
+func (b *Buffers) Reset() {
+	for i, s := range b.f32[:b.next] {
+		if cap(s) > maxKeptFloats {
+			b.f32[i] = nil
+		}
+	}
+	b.next = 0
+}
+
+// float32s returns an empty slice with capacity n.
+func (b *Buffers) float32s(n int) []float32 {
+	if b == nil {
+		return make([]float32, 0, n)
+	}
+	if b.next < len(b.f32) && cap(b.f32[b.next]) >= n {
+		s := b.f32[b.next][:0:n]
+		b.next++
+		return s
+	}
+	s := make([]float32, 0, n)
+	if b.next < len(b.f32) {
+		b.f32[b.next] = s
+	} else {
+		b.f32 = append(b.f32, s)
+	}
+	b.next++
+	return s
+}
+
+// DecodeInferRequest is the package's DecodeInferRequest, taking FP32 and FP16 data memory from b.
+func (b *Buffers) DecodeInferRequest(body []byte, lim Limits) (*InferRequest, error) {
+	return decodeInferRequest(&decoder{b: body, lim: lim, bufs: b})
+}
+
+// DecodeInferRequestBinary is the package's DecodeInferRequestBinary, taking FP32 and FP16 data
+// memory from b.
+func (b *Buffers) DecodeInferRequestBinary(body []byte, jsonLen int, lim Limits) (*InferRequest, error) {
 	if jsonLen < 0 || jsonLen > len(body) {
 		return nil, errorf("%s is %d, but the body has %d bytes", HeaderContentLength, jsonLen, len(body))
 	}
-	d := &decoder{b: body[:jsonLen], lim: lim, bin: body[jsonLen:], binary: true}
+	d := &decoder{b: body[:jsonLen], lim: lim, bin: body[jsonLen:], binary: true, bufs: b}
 	req, err := decodeInferRequest(d)
 	if err != nil {
 		return nil, err
@@ -124,9 +180,10 @@ type decoder struct {
 	binOff int
 	binary bool
 
-	b   []byte
-	i   int
-	lim Limits
+	b    []byte
+	i    int
+	lim  Limits
+	bufs *Buffers // memory for FP32/FP16 data; nil: allocate
 	// For tensor data: the declared shape and the depth of the first scalar (-1: none yet).
 	shape     []int64
 	leafDepth int
@@ -402,89 +459,152 @@ func (d *decoder) number() ([]byte, error) {
 // pow10 holds the powers of ten that float64 represents exactly.
 var pow10 = [...]float64{1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22}
 
-// float scans a JSON number and converts it to a float of the given bit size, correctly rounded.
-// Short decimals take Clinger's fast path (an exact integer mantissa times an exact power of ten is
-// one correctly rounded IEEE operation); for float32 the float64 result is then rounded again,
-// which is exact unless it lies exactly halfway between two float32 values. Everything else goes
-// to strconv.ParseFloat. d.last marks where the number began, for error messages.
+// eightDigits converts eight ASCII digits, loaded little-endian (the first digit in the low
+// byte), to their value, in three multiplications (the SWAR method of simdjson and fast_float).
+func eightDigits(v uint64) uint64 {
+	v -= 0x3030303030303030
+	v = (v * 10) + (v >> 8)
+	v = ((v & 0x000000FF000000FF) * (100 + (1000000 << 32))) + (((v >> 16) & 0x000000FF000000FF) * (1 + (10000 << 32)))
+	return v >> 32 & 0xFFFFFFFF
+}
+
+// Statuses of scanFloat.
+const (
+	numOK          = iota
+	numNotNumber   // no number starts here
+	numNoFracDigit // '.' not followed by a digit
+	numNoExpDigit  // 'e' not followed by a digit
+	numTooLong     // more than 64 bytes
+	numRange       // out of range for the bit size
+)
+
+// float scans a JSON number and converts it to a float of the given bit size, correctly rounded
+// (see scanFloat). d.last marks where the number began, for error messages.
 func (d *decoder) float(bits int) (float64, error) {
 	start := d.i
 	d.last = start
+	v, end, st := scanFloat(d.b, d.i, bits)
+	d.i = end
+	switch st {
+	case numOK:
+		return v, nil
+	case numNotNumber:
+		return 0, d.fail("expected a number")
+	case numNoFracDigit:
+		return 0, d.fail("expected a digit after '.'")
+	case numNoExpDigit:
+		return 0, d.fail("expected a digit in the exponent")
+	case numTooLong:
+		return 0, d.fail("number too long")
+	}
+	return 0, errorf("%s is out of range for FP%d", d.b[start:end], bits)
+}
+
+// scanFloat scans the JSON number at b[i:] and converts it to a float of the given bit size,
+// correctly rounded. It returns the value, the index where scanning stopped (after the number,
+// or where it went wrong) and a status. It works on a slice and an index rather than on the
+// decoder so that the compiler keeps both in registers: this is the inner loop of every FP32
+// request.
+//
+// Short decimals take Clinger's fast path (an exact integer mantissa times an exact power of ten
+// is one correctly rounded IEEE operation); for float32 the float64 result is then rounded again,
+// which is exact unless it lies exactly halfway between two float32 values. Everything else goes
+// to strconv.ParseFloat.
+func scanFloat(b []byte, i, bits int) (float64, int, int) {
+	start := i
 	neg := false
-	if d.peek() == '-' {
+	if i < len(b) && b[i] == '-' {
 		neg = true
-		d.i++
+		i++
 	}
 	var mant uint64
-	nd, exp10 := 0, 0
+	nd, exp10 := 0, 0 // significant digits kept in mant; decimal exponent of mant
 	exact := true
-	digit := func(c byte, frac bool) {
-		if mant == 0 && c == '0' {
-			if frac {
-				exp10--
-			}
-			return
-		}
-		if nd < 19 {
-			mant = mant*10 + uint64(c-'0')
-			nd++
-			if frac {
-				exp10--
-			}
-			return
-		}
-		exact = false // more digits than the fast path keeps
-		if !frac {
-			exp10++
-		}
+	if i >= len(b) {
+		return 0, i, numNotNumber
 	}
-	switch c := d.peek(); {
+	switch c := b[i]; {
 	case c == '0':
-		d.i++
+		i++
 	case c >= '1' && c <= '9':
-		for d.i < len(d.b) && d.b[d.i] >= '0' && d.b[d.i] <= '9' {
-			digit(d.b[d.i], false)
-			d.i++
+		for ; i < len(b); i++ {
+			c := b[i] - '0'
+			if c > 9 {
+				break
+			}
+			if nd < 19 {
+				mant = mant*10 + uint64(c)
+				nd++
+			} else {
+				exact = false // more digits than the fast path keeps
+				exp10++
+			}
 		}
 	default:
-		return 0, d.fail("expected a number")
+		return 0, i, numNotNumber
 	}
-	if d.peek() == '.' {
-		d.i++
-		n := d.i
-		for d.i < len(d.b) && d.b[d.i] >= '0' && d.b[d.i] <= '9' {
-			digit(d.b[d.i], true)
-			d.i++
-		}
-		if d.i == n {
-			return 0, d.fail("expected a digit after '.'")
-		}
-	}
-	if c := d.peek(); c == 'e' || c == 'E' {
-		d.i++
-		eneg := false
-		if c := d.peek(); c == '+' || c == '-' {
-			eneg = c == '-'
-			d.i++
-		}
-		n := d.i
-		e := 0
-		for d.i < len(d.b) && d.b[d.i] >= '0' && d.b[d.i] <= '9' {
-			if e < 10000 {
-				e = e*10 + int(d.b[d.i]-'0')
+	if i < len(b) && b[i] == '.' {
+		i++
+		fs := i
+		// Eight digits at a time while they fit the mantissa (fractions of image data have
+		// about nine). Leading zeros count as digits here, which only sends the rare number
+		// with many of them to the exact path below.
+		for nd <= 19-8 && len(b)-i >= 8 {
+			v := binary.LittleEndian.Uint64(b[i:])
+			if ((v+0x4646464646464646)|(v-0x3030303030303030))&0x8080808080808080 != 0 {
+				break // not eight digits
 			}
-			d.i++
+			mant = mant*100000000 + eightDigits(v)
+			nd += 8
+			exp10 -= 8
+			i += 8
 		}
-		if d.i == n {
-			return 0, d.fail("expected a digit in the exponent")
+		for ; i < len(b); i++ {
+			c := b[i] - '0'
+			if c > 9 {
+				break
+			}
+			if nd < 19 {
+				if mant != 0 || c != 0 { // leading zeros only move the exponent
+					mant = mant*10 + uint64(c)
+					nd++
+				}
+				exp10--
+			} else {
+				exact = false
+			}
+		}
+		if i == fs {
+			return 0, i, numNoFracDigit
+		}
+	}
+	if i < len(b) && b[i]|0x20 == 'e' {
+		i++
+		eneg := false
+		if i < len(b) && (b[i] == '+' || b[i] == '-') {
+			eneg = b[i] == '-'
+			i++
+		}
+		es, e := i, 0
+		for ; i < len(b); i++ {
+			c := b[i] - '0'
+			if c > 9 {
+				break
+			}
+			if e < 10000 {
+				e = e*10 + int(c)
+			}
+		}
+		if i == es {
+			return 0, i, numNoExpDigit
 		}
 		if eneg {
 			e = -e
 		}
 		exp10 += e
 	}
-	if d.i-start > 64 {
-		return 0, d.fail("number too long")
+	if i-start > 64 {
+		return 0, i, numTooLong
 	}
 	if exact && mant <= 1<<53 && exp10 >= -22 && exp10 <= 22 {
 		f := float64(mant)
@@ -497,19 +617,19 @@ func (d *decoder) float(bits int) (float64, error) {
 			f = -f
 		}
 		if bits == 64 || f == 0 {
-			return f, nil
+			return f, i, numOK
 		}
 		a := math.Abs(f)
 		if a >= 0x1p-126 && a <= math.MaxFloat32 && math.Float64bits(f)&(1<<29-1) != 1<<28 {
-			return float64(float32(f)), nil
+			return float64(float32(f)), i, numOK
 		}
 	}
-	s := d.b[start:d.i]
+	s := b[start:i]
 	v, err := strconv.ParseFloat(unsafe.String(&s[0], len(s)), bits)
 	if err != nil {
-		return 0, errorf("%s is out of range for FP%d", s, bits)
+		return 0, i, numRange
 	}
-	return v, nil
+	return v, i, numOK
 }
 
 // literal consumes the given word if it is next.
@@ -703,7 +823,7 @@ func (d *decoder) input() (Tensor, error) {
 				if err != nil {
 					return err
 				}
-				dd := &decoder{b: d.b, i: d.i, lim: d.lim, shape: t.Shape, leafDepth: -1}
+				dd := &decoder{b: d.b, i: d.i, lim: d.lim, bufs: d.bufs, shape: t.Shape, leafDepth: -1}
 				parsed, parsedNonFinite, parseErr = dd.data(t.Datatype, int(want))
 				if parseErr != nil {
 					return errorf("input %q: %s", t.Name, parseErr.Error())
@@ -745,7 +865,7 @@ func (d *decoder) input() (Tensor, error) {
 	}
 	data, nonFinite := parsed, parsedNonFinite
 	if data == nil {
-		dd := &decoder{b: d.b[:dataEnd], i: dataStart, lim: d.lim, shape: t.Shape, leafDepth: -1}
+		dd := &decoder{b: d.b[:dataEnd], i: dataStart, lim: d.lim, bufs: d.bufs, shape: t.Shape, leafDepth: -1}
 		data, nonFinite, err = dd.data(t.Datatype, int(want))
 		if err != nil {
 			return t, errorf("input %q: %s", t.Name, err.Error())
@@ -775,7 +895,7 @@ func (d *decoder) binaryInput(t Tensor, size any, hasData bool, want int64) (Ten
 		return t, errorf("input %q: binary_data_size is %v bytes, only %d bytes of binary data are left", t.Name, f, left)
 	}
 	n := int(f)
-	data, nonFinite, err := decodeBinary(t.Datatype, d.bin[d.binOff:d.binOff+n], int(want), d.lim.MaxString)
+	data, nonFinite, err := decodeBinary(t.Datatype, d.bin[d.binOff:d.binOff+n], int(want), d.lim.MaxString, d.bufs)
 	if err != nil {
 		return t, errorf("input %q: %s", t.Name, err.Error())
 	}
@@ -819,7 +939,7 @@ func (d *decoder) data(datatype string, want int) (any, bool, error) {
 		var f32 []float32
 		var f64 []float64
 		if bits == 32 {
-			f32 = make([]float32, 0, want)
+			f32 = d.bufs.float32s(want)
 		} else {
 			f64 = make([]float64, 0, want)
 		}
@@ -855,7 +975,7 @@ func (d *decoder) data(datatype string, want int) (any, bool, error) {
 		var err error
 		if bits == 32 && d.flatNumbers() {
 			// Fast path for the common flat FP32 array of plain numbers: no per-element closures.
-			err = d.flatFloat32(want, &f32, limit, datatype)
+			err = d.flatFloat32(want, &f32, limit)
 			if err == errNotPlain {
 				err = d.flatten(0, leaf)
 			}
@@ -994,41 +1114,51 @@ func (d *decoder) flatNumbers() bool {
 	return j < len(d.b) && (d.b[j] == '-' || (d.b[j] >= '0' && d.b[j] <= '9'))
 }
 
-// flatFloat32 parses a flat array of plain numbers. If it meets anything else (a nested array,
-// NaN, Infinity) before consuming input it cannot give back, it rewinds and returns errNotPlain.
-func (d *decoder) flatFloat32(want int, out *[]float32, limit float64, datatype string) error {
-	start, startLen := d.i, len(*out)
-	rewind := func() error { d.i = start; *out = (*out)[:startLen]; return errNotPlain }
-	d.ws()
-	d.i++ // '['
+// flatFloat32 parses a flat array of plain numbers, the common form of image tensors, in one
+// tight loop over a local slice and index. On anything else (a nested array, NaN, Infinity, a
+// malformed or out-of-range number, more elements than want) it rewinds and returns
+// errNotPlain, and the general path parses the data again and reports the error precisely.
+func (d *decoder) flatFloat32(want int, out *[]float32, limit float64) error {
+	b, i := d.b, d.i
+	vals := *out
+	rewind := func() error { *out = vals[:0]; return errNotPlain }
+	for i < len(b) && isSpace(b[i]) {
+		i++
+	}
+	i++ // '[', checked by flatNumbers
 	for {
-		d.ws()
-		if c := d.peek(); c != '-' && (c < '0' || c > '9') || (c == '-' && d.i+1 < len(d.b) && d.b[d.i+1] == 'I') {
+		for i < len(b) && isSpace(b[i]) {
+			i++
+		}
+		if len(vals) >= want {
 			return rewind()
 		}
-		if len(*out) >= want {
-			return errorf("data has more elements than the shape's %d", want)
+		v, end, st := scanFloat(b, i, 32)
+		if st != numOK || v > limit || v < -limit {
+			return rewind()
 		}
-		v, err := d.float(32)
-		if err != nil {
-			return err
+		vals = append(vals, float32(v))
+		i = end
+		for i < len(b) && isSpace(b[i]) {
+			i++
 		}
-		if math.Abs(v) > limit {
-			return errorf("%s is out of range for %s", d.b[d.last:d.i], datatype)
+		if i >= len(b) {
+			return rewind()
 		}
-		*out = append(*out, float32(v))
-		d.ws()
-		switch d.peek() {
+		switch b[i] {
 		case ',':
-			d.i++
+			i++
 		case ']':
-			d.i++
+			d.i = i + 1
+			*out = vals
 			return nil
 		default:
-			return d.fail("expected ',' or ']'")
+			return rewind()
 		}
 	}
 }
+
+func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
 
 // flatten walks tensor data, calling leaf at each scalar. Data is either a flat array of all
 // elements or arrays nested exactly as the shape says (every level as long as its dimension).

@@ -1,6 +1,7 @@
 package oip
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"math"
 	"reflect"
@@ -237,4 +238,112 @@ func FuzzFloat(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestEightDigits(t *testing.T) {
+	for _, s := range []string{"00000000", "12345678", "99999999", "04313725", "10000000", "00000001"} {
+		want, _ := strconv.ParseUint(s, 10, 64)
+		if got := eightDigits(binary.LittleEndian.Uint64([]byte(s))); got != want {
+			t.Errorf("%s: got %d", s, got)
+		}
+	}
+}
+
+// The flat FP32 fast path gives what the general path gives, element for element and bit for
+// bit, or hands over to it (rewinding) without consuming anything.
+func TestFlatFloat32MatchesGeneral(t *testing.T) {
+	cases := []string{"[0.043137256,0.5019608,1,0,-0.0039215689]", "[ 0.5 ,\n0.25\t]", "[1e-7,12345678901234567890123,0.000000000000012345678901]",
+		"[0.5,NaN]", "[0.5,[1]]", "[0.5,1e39]", "[" + strings.Repeat("0.125,", 20) + "1]", "[01]", "[0.5,]", "[0.5", "[0.5 x]", "[-Infinity]", "[1.]", "[1e]"}
+	r := uint64(99)
+	next := func() uint64 { r ^= r << 13; r ^= r >> 7; r ^= r << 17; return r }
+	for range 200 {
+		b := []byte{'['}
+		for i := range 1 + int(next()%20) {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			f := math.Float32frombits(uint32(next()))
+			if math.IsNaN(float64(f)) || math.IsInf(float64(f), 0) {
+				f = 0.5
+			}
+			b = strconv.AppendFloat(b, float64(f), 'g', int(next()%12)-1, 32)
+		}
+		cases = append(cases, string(append(b, ']')))
+	}
+	for _, c := range cases {
+		const want = 20
+		fast := &decoder{b: []byte(c), lim: DefaultLimits, shape: []int64{want}, leafDepth: -1}
+		var got []float32
+		if !fast.flatNumbers() {
+			continue
+		}
+		ferr := fast.flatFloat32(want, &got, math.MaxFloat32)
+		general := &decoder{b: []byte(c), lim: DefaultLimits, shape: []int64{want}, leafDepth: -1}
+		all, _, gerr := general.data(FP32, want)
+		if ferr == errNotPlain {
+			if fast.i != 0 || len(got) != 0 {
+				t.Errorf("%s: fast path consumed %d bytes, %d values before handing over", c, fast.i, len(got))
+			}
+			if gerr == nil && !strings.Contains(c, "NaN") && !strings.Contains(c, "Inf") && !strings.Contains(c, "[[") {
+				t.Errorf("%s: fast path handed over data the general path accepts as plain", c)
+			}
+			continue
+		}
+		if ferr != nil || gerr != nil {
+			t.Fatalf("%s: fast %v, general %v", c, ferr, gerr)
+		}
+		w := all.([]float32)
+		if len(got) != len(w) || fast.i != general.i {
+			t.Fatalf("%s: fast %v (end %d), general %v (end %d)", c, got, fast.i, w, general.i)
+		}
+		for i := range got {
+			if math.Float32bits(got[i]) != math.Float32bits(w[i]) {
+				t.Fatalf("%s: element %d fast %v, general %v", c, i, got[i], w[i])
+			}
+		}
+	}
+}
+
+// Buffers: the tensors of one decode do not share memory, a reset reuses it, results equal those
+// of a decode without Buffers, and a huge slice is not kept.
+func TestBuffersReuse(t *testing.T) {
+	body := []byte(`{"inputs":[{"name":"a","datatype":"FP32","shape":[3],"data":[1,2,3]},{"name":"b","datatype":"FP16","shape":[1,3],"data":[[4,5,6]]}]}`)
+	var bufs Buffers
+	r1, err := bufs.DecodeInferRequest(body, DefaultLimits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := r1.Inputs[0].Data.([]float32), r1.Inputs[1].Data.([]float32)
+	if &a[:cap(a)][cap(a)-1] == &b[0] || !reflect.DeepEqual(a, []float32{1, 2, 3}) || !reflect.DeepEqual(b, []float32{4, 5, 6}) {
+		t.Fatalf("first decode: %v %v", a, b)
+	}
+	bufs.Reset()
+	r2, err := bufs.DecodeInferRequest(body, DefaultLimits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if &r2.Inputs[0].Data.([]float32)[0] != &a[0] {
+		t.Error("a reset did not reuse the memory")
+	}
+	plain, _ := DecodeInferRequest(body, DefaultLimits)
+	if !reflect.DeepEqual(r2, plain) {
+		t.Errorf("with Buffers %+v, without %+v", r2, plain)
+	}
+	// Binary data of the same tensors takes the same memory.
+	bufs.Reset()
+	hdr := `{"inputs":[{"name":"a","datatype":"FP32","shape":[3],"parameters":{"binary_data_size":12}}]}`
+	raw := []byte(hdr)
+	for _, v := range []float32{7, 8, 9} {
+		raw = binary.LittleEndian.AppendUint32(raw, math.Float32bits(v))
+	}
+	r3, err := bufs.DecodeInferRequestBinary(raw, len(hdr), DefaultLimits)
+	if err != nil || &r3.Inputs[0].Data.([]float32)[0] != &a[0] || !reflect.DeepEqual(r3.Inputs[0].Data, []float32{7, 8, 9}) {
+		t.Fatalf("binary decode with Buffers: %+v, %v", r3, err)
+	}
+	bufs.Reset()
+	bufs.float32s(maxKeptFloats + 1)
+	bufs.Reset()
+	if len(bufs.f32) > 0 && cap(bufs.f32[0]) > maxKeptFloats {
+		t.Error("a huge slice was kept")
+	}
 }

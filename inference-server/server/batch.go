@@ -54,19 +54,20 @@ func newBatcher(m *model, cfg BatchConfig) *batcher {
 	return b
 }
 
-// submit enqueues a request without blocking and waits for its result.
-func (b *batcher) submit(ctx context.Context, inputs []oip.Tensor, rows int) ([]oip.Tensor, error) {
+// submit enqueues a request without blocking and waits for its result. inputsFree is false when
+// it gave up waiting (ctx is done) while a worker may still read the inputs.
+func (b *batcher) submit(ctx context.Context, inputs []oip.Tensor, rows int) (outs []oip.Tensor, inputsFree bool, err error) {
 	it := &item{ctx: ctx, inputs: inputs, rows: rows, enqueued: time.Now(), done: make(chan result, 1)}
 	select {
 	case b.queue <- it:
 	default:
-		return nil, ErrQueueFull
+		return nil, true, ErrQueueFull
 	}
 	select {
 	case r := <-it.done:
-		return r.outputs, r.err
+		return r.outputs, true, r.err
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return nil, false, ctx.Err()
 	}
 }
 

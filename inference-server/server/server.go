@@ -60,7 +60,8 @@ type Server struct {
 	metrics  *metrics
 	ready    atomic.Bool
 	mux      *http.ServeMux
-	bufPool  sync.Pool
+	bufPool  sync.Pool // *[]byte: request bodies, then the response written over them
+	decPool  sync.Pool // *oip.Buffers: decoded FP32 tensor data
 	batchers []*batcher
 }
 
@@ -141,6 +142,7 @@ func New(o Options) (*Server, error) {
 	}
 	slices.Sort(s.names)
 	s.bufPool.New = func() any { b := make([]byte, 0, 64<<10); return &b }
+	s.decPool.New = func() any { return new(oip.Buffers) }
 	s.mux = http.NewServeMux()
 	s.mux.HandleFunc("/v2/health/live", s.method(http.MethodGet, s.live))
 	s.mux.HandleFunc("/v2/health/ready", s.method(http.MethodGet, s.readyz))
@@ -312,7 +314,11 @@ func (s *Server) infer(w http.ResponseWriter, r *http.Request) {
 	if !known {
 		label = unknownModelLabel
 	}
-	s.metrics.requests.WithLabelValues(label).Inc()
+	if known {
+		m.requests.Inc()
+	} else {
+		s.metrics.requests.WithLabelValues(label).Inc()
+	}
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
 		s.fail(w, label, httpError{http.StatusMethodNotAllowed, ReasonMethod, "method " + r.Method + " not allowed; use POST"})
@@ -347,13 +353,16 @@ func (s *Server) infer(w http.ResponseWriter, r *http.Request) {
 		}
 		jsonLen = n
 	}
-	resp, herr := s.handleInfer(r.Context(), m, body, jsonLen)
+	bufs := s.decPool.Get().(*oip.Buffers)
+	resp, herr, inputsFree := s.handleInfer(r.Context(), m, body, jsonLen, bufs)
 	if herr != nil {
 		s.fail(w, label, *herr)
+		s.releaseInputs(bufs, inputsFree)
 		return
 	}
 	out, outJSON := oip.AppendInferResponse(body[:0], resp)
 	*bp = out[:0]
+	s.releaseInputs(bufs, inputsFree) // the response is encoded: nothing refers to the inputs now
 	h := w.Header()
 	if outJSON != len(out) {
 		h.Set("Content-Type", "application/octet-stream")
@@ -395,32 +404,49 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request, buf []byte) ([
 	}
 }
 
+// releaseInputs returns the memory of a request's decoded tensors to the pool, unless a batching
+// worker may still read it (the request left the queue early because its client went away).
+func (s *Server) releaseInputs(bufs *oip.Buffers, free bool) {
+	if free {
+		bufs.Reset()
+		s.decPool.Put(bufs)
+	}
+}
+
 // handleInfer decodes, runs and shapes the answer. jsonLen is the length of the JSON part when
-// the request uses the binary tensor data extension, -1 otherwise.
-func (s *Server) handleInfer(ctx context.Context, m *model, body []byte, jsonLen int) (*oip.InferResponse, *httpError) {
+// the request uses the binary tensor data extension, -1 otherwise. Decoded tensor data lives in
+// bufs; inputsFree reports whether nothing but the response can still refer to it.
+func (s *Server) handleInfer(ctx context.Context, m *model, body []byte, jsonLen int, bufs *oip.Buffers) (resp *oip.InferResponse, herr *httpError, inputsFree bool) {
 	var req *oip.InferRequest
 	var err error
 	if jsonLen >= 0 {
-		req, err = oip.DecodeInferRequestBinary(body, jsonLen, s.limits)
+		req, err = bufs.DecodeInferRequestBinary(body, jsonLen, s.limits)
 	} else {
-		req, err = oip.DecodeInferRequest(body, s.limits)
+		req, err = bufs.DecodeInferRequest(body, s.limits)
 	}
 	if err != nil {
-		return nil, &httpError{http.StatusBadRequest, ReasonDecode, err.Error()}
+		return nil, &httpError{http.StatusBadRequest, ReasonDecode, err.Error()}, true
 	}
 	inputs, rows, err := m.checkInputs(req.Inputs)
 	if err != nil {
-		return nil, &httpError{http.StatusBadRequest, ReasonInvalid, err.Error()}
+		return nil, &httpError{http.StatusBadRequest, ReasonInvalid, err.Error()}, true
 	}
 	if err := m.checkOutputs(req.Outputs); err != nil {
-		return nil, &httpError{http.StatusBadRequest, ReasonInvalid, err.Error()}
+		return nil, &httpError{http.StatusBadRequest, ReasonInvalid, err.Error()}, true
 	}
 	var outs []oip.Tensor
+	inputsFree = true
 	if m.batcher != nil {
-		outs, err = m.batcher.submit(ctx, inputs, rows)
+		outs, inputsFree, err = m.batcher.submit(ctx, inputs, rows)
 	} else {
 		outs, err = m.run(ctx, inputs, rows)
 	}
+	resp, herr = m.respond(req, outs, err)
+	return resp, herr, inputsFree
+}
+
+// respond maps a run's error to a status, or shapes its outputs into the response.
+func (m *model) respond(req *oip.InferRequest, outs []oip.Tensor, err error) (*oip.InferResponse, *httpError) {
 	switch {
 	case err == nil:
 	case errors.Is(err, ErrQueueFull):

@@ -27,6 +27,7 @@ import (
 type fakeSession struct {
 	mu      sync.Mutex
 	batches []int64
+	sums    []float32     // sum of every input element, per run, read after the gate
 	gate    chan struct{} // if not nil, Run waits for a value
 	fail    error
 }
@@ -40,8 +41,13 @@ func (f *fakeSession) Run(_ context.Context, in []oip.Tensor) ([]oip.Tensor, err
 	}
 	x := in[0].Data.([]float32)
 	rows := in[0].Shape[0]
+	var all float32
+	for _, v := range x {
+		all += v
+	}
 	f.mu.Lock()
 	f.batches = append(f.batches, rows)
+	f.sums = append(f.sums, all)
 	f.mu.Unlock()
 	per := len(x) / int(rows)
 	double := make([]float32, len(x))
@@ -384,6 +390,61 @@ func TestBatchingMergesAndSplits(t *testing.T) {
 	}
 	if total != 18 || maxRows > 8 || len(sess.batches) >= n {
 		t.Errorf("batches %v: want 18 rows in fewer than %d runs of at most 8", sess.batches, n)
+	}
+}
+
+// A batched request whose client goes away while its run is under way must not hand its decoded
+// tensor memory back for reuse: the run still reads it.
+func TestCanceledBatchedRequestKeepsItsInputs(t *testing.T) {
+	sess := &fakeSession{gate: make(chan struct{})}
+	_, reg, ts := newTestServer(t, sess, BatchConfig{MaxSize: 2, MaxDelay: time.Millisecond, QueueSize: 4, Workers: 1})
+	url := ts.URL + "/v2/models/fake/infer"
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader(`{"inputs":[{"name":"x","datatype":"FP32","shape":[1,3],"data":[1,2,3]}]}`))
+	errc := make(chan error, 1)
+	go func() {
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		errc <- err
+	}()
+	waitFor := func(what string, ok func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); !ok(); time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatal("timed out waiting for " + what)
+			}
+		}
+	}
+	waitFor("the first request", func() bool { return counterOrZero(reg, "countersign_inference_requests_total", "fake") == 1 })
+	time.Sleep(50 * time.Millisecond) // the worker takes it and blocks in Run
+	cancel()
+	<-errc
+	waitFor("the canceled request to be answered", func() bool { return failures(t, reg, ReasonCanceled) == 1 })
+	// A second request decodes while the first run still holds its inputs.
+	done := make(chan int, 1)
+	go func() {
+		resp, err := http.Post(url, "application/json", strings.NewReader(`{"inputs":[{"name":"x","datatype":"FP32","shape":[1,3],"data":[700,800,900]}]}`))
+		if err != nil {
+			done <- -1
+			return
+		}
+		resp.Body.Close()
+		done <- resp.StatusCode
+	}()
+	waitFor("the second request", func() bool { return counterOrZero(reg, "countersign_inference_requests_total", "fake") == 2 })
+	time.Sleep(50 * time.Millisecond)
+	sess.gate <- struct{}{}
+	sess.gate <- struct{}{}
+	if s := <-done; s != 200 {
+		t.Fatalf("second request: status %d", s)
+	}
+	sess.mu.Lock()
+	defer sess.mu.Unlock()
+	if len(sess.sums) != 2 || sess.sums[0] != 6 || sess.sums[1] != 2400 {
+		t.Fatalf("runs saw input sums %v, want [6 2400]", sess.sums)
 	}
 }
 

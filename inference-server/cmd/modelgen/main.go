@@ -1,7 +1,9 @@
 // Command modelgen regenerates the demo chest-scan model into a model repository folder:
-// model.onnx, config.json (with the model's SHA-256), MODEL_CARD.md and sample scans.
+// model.onnx, config.json (with the model's SHA-256), MODEL_CARD.md and sample scans. With
+// -model bench it writes the benchmark model instead (demomodel.BenchModel).
 //
 //	go run ./inference-server/cmd/modelgen -out inference-server/models
+//	go run ./inference-server/cmd/modelgen -model bench -out /tmp/bench-models
 package main
 
 import (
@@ -33,6 +35,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("modelgen", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	out := fs.String("out", "inference-server/models", "model repository folder to write into")
+	which := fs.String("model", "demo", "demo: the committed chest-scan classifier; bench: the 224×224 benchmark model (untrained, not committed)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -40,7 +43,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return errors.New("--out must not be empty")
 	}
 	start := time.Now()
-	files, err := demomodel.Generate()
+	var files demomodel.Files
+	var err error
+	switch *which {
+	case "demo":
+		files, err = demomodel.Generate()
+	case "bench":
+		files, err = demomodel.BenchModel()
+	default:
+		return fmt.Errorf("--model %q: want demo or bench", *which)
+	}
 	if err != nil {
 		return err
 	}
