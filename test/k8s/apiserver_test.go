@@ -440,11 +440,15 @@ func admissionLatency(t *testing.T, e *env) {
 	m1 := apiserverSums(t, e)
 	injected := measure(func(i int) *corev1.Pod { return optedInPod(podName("lat-inj"), nil) })
 	m2 := apiserverSums(t, e)
-	report := fmt.Sprintf("admission latency through the API server, %d creates each:\n"+
+	verdict := "MET"
+	if pct(injected, .99) > 10*time.Millisecond {
+		verdict = "MISSED"
+	}
+	report := fmt.Sprintf("admission latency through the API server, %d creates each (target %s):\n"+
 		"  plain pod (no webhook):   p50 %6.2f ms  p99 %6.2f ms\n"+
 		"  opted-in pod (injected):  p50 %6.2f ms  p99 %6.2f ms  (target p99 <= 10 ms)\n"+
 		"  webhook share at p50:     %6.2f ms\n",
-		n, ms(pct(plain, .5)), ms(pct(plain, .99)), ms(pct(injected, .5)), ms(pct(injected, .99)),
+		n, verdict, ms(pct(plain, .5)), ms(pct(plain, .99)), ms(pct(injected, .5)), ms(pct(injected, .99)),
 		ms(pct(injected, .5)-pct(plain, .5)))
 	report += "  where the API server spent its time, mean per create (from its own metrics):\n"
 	report += breakdown(m0, m1, "plain") + breakdown(m1, m2, "opted-in")
@@ -454,9 +458,9 @@ func admissionLatency(t *testing.T, e *env) {
 		_ = os.MkdirAll(filepath.Join(root, "test", "artifacts"), 0o755)
 		_ = os.WriteFile(filepath.Join(root, "test", "artifacts", "admission-latency.txt"), []byte(report), 0o644)
 	}
-	// The target: p99 <= 10 ms for an opted-in pod's create, enforced in strict mode (make
-	// test). Measured alone: while other test packages run on the same two cores, the plain
-	// pods' own p99 (no webhook at all) exceeds 10 ms, and the check would measure the neighbours.
+	// The target: p99 <= 10 ms for an opted-in pod's create, enforced in strict mode. Measured
+	// alone: while other test packages run on the same two cores, the plain pods' own p99 (no
+	// webhook at all) exceeds 10 ms, and the check would measure the neighbours.
 	if p99 := pct(injected, .99); p99 > 10*time.Millisecond {
 		msg := fmt.Sprintf("opted-in pod create p99 %.2f ms misses the 10 ms target (plain pods: p99 %.2f ms)", ms(p99), ms(pct(plain, .99)))
 		if mode == "strict" {
