@@ -66,6 +66,7 @@ func NewInbound(d *Deps, cfg config.Inbound) *Inbound {
 			}
 		},
 		Transport:      appTransport(d.Limits),
+		BufferPool:     &bufferPool,
 		ModifyResponse: h.modifyResponse,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			d.rejectHTTP(w, r, cfg.Name, http.StatusBadGateway, asRejection(err, CodeApp))

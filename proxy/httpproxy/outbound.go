@@ -76,6 +76,7 @@ func NewOutbound(d *Deps, cfg config.Outbound) *Outbound {
 		Transport: roundTripper(func(r *http.Request) (*http.Response, error) {
 			return r.Context().Value(outKey{}).(*outState).gen.tr.RoundTrip(r)
 		}),
+		BufferPool:     &bufferPool,
 		ModifyResponse: o.modifyResponse,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			d.rejectHTTP(w, r, cfg.Name, http.StatusBadGateway, asRejection(err, CodeUpstream))
