@@ -17,6 +17,7 @@ import (
 	"math/big"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/countersign/countersign/attestation"
@@ -90,9 +91,47 @@ type Countersig struct {
 
 // Digest returns b64url(SHA-256(s)).
 func Digest(s string) string {
-	h := sha256.Sum256([]byte(s))
+	bp := digestBufs.Get().(*[]byte)
+	b := append((*bp)[:0], s...)
+	h := sha256.Sum256(b)
+	if cap(b) <= 64<<10 {
+		*bp = b
+		digestBufs.Put(bp)
+	}
 	return b64.EncodeToString(h[:])
 }
+
+// digestBufs hold the bytes being hashed by Digest: a string's bytes are copied into a
+// reused buffer instead of a new slice per call (tokens are several KB).
+var digestBufs = sync.Pool{New: func() any { b := make([]byte, 0, 8<<10); return &b }}
+
+// TokenDigest is Digest of a token, remembered for the few tokens in use (this proxy's own
+// and its peers', a handful per token lifetime) so that the several KB of a token are not
+// hashed again on every request. Use it only for tokens that passed verification (from a
+// certificate): the cache holds at most tokenDigestMax entries and is emptied when full.
+func TokenDigest(raw string) string {
+	tokenDigests.mu.RLock()
+	d, ok := tokenDigests.m[raw]
+	tokenDigests.mu.RUnlock()
+	if ok {
+		return d
+	}
+	d = Digest(raw)
+	tokenDigests.mu.Lock()
+	if len(tokenDigests.m) >= tokenDigestMax {
+		clear(tokenDigests.m)
+	}
+	tokenDigests.m[raw] = d
+	tokenDigests.mu.Unlock()
+	return d
+}
+
+const tokenDigestMax = 64
+
+var tokenDigests = struct {
+	mu sync.RWMutex
+	m  map[string]string
+}{m: map[string]string{}}
 
 // RequestDigest is SHA-256 over the request's method, authority, request-target and, when
 // bodySHA256 is not nil, the body's SHA-256 (else "-").
@@ -399,7 +438,7 @@ func Append(prev *Chain, self Self, req [32]byte, now time.Time) (header, entryD
 	if _, err := rand.Read(nonce); err != nil {
 		return "", "", err
 	}
-	e := Entry{V: 1, Token: Digest(self.Token), Req: b64.EncodeToString(req[:]), TS: now.UnixMilli(), Nonce: b64.EncodeToString(nonce)}
+	e := Entry{V: 1, Token: TokenDigest(self.Token), Req: b64.EncodeToString(req[:]), TS: now.UnixMilli(), Nonce: b64.EncodeToString(nonce)}
 	if prev != nil && len(prev.Hops) > 0 {
 		e.Index = len(prev.Hops)
 		e.Prev = prev.Tail()
@@ -419,7 +458,7 @@ func Append(prev *Chain, self Self, req [32]byte, now time.Time) (header, entryD
 
 // Countersign signs the answer to the entry whose digest is entryDigest.
 func Countersign(self Self, entryDigest string, resp [32]byte, now time.Time) (string, error) {
-	return sign(self.Key, ctxCountersig, Countersig{V: 1, Entry: entryDigest, Token: Digest(self.Token), Resp: b64.EncodeToString(resp[:]), TS: now.UnixMilli()})
+	return sign(self.Key, ctxCountersig, Countersig{V: 1, Entry: entryDigest, Token: TokenDigest(self.Token), Resp: b64.EncodeToString(resp[:]), TS: now.UnixMilli()})
 }
 
 // ParseCountersig parses an encoded countersignature's shape.

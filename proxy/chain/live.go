@@ -111,7 +111,7 @@ func (l *Live) Verify(ctx context.Context, chainHdr, tokensHdr []string, peer *a
 	if err != nil {
 		return nil, err
 	}
-	peerDigest := Digest(peer.Token.Raw)
+	peerDigest := TokenDigest(peer.Token.Raw)
 	if _, dup := tokens[peerDigest]; dup {
 		return nil, attestation.Rejectf(CodeChainMalformed, "%s repeats the peer's own token", HeaderTokens)
 	}

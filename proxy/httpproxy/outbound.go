@@ -169,7 +169,7 @@ func (o *Outbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		o.d.rejectHTTP(w, r, o.cfg.Name, http.StatusInternalServerError, attestation.Rejectf(CodeNoIdentity, "signing the chain entry: %v", err))
 		return
 	}
-	st := &outState{gen: o.generation(cur), chainHdr: hdr, entryDigest: entry, tokens: map[string]string{chain.Digest(self.Token): self.Token}}
+	st := &outState{gen: o.generation(cur), chainHdr: hdr, entryDigest: entry, tokens: map[string]string{chain.TokenDigest(self.Token): self.Token}}
 	if prev != nil {
 		st.tokensHdr = prev.TokensHeader("")
 		for k, v := range prev.Tokens {
@@ -207,7 +207,7 @@ func (o *Outbound) modifyResponse(resp *http.Response) error {
 	if len(cs) == 1 {
 		enc = cs[0]
 	}
-	peerTok := chain.Digest(peer.Token.Raw)
+	peerTok := chain.TokenDigest(peer.Token.Raw)
 	if _, err := chain.VerifyCountersig(enc, st.entryDigest, peerTok, pk, chain.ResponseDigest(resp.StatusCode, sum[:])); err != nil {
 		return err
 	}
