@@ -2,6 +2,8 @@ package chain
 
 import (
 	"crypto/sha256"
+	"encoding/json"
+	"reflect"
 	"strconv"
 	"strings"
 	"testing"
@@ -31,6 +33,25 @@ func TestDigestAndTokenDigest(t *testing.T) {
 		tokenDigests.mu.RUnlock()
 		if n > tokenDigestMax {
 			t.Fatalf("%d cached token digests, at most %d", n, tokenDigestMax)
+		}
+	}
+}
+
+// Encode writes what base64url(json.Marshal(r)) is, and ParseReceipt reads it back.
+func TestReceiptEncode(t *testing.T) {
+	r := &Receipt{V: 1, Chain: "a.b,c.d", Tokens: []string{strings.Repeat("t", 9000), "u.v.w", "<&>"}, Countersignature: "x.y", Status: 200, BodySHA256: "zz"}
+	for range 3 {
+		got, err := r.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		js, _ := json.Marshal(r)
+		if want := b64.EncodeToString(js); got != want {
+			t.Fatalf("Encode differs from base64url(json.Marshal)")
+		}
+		back, err := ParseReceipt([]byte(got))
+		if err != nil || !reflect.DeepEqual(back, r) {
+			t.Fatalf("ParseReceipt(Encode) = %+v, %v", back, err)
 		}
 	}
 }
