@@ -293,6 +293,9 @@ type Hop struct {
 	Token    *token.Verified
 	// signer is the key, named by Token, that the entry's signature verified with.
 	signer *ecdsa.PublicKey
+	// sum is the SHA-256 of Encoded (when hasSum), computed once by VerifyEntries.
+	sum    [32]byte
+	hasSum bool
 }
 
 // Chain is a verified chain.
@@ -325,7 +328,20 @@ func (c *Chain) TokensHeader(omit string) string {
 }
 
 // Tail is the digest of the last encoded entry.
-func (c *Chain) Tail() string { return Digest(c.Hops[len(c.Hops)-1].Encoded) }
+func (c *Chain) Tail() string {
+	sum := c.tailSum()
+	return b64.EncodeToString(sum[:])
+}
+
+// tailSum is the SHA-256 of the last encoded entry, as VerifyEntries computed it when it
+// built the chain.
+func (c *Chain) tailSum() [32]byte {
+	h := &c.Hops[len(c.Hops)-1]
+	if h.hasSum {
+		return h.sum
+	}
+	return sha256.Sum256([]byte(h.Encoded))
+}
 
 // Checker is attestedtls.Checker.
 type Checker = attestedtls.Checker
@@ -347,13 +363,15 @@ func VerifyEntries(ctx context.Context, c Checker, encoded []string, tokens map[
 	ch := &Chain{Tokens: map[string]string{}}
 	seen := map[string]bool{}
 	var prevTS int64
+	prevDigest := ""
 	used := map[string]bool{}
 	for i, enc := range encoded {
 		e, p, sig, err := ParseEntry(enc)
 		if err != nil {
 			return nil, attestation.Rejectf(CodeChainMalformed, "entry %d: %v", i, err)
 		}
-		d := Digest(enc)
+		sum := sha256.Sum256([]byte(enc))
+		d := b64.EncodeToString(sum[:])
 		if seen[d] {
 			return nil, attestation.Rejectf(CodeChainDuplicate, "entry %d repeats an earlier entry", i)
 		}
@@ -361,10 +379,8 @@ func VerifyEntries(ctx context.Context, c Checker, encoded []string, tokens map[
 		if e.Index != i {
 			return nil, attestation.Reject(CodeChainOrder, fmt.Sprintf("entry %d index", i), strconv.Itoa(e.Index), strconv.Itoa(i))
 		}
-		wantPrev := ""
-		if i > 0 {
-			wantPrev = Digest(encoded[i-1])
-		}
+		wantPrev := prevDigest // the digest of encoded[i-1], "" for the first entry
+		prevDigest = d
 		if e.Prev != wantPrev {
 			return nil, attestation.Reject(CodeChainLink, fmt.Sprintf("entry %d prev", i), e.Prev, "the digest of the entry before it ("+orNone(wantPrev)+")")
 		}
@@ -394,7 +410,7 @@ func VerifyEntries(ctx context.Context, c Checker, encoded []string, tokens map[
 		if signer == nil {
 			return nil, attestation.Rejectf(CodeChainSignature, "entry %d is not signed by a key its token names", i)
 		}
-		ch.Hops = append(ch.Hops, Hop{Entry: e, Encoded: enc, Identity: dec.Identity, Token: t, signer: signer})
+		ch.Hops = append(ch.Hops, Hop{Entry: e, Encoded: enc, Identity: dec.Identity, Token: t, signer: signer, sum: sum, hasSum: true})
 		ch.Tokens[e.Token] = raw
 	}
 	for d := range tokens {

@@ -52,7 +52,7 @@ type Deps struct {
 	Live     *chain.Live
 	// Forwarded remembers chains the inbound side verified and handed to the app, by tail
 	// digest, so that the outbound side continues only those.
-	Forwarded *chain.TTLSet[*chain.Chain]
+	Forwarded *chain.TTLSet[string, *chain.Chain]
 	Metrics   *metrics.Metrics
 	Logger    *slog.Logger
 	Limits    config.Limits
