@@ -15,7 +15,10 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"runtime"
+	"sync"
 	"time"
+	"weak"
 )
 
 // OIDToken is the extension that carries the MAA token (docs/protocol.md, "Attested
@@ -123,4 +126,26 @@ func CheckKey(pub crypto.PublicKey) (*ecdsa.PublicKey, error) {
 		return nil, fmt.Errorf("certificate key is %T, expected ECDSA P-256", pub)
 	}
 	return k, nil
+}
+
+// tokenByCert remembers, per live certificate object, the token TokenFromCertificate
+// extracted from it: an established connection's peer certificate is the same object on
+// every request, so PeerOf does not scan and copy the token's several KB again each time.
+// Entries go when their certificate is garbage collected. Only successful extractions are
+// remembered; a certificate's extensions do not change.
+var tokenByCert sync.Map // weak.Pointer[x509.Certificate] → string
+
+func tokenOf(cert *x509.Certificate) (string, error) {
+	wp := weak.Make(cert)
+	if v, ok := tokenByCert.Load(wp); ok {
+		return v.(string), nil
+	}
+	raw, err := TokenFromCertificate(cert)
+	if err != nil {
+		return "", err
+	}
+	if _, loaded := tokenByCert.LoadOrStore(wp, raw); !loaded {
+		runtime.AddCleanup(cert, func(k weak.Pointer[x509.Certificate]) { tokenByCert.Delete(k) }, wp)
+	}
+	return raw, nil
 }

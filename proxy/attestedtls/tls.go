@@ -53,7 +53,7 @@ func Verify(ctx context.Context, c Checker, cert *x509.Certificate, identities [
 	if _, err := CheckKey(cert.PublicKey); err != nil {
 		return nil, attestation.Rejectf(CodeNotAttested, "%v", err)
 	}
-	raw, err := TokenFromCertificate(cert)
+	raw, err := tokenOf(cert)
 	if err != nil {
 		return nil, attestation.Rejectf(CodeNotAttested, "%v", err)
 	}

@@ -17,6 +17,7 @@ import (
 	"math/big"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/countersign/countersign/attestation"
@@ -90,9 +91,47 @@ type Countersig struct {
 
 // Digest returns b64url(SHA-256(s)).
 func Digest(s string) string {
-	h := sha256.Sum256([]byte(s))
+	bp := digestBufs.Get().(*[]byte)
+	b := append((*bp)[:0], s...)
+	h := sha256.Sum256(b)
+	if cap(b) <= 64<<10 {
+		*bp = b
+		digestBufs.Put(bp)
+	}
 	return b64.EncodeToString(h[:])
 }
+
+// digestBufs hold the bytes being hashed by Digest: a string's bytes are copied into a
+// reused buffer instead of a new slice per call (tokens are several KB).
+var digestBufs = sync.Pool{New: func() any { b := make([]byte, 0, 8<<10); return &b }}
+
+// TokenDigest is Digest of a token, remembered for the few tokens in use (this proxy's own
+// and its peers', a handful per token lifetime) so that the several KB of a token are not
+// hashed again on every request. Use it only for tokens that passed verification (from a
+// certificate): the cache holds at most tokenDigestMax entries and is emptied when full.
+func TokenDigest(raw string) string {
+	tokenDigests.mu.RLock()
+	d, ok := tokenDigests.m[raw]
+	tokenDigests.mu.RUnlock()
+	if ok {
+		return d
+	}
+	d = Digest(raw)
+	tokenDigests.mu.Lock()
+	if len(tokenDigests.m) >= tokenDigestMax {
+		clear(tokenDigests.m)
+	}
+	tokenDigests.m[raw] = d
+	tokenDigests.mu.Unlock()
+	return d
+}
+
+const tokenDigestMax = 64
+
+var tokenDigests = struct {
+	mu sync.RWMutex
+	m  map[string]string
+}{m: map[string]string{}}
 
 // RequestDigest is SHA-256 over the request's method, authority, request-target and, when
 // bodySHA256 is not nil, the body's SHA-256 (else "-").
@@ -254,6 +293,9 @@ type Hop struct {
 	Token    *token.Verified
 	// signer is the key, named by Token, that the entry's signature verified with.
 	signer *ecdsa.PublicKey
+	// sum is the SHA-256 of Encoded (when hasSum), computed once by VerifyEntries.
+	sum    [32]byte
+	hasSum bool
 }
 
 // Chain is a verified chain.
@@ -286,7 +328,20 @@ func (c *Chain) TokensHeader(omit string) string {
 }
 
 // Tail is the digest of the last encoded entry.
-func (c *Chain) Tail() string { return Digest(c.Hops[len(c.Hops)-1].Encoded) }
+func (c *Chain) Tail() string {
+	sum := c.tailSum()
+	return b64.EncodeToString(sum[:])
+}
+
+// tailSum is the SHA-256 of the last encoded entry, as VerifyEntries computed it when it
+// built the chain.
+func (c *Chain) tailSum() [32]byte {
+	h := &c.Hops[len(c.Hops)-1]
+	if h.hasSum {
+		return h.sum
+	}
+	return sha256.Sum256([]byte(h.Encoded))
+}
 
 // Checker is attestedtls.Checker.
 type Checker = attestedtls.Checker
@@ -308,13 +363,15 @@ func VerifyEntries(ctx context.Context, c Checker, encoded []string, tokens map[
 	ch := &Chain{Tokens: map[string]string{}}
 	seen := map[string]bool{}
 	var prevTS int64
+	prevDigest := ""
 	used := map[string]bool{}
 	for i, enc := range encoded {
 		e, p, sig, err := ParseEntry(enc)
 		if err != nil {
 			return nil, attestation.Rejectf(CodeChainMalformed, "entry %d: %v", i, err)
 		}
-		d := Digest(enc)
+		sum := sha256.Sum256([]byte(enc))
+		d := b64.EncodeToString(sum[:])
 		if seen[d] {
 			return nil, attestation.Rejectf(CodeChainDuplicate, "entry %d repeats an earlier entry", i)
 		}
@@ -322,10 +379,8 @@ func VerifyEntries(ctx context.Context, c Checker, encoded []string, tokens map[
 		if e.Index != i {
 			return nil, attestation.Reject(CodeChainOrder, fmt.Sprintf("entry %d index", i), strconv.Itoa(e.Index), strconv.Itoa(i))
 		}
-		wantPrev := ""
-		if i > 0 {
-			wantPrev = Digest(encoded[i-1])
-		}
+		wantPrev := prevDigest // the digest of encoded[i-1], "" for the first entry
+		prevDigest = d
 		if e.Prev != wantPrev {
 			return nil, attestation.Reject(CodeChainLink, fmt.Sprintf("entry %d prev", i), e.Prev, "the digest of the entry before it ("+orNone(wantPrev)+")")
 		}
@@ -355,7 +410,7 @@ func VerifyEntries(ctx context.Context, c Checker, encoded []string, tokens map[
 		if signer == nil {
 			return nil, attestation.Rejectf(CodeChainSignature, "entry %d is not signed by a key its token names", i)
 		}
-		ch.Hops = append(ch.Hops, Hop{Entry: e, Encoded: enc, Identity: dec.Identity, Token: t, signer: signer})
+		ch.Hops = append(ch.Hops, Hop{Entry: e, Encoded: enc, Identity: dec.Identity, Token: t, signer: signer, sum: sum, hasSum: true})
 		ch.Tokens[e.Token] = raw
 	}
 	for d := range tokens {
@@ -399,7 +454,7 @@ func Append(prev *Chain, self Self, req [32]byte, now time.Time) (header, entryD
 	if _, err := rand.Read(nonce); err != nil {
 		return "", "", err
 	}
-	e := Entry{V: 1, Token: Digest(self.Token), Req: b64.EncodeToString(req[:]), TS: now.UnixMilli(), Nonce: b64.EncodeToString(nonce)}
+	e := Entry{V: 1, Token: TokenDigest(self.Token), Req: b64.EncodeToString(req[:]), TS: now.UnixMilli(), Nonce: b64.EncodeToString(nonce)}
 	if prev != nil && len(prev.Hops) > 0 {
 		e.Index = len(prev.Hops)
 		e.Prev = prev.Tail()
@@ -419,7 +474,7 @@ func Append(prev *Chain, self Self, req [32]byte, now time.Time) (header, entryD
 
 // Countersign signs the answer to the entry whose digest is entryDigest.
 func Countersign(self Self, entryDigest string, resp [32]byte, now time.Time) (string, error) {
-	return sign(self.Key, ctxCountersig, Countersig{V: 1, Entry: entryDigest, Token: Digest(self.Token), Resp: b64.EncodeToString(resp[:]), TS: now.UnixMilli()})
+	return sign(self.Key, ctxCountersig, Countersig{V: 1, Entry: entryDigest, Token: TokenDigest(self.Token), Resp: b64.EncodeToString(resp[:]), TS: now.UnixMilli()})
 }
 
 // ParseCountersig parses an encoded countersignature's shape.

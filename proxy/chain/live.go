@@ -11,36 +11,39 @@ import (
 	"github.com/countersign/countersign/proxy/attestedtls"
 )
 
-// TTLSet remembers keys until they expire, up to a bound.
-type TTLSet[V any] struct {
+// TTLSet remembers keys until they expire, up to a bound. Expiry is kept as Unix nanoseconds
+// (8 bytes, not a 24-byte time.Time): the replay set holds every request of the last two
+// windows, so its per-entry size is the proxy's memory at a high request rate.
+type TTLSet[K comparable, V any] struct {
 	mu    sync.Mutex
-	m     map[string]ttlItem[V]
+	m     map[K]ttlItem[V]
 	max   int
 	sweep time.Time
 }
 
 type ttlItem[V any] struct {
 	v   V
-	exp time.Time
+	exp int64 // Unix nanoseconds
 }
 
 // NewTTLSet returns a set holding at most max live keys.
-func NewTTLSet[V any](max int) *TTLSet[V] {
-	return &TTLSet[V]{m: map[string]ttlItem[V]{}, max: max}
+func NewTTLSet[K comparable, V any](max int) *TTLSet[K, V] {
+	return &TTLSet[K, V]{m: map[K]ttlItem[V]{}, max: max}
 }
 
 // Add stores k until exp. It reports false when k is already present (and unexpired) or the
 // set is full of unexpired keys.
-func (s *TTLSet[V]) Add(k string, v V, exp, now time.Time) (added, full bool) {
+func (s *TTLSet[K, V]) Add(k K, v V, exp, now time.Time) (added, full bool) {
+	n := now.UnixNano()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if it, ok := s.m[k]; ok && now.Before(it.exp) {
+	if it, ok := s.m[k]; ok && n < it.exp {
 		return false, false
 	}
 	if len(s.m) >= s.max || now.Sub(s.sweep) > time.Second {
 		s.sweep = now
 		for key, it := range s.m {
-			if !now.Before(it.exp) {
+			if n >= it.exp {
 				delete(s.m, key)
 			}
 		}
@@ -48,30 +51,31 @@ func (s *TTLSet[V]) Add(k string, v V, exp, now time.Time) (added, full bool) {
 			return false, true
 		}
 	}
-	s.m[k] = ttlItem[V]{v: v, exp: exp}
+	s.m[k] = ttlItem[V]{v: v, exp: exp.UnixNano()}
 	return true, false
 }
 
 // Remove forgets k.
-func (s *TTLSet[V]) Remove(k string) {
+func (s *TTLSet[K, V]) Remove(k K) {
 	s.mu.Lock()
 	delete(s.m, k)
 	s.mu.Unlock()
 }
 
 // Len is the number of keys held (expired ones not yet swept included).
-func (s *TTLSet[V]) Len() int {
+func (s *TTLSet[K, V]) Len() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return len(s.m)
 }
 
 // Get returns the value stored under k if unexpired.
-func (s *TTLSet[V]) Get(k string, now time.Time) (V, bool) {
+func (s *TTLSet[K, V]) Get(k K, now time.Time) (V, bool) {
+	n := now.UnixNano()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	it, ok := s.m[k]
-	if !ok || !now.Before(it.exp) {
+	if !ok || n >= it.exp {
 		var zero V
 		return zero, false
 	}
@@ -84,7 +88,8 @@ type Live struct {
 	Limits  Limits
 	// Window bounds the last entry's age and is how long its digest is remembered against replay.
 	Window time.Duration
-	Replay *TTLSet[struct{}]
+	// Replay holds the SHA-256 of every last entry accepted (raw bytes: no string per entry).
+	Replay *TTLSet[[32]byte, struct{}]
 }
 
 // Verify checks the chain headers of a request that arrived from peer with request digest
@@ -111,7 +116,7 @@ func (l *Live) Verify(ctx context.Context, chainHdr, tokensHdr []string, peer *a
 	if err != nil {
 		return nil, err
 	}
-	peerDigest := Digest(peer.Token.Raw)
+	peerDigest := TokenDigest(peer.Token.Raw)
 	if _, dup := tokens[peerDigest]; dup {
 		return nil, attestation.Rejectf(CodeChainMalformed, "%s repeats the peer's own token", HeaderTokens)
 	}
@@ -138,7 +143,7 @@ func (l *Live) Verify(ctx context.Context, chainHdr, tokensHdr []string, peer *a
 	if ts.Before(now.Add(-l.Window)) || ts.After(now.Add(l.Window)) {
 		return nil, attestation.Reject(CodeChainStale, "last entry ts", ts.UTC().Format(time.RFC3339Nano), "within "+l.Window.String()+" of now")
 	}
-	added, full := l.Replay.Add(ch.Tail(), struct{}{}, ts.Add(2*l.Window), now)
+	added, full := l.Replay.Add(ch.tailSum(), struct{}{}, ts.Add(2*l.Window), now)
 	if full {
 		return nil, attestation.Rejectf(CodeReplayCacheFull, "too many requests in the replay window")
 	}

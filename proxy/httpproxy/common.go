@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/countersign/countersign/attestation"
@@ -51,7 +52,7 @@ type Deps struct {
 	Live     *chain.Live
 	// Forwarded remembers chains the inbound side verified and handed to the app, by tail
 	// digest, so that the outbound side continues only those.
-	Forwarded *chain.TTLSet[*chain.Chain]
+	Forwarded *chain.TTLSet[string, *chain.Chain]
 	Metrics   *metrics.Metrics
 	Logger    *slog.Logger
 	Limits    config.Limits
@@ -252,4 +253,25 @@ func bufferResponse(resp *http.Response, max int64, from string, readCode attest
 		return nil, [32]byte{}, attestation.Rejectf(CodeRespTooLarge, "%s's response exceeds %d bytes (countersigned responses are buffered)", from, max)
 	}
 	return b, sha256.Sum256(b), nil
+}
+
+// bufferPool is the ReverseProxies' copy buffers: 32 KiB each, reused across requests and
+// listeners instead of one allocated per request (httputil's default).
+var bufferPool httputilBufferPool
+
+type httputilBufferPool struct{ p sync.Pool }
+
+func (b *httputilBufferPool) Get() []byte {
+	if v, ok := b.p.Get().(*[]byte); ok {
+		return *v
+	}
+	return make([]byte, 32<<10)
+}
+
+func (b *httputilBufferPool) Put(buf []byte) {
+	if cap(buf) != 32<<10 {
+		return
+	}
+	buf = buf[:cap(buf)]
+	b.p.Put(&buf)
 }

@@ -66,6 +66,7 @@ func NewInbound(d *Deps, cfg config.Inbound) *Inbound {
 			}
 		},
 		Transport:      appTransport(d.Limits),
+		BufferPool:     &bufferPool,
 		ModifyResponse: h.modifyResponse,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			d.rejectHTTP(w, r, cfg.Name, http.StatusBadGateway, asRejection(err, CodeApp))
@@ -121,10 +122,16 @@ func (h *Inbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var self chain.Self
 	if rec != nil {
 		if c := rec.Cert(); c != nil && c.Leaf != nil {
-			tok, terr := attestedtls.TokenFromCertificate(c.Leaf)
-			key, ok := c.PrivateKey.(*ecdsa.PrivateKey)
-			if terr == nil && ok {
-				self = chain.Self{Key: key, Token: tok}
+			// Usually the certificate presented is the identity's current one, whose token and
+			// key are at hand; after a refresh an older connection still signs with its own.
+			if cur := h.d.Identity.Current(); cur != nil && &cur.Cert == c {
+				self = selfFromCert(cur)
+			} else {
+				tok, terr := attestedtls.TokenFromCertificate(c.Leaf)
+				key, ok := c.PrivateKey.(*ecdsa.PrivateKey)
+				if terr == nil && ok {
+					self = chain.Self{Key: key, Token: tok}
+				}
 			}
 		}
 	}

@@ -76,6 +76,7 @@ func NewOutbound(d *Deps, cfg config.Outbound) *Outbound {
 		Transport: roundTripper(func(r *http.Request) (*http.Response, error) {
 			return r.Context().Value(outKey{}).(*outState).gen.tr.RoundTrip(r)
 		}),
+		BufferPool:     &bufferPool,
 		ModifyResponse: o.modifyResponse,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			d.rejectHTTP(w, r, cfg.Name, http.StatusBadGateway, asRejection(err, CodeUpstream))
@@ -168,7 +169,7 @@ func (o *Outbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		o.d.rejectHTTP(w, r, o.cfg.Name, http.StatusInternalServerError, attestation.Rejectf(CodeNoIdentity, "signing the chain entry: %v", err))
 		return
 	}
-	st := &outState{gen: o.generation(cur), chainHdr: hdr, entryDigest: entry, tokens: map[string]string{chain.Digest(self.Token): self.Token}}
+	st := &outState{gen: o.generation(cur), chainHdr: hdr, entryDigest: entry, tokens: map[string]string{chain.TokenDigest(self.Token): self.Token}}
 	if prev != nil {
 		st.tokensHdr = prev.TokensHeader("")
 		for k, v := range prev.Tokens {
@@ -206,7 +207,7 @@ func (o *Outbound) modifyResponse(resp *http.Response) error {
 	if len(cs) == 1 {
 		enc = cs[0]
 	}
-	peerTok := chain.Digest(peer.Token.Raw)
+	peerTok := chain.TokenDigest(peer.Token.Raw)
 	if _, err := chain.VerifyCountersig(enc, st.entryDigest, peerTok, pk, chain.ResponseDigest(resp.StatusCode, sum[:])); err != nil {
 		return err
 	}

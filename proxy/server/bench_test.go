@@ -84,7 +84,7 @@ func BenchmarkChainVerify(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	live := &chain.Live{Checker: front.Engine, Window: 30 * time.Second, Replay: chain.NewTTLSet[struct{}](b.N + 1),
+	live := &chain.Live{Checker: front.Engine, Window: 30 * time.Second, Replay: chain.NewTTLSet[[32]byte, struct{}](b.N + 1),
 		Limits: chain.Limits{MaxHops: 8, MaxBytes: 65536, MaxAge: 5 * time.Minute, Skew: 30 * time.Second}}
 	b.ResetTimer()
 	for i := range b.N {

@@ -132,10 +132,10 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	s.deps = &httpproxy.Deps{
 		Checker: eng, Identity: src, Metrics: m, Logger: log, Limits: cfg.Limits, Chain: cfg.Chain, Now: now,
 		Live: &chain.Live{
-			Checker: eng, Window: cfg.Chain.Window.D(), Replay: chain.NewTTLSet[struct{}](1 << 20),
+			Checker: eng, Window: cfg.Chain.Window.D(), Replay: chain.NewTTLSet[[32]byte, struct{}](1 << 20),
 			Limits: chain.Limits{MaxHops: cfg.Chain.MaxHops, MaxBytes: cfg.Chain.MaxBytes, MaxAge: cfg.Chain.MaxAge.D(), Skew: cfg.Chain.Window.D()},
 		},
-		Forwarded: chain.NewTTLSet[*chain.Chain](1 << 16),
+		Forwarded: chain.NewTTLSet[string, *chain.Chain](1 << 16),
 	}
 	if err := s.newMesh(); err != nil {
 		return nil, err

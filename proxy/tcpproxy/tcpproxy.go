@@ -212,18 +212,23 @@ func oneWay(dst, src net.Conn, idle time.Duration, last *atomic.Int64) {
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
 	buf := *bp
-	var deadlineSet time.Time
+	var deadlineSet, writeDeadlineSet time.Time
 	for {
 		now := time.Now()
-		// Moving a deadline costs a timer update; do it only when a quarter of it has passed.
+		// Moving a deadline costs a timer update; do it only when a quarter of it has passed
+		// (so a read or write still fails after between 3/4 and all of idle without progress).
 		if now.Sub(deadlineSet) > idle/4 {
 			_ = src.SetReadDeadline(now.Add(idle))
 			deadlineSet = now
 		}
 		n, err := src.Read(buf)
 		if n > 0 {
-			last.Store(time.Now().UnixNano())
-			_ = dst.SetWriteDeadline(time.Now().Add(idle))
+			now = time.Now()
+			last.Store(now.UnixNano())
+			if now.Sub(writeDeadlineSet) > idle/4 {
+				_ = dst.SetWriteDeadline(now.Add(idle))
+				writeDeadlineSet = now
+			}
 			if _, werr := dst.Write(buf[:n]); werr != nil {
 				closeBoth(dst, src)
 				return

@@ -101,6 +101,7 @@ func (p *proc) pids() []int {
 // usage is a process's resident memory and CPU time (its children's included, for nginx).
 type usage struct {
 	rssKiB, hwmKiB int64
+	anonKiB        int64 // RssAnon: the part of VmRSS that is not mapped files (the binary)
 	cpu            time.Duration
 }
 
@@ -116,12 +117,15 @@ func (p *proc) usage() (usage, error) {
 		}
 		for _, line := range strings.Split(string(st), "\n") {
 			f := strings.Fields(line)
-			if len(f) >= 2 && (f[0] == "VmRSS:" || f[0] == "VmHWM:") {
+			if len(f) >= 2 && (f[0] == "VmRSS:" || f[0] == "VmHWM:" || f[0] == "RssAnon:") {
 				n, _ := strconv.ParseInt(f[1], 10, 64)
-				if f[0] == "VmRSS:" {
+				switch f[0] {
+				case "VmRSS:":
 					u.rssKiB += n
-				} else {
+				case "VmHWM:":
 					u.hwmKiB += n
+				default:
+					u.anonKiB += n
 				}
 			}
 		}

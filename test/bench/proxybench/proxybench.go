@@ -93,7 +93,10 @@ type PathResult struct {
 	// RSSKiB is the largest VmRSS seen while the path was under the fixed rate; HWMKiB the
 	// peak (VmHWM) at the end of the run. CPU is per request, at the fixed rate and at
 	// saturation.
-	RSSKiB  map[string][]int64
+	RSSKiB map[string][]int64
+	// AnonKiB is RssAnon at the sample where VmRSS was largest: VmRSS less the mapped files
+	// (for a Go process, mostly its executable, which is resident in full once paged in).
+	AnonKiB map[string][]int64
 	HWMKiB  map[string]int64
 	CPURate map[string][]time.Duration
 	CPUSat  map[string][]time.Duration
@@ -170,7 +173,7 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 			fmt.Fprintf(o.Log, "proxybench: skipping %s\n", p.Name)
 			continue
 		}
-		rep.Paths = append(rep.Paths, &PathResult{Path: p, RSSKiB: map[string][]int64{}, HWMKiB: map[string]int64{},
+		rep.Paths = append(rep.Paths, &PathResult{Path: p, RSSKiB: map[string][]int64{}, AnonKiB: map[string][]int64{}, HWMKiB: map[string]int64{},
 			CPURate: map[string][]time.Duration{}, CPUSat: map[string][]time.Duration{}})
 		clients[p.Name] = &clientT{c: newClient(t.roots, max(o.RateConns, o.WrkConns))}
 	}
@@ -313,7 +316,7 @@ func measureRate(ctx context.Context, t *topology, o *Options, p *PathResult, c 
 	}
 	// Sample VmRSS while the load runs; keep the largest.
 	stop := make(chan struct{})
-	rss := map[string]int64{}
+	rss, anon := map[string]int64{}, map[string]int64{}
 	sampled := make(chan error, 1)
 	go func() {
 		tk := time.NewTicker(250 * time.Millisecond)
@@ -330,7 +333,9 @@ func measureRate(ctx context.Context, t *topology, o *Options, p *PathResult, c 
 					return
 				}
 				for n, x := range u {
-					rss[n] = max(rss[n], x.rssKiB)
+					if x.rssKiB > rss[n] {
+						rss[n], anon[n] = x.rssKiB, x.anonKiB
+					}
 				}
 			}
 		}
@@ -353,8 +358,12 @@ func measureRate(ctx context.Context, t *topology, o *Options, p *PathResult, c 
 	p.Achieved = append(p.Achieved, float64(len(lat))/elapsed.Seconds())
 	for n := range after {
 		p.CPURate[n] = append(p.CPURate[n], (after[n].cpu-before[n].cpu)/time.Duration(len(lat)))
-		r := max(rss[n], after[n].rssKiB)
+		r, a := rss[n], anon[n]
+		if after[n].rssKiB > r {
+			r, a = after[n].rssKiB, after[n].anonKiB
+		}
 		p.RSSKiB[n] = append(p.RSSKiB[n], r)
+		p.AnonKiB[n] = append(p.AnonKiB[n], a)
 	}
 	return nil
 }

@@ -157,14 +157,14 @@ func (r *Report) Print(w io.Writer) {
 		fmt.Fprintln(w)
 	}
 	rate := fmt.Sprintf("@%d/s", o.Rate)
-	fmt.Fprintf(w, "\n%-12s %-16s %-20s %-18s %-10s %-22s %s\n", "path", "process", "achieved req/s "+rate, "VmRSS MiB "+rate, "VmHWM MiB", "CPU µs/req "+rate, "CPU µs/req @saturation")
+	fmt.Fprintf(w, "\n%-12s %-16s %-20s %-18s %-20s %-10s %-22s %s\n", "path", "process", "achieved req/s "+rate, "VmRSS MiB "+rate, "of it RssAnon MiB", "VmHWM MiB", "CPU µs/req "+rate, "CPU µs/req @saturation")
 	for _, p := range r.Paths {
 		ach := p.Achieved
 		for _, n := range p.Procs {
 			if p.RSSKiB[n] == nil {
 				continue
 			}
-			fmt.Fprintf(w, "%-12s %-16s %-20s %-18s %-10s %-22s %s\n", p.Name, n, spreadF(ach, "%.0f"), spreadMiB(p.RSSKiB[n]), fmt.Sprintf("%.1f", float64(p.HWMKiB[n])/1024),
+			fmt.Fprintf(w, "%-12s %-16s %-20s %-18s %-20s %-10s %-22s %s\n", p.Name, n, spreadF(ach, "%.0f"), spreadMiB(p.RSSKiB[n]), spreadMiB(p.AnonKiB[n]), fmt.Sprintf("%.1f", float64(p.HWMKiB[n])/1024),
 				spreadD(p.CPURate[n]), spreadD(p.CPUSat[n]))
 		}
 	}

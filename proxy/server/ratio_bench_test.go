@@ -1,0 +1,248 @@
+package server_test
+
+import (
+	"bufio"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/countersign/countersign/proxy/config"
+)
+
+// procCPU is this process's user+system CPU time.
+func procCPU() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// measured is the wall and CPU time of n operations spread over workers goroutines.
+type measured struct{ wall, cpu time.Duration }
+
+func runLoad(b *testing.B, workers, n int, op func(worker int) error) measured {
+	var next sync.WaitGroup
+	var mu sync.Mutex
+	left := n
+	startCPU, start := procCPU(), time.Now()
+	for w := range workers {
+		next.Add(1)
+		go func() {
+			defer next.Done()
+			for {
+				mu.Lock()
+				if left == 0 {
+					mu.Unlock()
+					return
+				}
+				left--
+				mu.Unlock()
+				if err := op(w); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	next.Wait()
+	return measured{wall: time.Since(start), cpu: procCPU() - startCPU}
+}
+
+// compare runs b.N operations of each of two paths, interleaved in rounds so that a
+// machine's noise hits both alike, and reports per-operation wall and CPU time of each and
+// the throughput ratio ours/base (>1: ours is faster).
+func compare(b *testing.B, workers int, base, ours func(worker int) error, baseName string) {
+	for _, op := range []func(int) error{base, ours} { // warm both paths' connection pools
+		runLoad(b, workers, 20*workers, op)
+	}
+	const rounds = 4
+	var mb, mo measured
+	b.ResetTimer()
+	for r := range rounds {
+		n := b.N / rounds
+		if r == 0 {
+			n += b.N % rounds
+		}
+		if n == 0 {
+			continue
+		}
+		x := runLoad(b, workers, n, base)
+		y := runLoad(b, workers, n, ours)
+		mb.wall += x.wall
+		mb.cpu += x.cpu
+		mo.wall += y.wall
+		mo.cpu += y.cpu
+	}
+	b.StopTimer()
+	per := func(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) / float64(b.N) }
+	b.ReportMetric(per(mb.wall), baseName+"-µs/op")
+	b.ReportMetric(per(mo.wall), "ours-µs/op")
+	b.ReportMetric(per(mb.cpu), baseName+"-cpu-µs/op")
+	b.ReportMetric(per(mo.cpu), "ours-cpu-µs/op")
+	b.ReportMetric(float64(mb.wall)/float64(mo.wall), "ours/"+baseName+"-throughput")
+	b.ReportMetric(float64(mb.cpu)/float64(mo.cpu), baseName+"/ours-cpu")
+}
+
+// selfSigned writes an ECDSA P-256 certificate for 127.0.0.1 and returns its files and pair.
+func selfSigned(b *testing.B) (certFile, keyFile string, pair tls.Certificate, pool *x509.CertPool) {
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		b.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big1(), NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, DNSNames: []string{"localhost"}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
+	if err != nil {
+		b.Fatal(err)
+	}
+	kd, _ := x509.MarshalECPrivateKey(k)
+	dir := b.TempDir()
+	certFile, keyFile = filepath.Join(dir, "c.pem"), filepath.Join(dir, "k.pem")
+	cp := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	kp := pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kd})
+	write(b, certFile, string(cp))
+	write(b, keyFile, string(kp))
+	pair, err = tls.X509KeyPair(cp, kp)
+	if err != nil {
+		b.Fatal(err)
+	}
+	c, _ := x509.ParseCertificate(der)
+	pool = x509.NewCertPool()
+	pool.AddCert(c)
+	return certFile, keyFile, pair, pool
+}
+
+// BenchmarkPublicVsGoRP compares our public inbound listener (TLS terminated, forwarded to
+// the app) with a plain httputil.ReverseProxy (Rewrite, TLS, the same upstream pool sizes),
+// both in this process, GETs answered by a 1 KiB body over 8 keep-alive connections.
+// ours/gorp-throughput is the figure issue 3 asks ≥ 1.2 of (diluted here: the client and the
+// app run in the same process); gorp/ours-cpu compares CPU per request the same way.
+func BenchmarkPublicVsGoRP(b *testing.B) {
+	body := strings.Repeat("x", 1024)
+	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		io.WriteString(w, body)
+	}))
+	b.Cleanup(app.Close)
+	appURL, _ := url.Parse(app.URL)
+	certFile, keyFile, pair, pool := selfSigned(b)
+
+	e := newEnv(b, time.Hour)
+	c := e.cfg("back", mrBack)
+	c.Inbound = []config.Inbound{{Name: "public", Listen: "127.0.0.1:0", Protocol: "http", ForwardTo: appURL.Host, Public: true, CertFile: certFile, KeyFile: keyFile}}
+	edge := e.start(c)
+
+	rp := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) { pr.SetURL(appURL); pr.Out.Host = pr.In.Host; pr.SetXForwarded() },
+		Transport: &http.Transport{MaxIdleConns: 1024, MaxIdleConnsPerHost: 256, IdleConnTimeout: 90 * time.Second,
+			ForceAttemptHTTP2: false},
+	}
+	gs := httptest.NewUnstartedServer(rp)
+	gs.TLS = &tls.Config{Certificates: []tls.Certificate{pair}, NextProtos: []string{"http/1.1"}}
+	gs.StartTLS()
+	b.Cleanup(gs.Close)
+
+	const workers = 8
+	client := func() *http.Client {
+		return &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: workers, TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	}
+	getter := func(u string) func(int) error {
+		c := client()
+		return func(int) error {
+			resp, err := c.Get(u)
+			if err != nil {
+				return err
+			}
+			n, err := io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if err == nil && (resp.StatusCode != http.StatusOK || n != int64(len(body))) {
+				b.Fatalf("status %d, %d bytes", resp.StatusCode, n)
+			}
+			return err
+		}
+	}
+	compare(b, workers, getter(gs.URL+"/x"), getter("https://"+edge.Addr("public")+"/x"), "gorp")
+}
+
+// BenchmarkTCPPairVsDirect compares request/response round trips (pipeline 1, like
+// redis-benchmark -P 1) through front's outbound TCP listener → attested mTLS → back's
+// inbound TCP listener → a line server with the same round trips made directly to the
+// server, over 16 connections. ours/direct-throughput is the figure issue 3 asks ≥ 0.8 of.
+func BenchmarkTCPPairVsDirect(b *testing.B) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				r := bufio.NewReader(c)
+				for {
+					if _, err := r.ReadSlice('\n'); err != nil {
+						return
+					}
+					if _, err := c.Write([]byte("$3\r\nbar\r\n")); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	e := newEnv(b, time.Hour)
+	bc := e.cfg("back", mrBack)
+	bc.Inbound = []config.Inbound{{Name: "kv", Listen: "127.0.0.1:0", Protocol: "tcp", ForwardTo: ln.Addr().String(), Allow: []string{"front"}}}
+	back := e.start(bc)
+	fc := e.cfg("front", mrFront)
+	fc.Outbound = []config.Outbound{{Name: "kv", Listen: "127.0.0.1:0", Protocol: "tcp", Upstream: back.Addr("kv"), UpstreamIdentity: []string{"back"}}}
+	front := e.start(fc)
+
+	const workers = 16
+	conns := func(addr string) func(int) error {
+		type cc struct {
+			c net.Conn
+			r *bufio.Reader
+		}
+		cs := make([]cc, workers)
+		for i := range cs {
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { c.Close() })
+			cs[i] = cc{c, bufio.NewReader(c)}
+		}
+		req := []byte("GET foo\r\n") // one line: an inline command
+		return func(w int) error {
+			c := cs[w]
+			if _, err := c.c.Write(req); err != nil {
+				return err
+			}
+			if _, err := c.r.ReadSlice('\n'); err != nil {
+				return err
+			}
+			_, err := c.r.ReadSlice('\n')
+			return err
+		}
+	}
+	compare(b, workers, conns(ln.Addr().String()), conns(front.Addr("kv")), "direct")
+}
