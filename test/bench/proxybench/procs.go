@@ -15,6 +15,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/countersign/countersign/internal/testnet"
 )
 
 // proc is a process this harness started; it is stopped by its PID and nothing else.
@@ -146,14 +148,14 @@ func (p *proc) usage() (usage, error) {
 	return u, nil
 }
 
-// freePort returns a loopback address with a port free at the time of the call.
+// freePort returns a loopback address with a port free at the time of the call (below the
+// ephemeral range, so no outgoing connection takes it before the process binds it).
 func freePort() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := testnet.Port()
 	if err != nil {
 		return "", err
 	}
-	defer l.Close()
-	return l.Addr().String(), nil
+	return "127.0.0.1:" + strconv.Itoa(p), nil
 }
 
 // waitTCP waits until addr accepts connections or p exits.
