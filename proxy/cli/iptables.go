@@ -27,7 +27,7 @@ func runIptables(ctx context.Context, args []string, s Streams) error {
 	exIn := fs.String("exclude-inbound-ports", "", "comma-separated ports reached without the proxy (e.g. the admin port for probes)")
 	exOut := fs.String("exclude-outbound-ports", "", "comma-separated destination ports reached without the proxy")
 	exCIDR := fs.String("exclude-outbound-cidrs", "", "comma-separated destination CIDRs reached without the proxy")
-	ipv6 := fs.Bool("ipv6", false, "ip6tables instead of iptables")
+	ipv6 := fs.Bool("ipv6", false, "only ip6tables (default: iptables, and ip6tables as well when the network namespace has IPv6)")
 	dry := fs.Bool("dry-run", false, "print the iptables-restore input and change nothing")
 	remove := fs.Bool("remove", false, "remove the Countersign chains instead of installing them")
 	if err := parseFlags(fs, args); err != nil {
@@ -83,20 +83,42 @@ func runIptables(ctx context.Context, args []string, s Streams) error {
 			return usagef("--exclude-outbound-cidrs: %v", err)
 		}
 	}
-	if err := r.Validate(); err != nil {
-		return usagef("%v", err)
+	// One rule set per address family. Without --ipv6 the IPv4 rules are installed, and when
+	// the namespace has IPv6 the same rules for ip6tables too: otherwise the app's IPv6
+	// traffic, in and out, would bypass the proxy. The proxy's interception listeners are
+	// IPv4, so redirected IPv6 connections are refused: fail closed (docs/transparent.md).
+	sets := []transparent.Rules{r}
+	if !*ipv6 && transparent.HasIPv6() {
+		sets = append(sets, r)
 	}
-	switch {
-	case *dry:
-		fmt.Fprint(s.Out, r.Render())
-		return nil
-	case *remove:
-		return r.Remove(ctx, nil)
+	for i := range sets {
+		if i == 1 || *ipv6 {
+			sets[i].IPv6 = true
+		}
+		sets[i].ExcludeOutboundCIDRs = transparent.OfFamily(r.ExcludeOutboundCIDRs, sets[i].IPv6)
+		if err := sets[i].Validate(); err != nil {
+			return usagef("%v", err)
+		}
 	}
-	if err := r.Apply(ctx, nil); err != nil {
-		return err
+	if !*ipv6 && len(transparent.OfFamily(r.ExcludeOutboundCIDRs, true)) > 0 && len(sets) == 1 {
+		fmt.Fprintln(s.Err, "countersign: IPv6 excluded CIDRs ignored: this network namespace has no IPv6")
 	}
-	fmt.Fprintf(s.Err, "countersign: interception installed (inbound -> :%d, outbound -> :%d, proxy UID %d excluded)\n", r.InboundPort, r.OutboundPort, r.ProxyUID)
+	for _, set := range sets {
+		switch {
+		case *dry:
+			fmt.Fprint(s.Out, set.Render())
+		case *remove:
+			if err := set.Remove(ctx, nil); err != nil {
+				return err
+			}
+		default:
+			if err := set.Apply(ctx, nil); err != nil {
+				return err
+			}
+			fmt.Fprintf(s.Err, "countersign: %s interception installed (inbound -> :%d, outbound -> :%d, proxy UID %d excluded)\n",
+				map[bool]string{false: "IPv4", true: "IPv6"}[set.IPv6], set.InboundPort, set.OutboundPort, set.ProxyUID)
+		}
+	}
 	return nil
 }
 

@@ -48,7 +48,7 @@ func requireRoot(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("transparent interception test needs root (network namespaces, iptables); CI runs as root")
 	}
-	for _, tool := range []string{"ip", "iptables", "iptables-restore", "setpriv", "curl", "redis-server", "redis-cli"} {
+	for _, tool := range []string{"ip", "iptables", "iptables-restore", "ip6tables", "ip6tables-restore", "setpriv", "curl", "redis-server", "redis-cli"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Skipf("transparent interception test needs %s (scripts/deps.d/transparent.txt): %v", tool, err)
 		}
@@ -108,8 +108,9 @@ func listenIn(ns, addr string) (net.Listener, error) {
 }
 
 type topo struct {
-	client, server     string // namespace names
-	clientIP, serverIP string
+	client, server         string // namespace names
+	clientIP, serverIP     string
+	clientVeth, serverVeth string
 }
 
 // newTopo creates two namespaces joined by a veth pair; t.Cleanup deletes them by name
@@ -121,6 +122,7 @@ func newTopo(t *testing.T) topo {
 		clientIP: fmt.Sprintf("10.200.%d.1", n), serverIP: fmt.Sprintf("10.200.%d.2", n),
 	}
 	vc, vs := fmt.Sprintf("cstp%dc", os.Getpid()%100000), fmt.Sprintf("cstp%ds", os.Getpid()%100000)
+	tp.clientVeth, tp.serverVeth = vc, vs
 	for _, ns := range []string{tp.client, tp.server} {
 		run(t, "ip", "netns", "add", ns)
 		t.Cleanup(func() {
@@ -451,6 +453,31 @@ transparent:
 	if out, err := execIn(tp.client, appUID, "curl", "-sS", "-m", "5", fmt.Sprintf("http://%s:9999/", tp.serverIP)); err == nil {
 		t.Errorf("an unrouted destination was reachable: %s", out)
 	}
+
+	// 3b. IPv6 does not bypass the proxies. The init step installed the same interception
+	// for ip6tables (the namespaces have IPv6: loopback's ::1). The app's listener above is
+	// dual-stack (Go listens on [::] for 0.0.0.0 when it can), so without those rules both
+	// attempts below would reach it over IPv6.
+	if v6, _ := execIn(tp.server, -1, "ip6tables", "-t", "nat", "-S"); !strings.Contains(v6, "-A OUTPUT -p tcp -j CS_OUTBOUND") || !strings.Contains(v6, "-A PREROUTING -p tcp -j CS_INBOUND") {
+		t.Errorf("no IPv6 interception rules in the server namespace:\n%s", v6)
+	}
+	run(t, "ip", "-n", tp.client, "addr", "add", "fd00:c5::1/64", "dev", tp.clientVeth, "nodad")
+	run(t, "ip", "-n", tp.server, "addr", "add", "fd00:c5::2/64", "dev", tp.serverVeth, "nodad")
+	// The app's outbound IPv6 connection: redirected to the outbound interception port on
+	// ::1, where nothing listens (the outbound listener is 127.0.0.1): refused.
+	if out, err := execIn(tp.client, appUID, "curl", "-sS", "-f", "-m", "5", "http://[fd00:c5::2]:8080/records/7"); err == nil {
+		t.Errorf("the app reached an IPv6 address around its proxy: %s", out)
+	}
+	// A plaintext IPv6 client not redirected on its side (the proxy's UID): the server's
+	// rules hand it to its proxy, which wants attested TLS.
+	if out, err := execIn(tp.client, proxyUID, "curl", "-sS", "-f", "-m", "5", "http://[fd00:c5::2]:8080/records/7"); err == nil {
+		t.Errorf("an IPv6 client reached the server's app around its proxy: %s", out)
+	}
+	mu.Lock()
+	if len(seen) != 1 {
+		t.Errorf("the app saw %d requests after the IPv6 attempts, want still 1", len(seen))
+	}
+	mu.Unlock()
 
 	// 4. What the proxies say: the server's metrics count the handshakes it refused, and the
 	// client's its unrouted connection.

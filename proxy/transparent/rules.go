@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"os/exec"
 	"slices"
 	"strconv"
@@ -179,6 +180,24 @@ func (r Rules) Remove(ctx context.Context, run Runner) error {
 		}
 	}
 	return first
+}
+
+// HasIPv6 reports whether the current network namespace has IPv6 (an interface with an IPv6
+// address, which loopback has unless IPv6 is disabled).
+func HasIPv6() bool {
+	b, err := os.ReadFile("/proc/net/if_inet6")
+	return err == nil && len(bytes.TrimSpace(b)) > 0
+}
+
+// OfFamily returns the prefixes of one address family (IPv6 or IPv4).
+func OfFamily(ps []netip.Prefix, ipv6 bool) []netip.Prefix {
+	var out []netip.Prefix
+	for _, p := range ps {
+		if p.IsValid() && p.Addr().Is4() != ipv6 {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // ParsePorts parses a comma-separated list of ports ("" is none).
