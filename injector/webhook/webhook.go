@@ -6,6 +6,7 @@
 package webhook
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -13,6 +14,7 @@ import (
 	"net/http"
 	"reflect"
 	"regexp"
+	"strings"
 	"time"
 
 	admissionv1 "k8s.io/api/admission/v1"
@@ -32,7 +34,102 @@ const (
 	PathInjectNamespace = "/inject-namespace"
 )
 
-var hugeExponentRE = regexp.MustCompile(`"[-+]?[0-9.]*[eE][-+]?0*[1-9][0-9]{3,}`)
+// foldIn reports whether s equals one of names under Unicode case folding.
+func foldIn(s string, names ...string) bool {
+	for _, n := range names {
+		if strings.EqualFold(s, n) {
+			return true
+		}
+	}
+	return false
+}
+
+// exponentRE is a cheap first look for a number with a decimal exponent of 1000 or more
+// anywhere in the object; hugeQuantity then checks whether one is where a quantity is.
+var exponentRE = regexp.MustCompile(`[0-9.][eE][-+]?0*[1-9][0-9]{3,}`)
+
+// quantityExponentRE is a quantity value (string or number) starting with such a number,
+// which makes resource.ParseQuantity spin.
+var quantityExponentRE = regexp.MustCompile(`^\s*[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?0*[1-9][0-9]{3,}`)
+
+// hugeQuantity walks the object's JSON and returns the path of a quantity with a huge
+// exponent: a value under sizeLimit or divisor, or a value of a limits, requests or overhead
+// map (and allocatedResources in the status). Other values (UIDs, hashes, annotations) are never decoded as quantities and may look
+// like anything. Malformed JSON returns false: decoding it fails before any quantity is parsed.
+func hugeQuantity(raw []byte) (string, bool) {
+	type frame struct {
+		obj     bool
+		key     string
+		wantKey bool
+	}
+	var stack []*frame
+	d := json.NewDecoder(bytes.NewReader(raw))
+	d.UseNumber()
+	path := func() string {
+		var b strings.Builder
+		for _, f := range stack {
+			if f.obj {
+				b.WriteString("." + f.key)
+			} else {
+				b.WriteString("[]")
+			}
+		}
+		return b.String()
+	}
+	for {
+		tok, err := d.Token()
+		if err != nil {
+			return "", false
+		}
+		var top *frame
+		if len(stack) > 0 {
+			top = stack[len(stack)-1]
+		}
+		switch v := tok.(type) {
+		case json.Delim:
+			switch v {
+			case '{', '[':
+				stack = append(stack, &frame{obj: v == '{', wantKey: v == '{'})
+				continue
+			}
+			stack = stack[:len(stack)-1]
+			if len(stack) == 0 {
+				return "", false
+			}
+			if p := stack[len(stack)-1]; p.obj {
+				p.wantKey = true
+			}
+			continue
+		case string:
+			if top != nil && top.obj && top.wantKey {
+				top.key, top.wantKey = v, false
+				continue
+			}
+		}
+		if top == nil {
+			return "", false
+		}
+		var val string
+		switch v := tok.(type) {
+		case string:
+			val = v
+		case json.Number:
+			val = v.String()
+		}
+		parent := ""
+		if len(stack) > 1 && stack[len(stack)-2].obj {
+			parent = stack[len(stack)-2].key
+		}
+		// encoding/json matches field names case-insensitively (Unicode folding), so must we.
+		isQuantity := top.obj && (foldIn(top.key, "sizeLimit", "divisor") || foldIn(parent, "limits", "requests", "overhead", "allocatedResources"))
+		if isQuantity && quantityExponentRE.MatchString(val) {
+			return path(), true
+		}
+		if top.obj {
+			top.wantKey = true
+		}
+	}
+}
 
 // MaxBodyBytes bounds an AdmissionReview (the API server caps objects at about 3 MiB).
 const MaxBodyBytes = 6 << 20
@@ -150,9 +247,11 @@ func Review(cfg *inject.Config, body []byte, nsOptIn bool) (*admissionv1.Admissi
 	// A quantity with a huge exponent ("1e-999999999") makes resource.ParseQuantity, and so the
 	// decoding of the Pod, spin for minutes. The API server never sends one (it canonicalises
 	// quantities), but anyone who can reach the webhook port could (found by FuzzReview).
-	if hugeExponentRE.Match(req.Object.Raw) {
-		return deny(out, res, &inject.Error{Reason: inject.ReasonBadRequest,
-			Message: "request.object contains a number string with an exponent beyond ±999, which no quantity needs"})
+	if exponentRE.Match(req.Object.Raw) {
+		if where, ok := hugeQuantity(req.Object.Raw); ok {
+			return deny(out, res, &inject.Error{Reason: inject.ReasonBadRequest,
+				Message: "request.object" + where + " is a quantity with an exponent beyond ±999, which no quantity needs"})
+		}
 	}
 	var pod corev1.Pod
 	if err := json.Unmarshal(req.Object.Raw, &pod); err != nil {

@@ -111,6 +111,11 @@ func TestReviewSkipsAndDenies(t *testing.T) {
 		{"update ignored", review(admissionv1.Update, podJSON(optIn, goodAnn)), false, true, inject.ReasonUnsupportedRequest, ""},
 		{"bad annotation", review(admissionv1.Create, podJSON(optIn, bad)), false, false, inject.ReasonInvalidAnnotation, "annotation outbound.countersign.dev/data="},
 		{"huge exponent quantity", review(admissionv1.Create, []byte(`{"metadata":{"labels":{"countersign.dev/inject":"enabled"}},"spec":{"containers":[{"name":"a","resources":{"limits":{"cpu":"1e-999999999"}}}]}}`)), false, false, inject.ReasonBadRequest, "exponent"},
+		{"huge exponent number", review(admissionv1.Create, []byte(`{"metadata":{"labels":{"countersign.dev/inject":"enabled"}},"spec":{"containers":[{"name":"a","resources":{"limits":{"cpu": 1e-999999999}}}]}}`)), false, false, inject.ReasonBadRequest, "exponent"},
+		{"huge exponent, field name in another case", review(admissionv1.Create, []byte(`{"metadata":{"labels":{"countersign.dev/inject":"enabled"}},"spec":{"containers":[{"name":"a","resources":{"LIMITS":{"cpu":"1e-999999999"}}}]}}`)), false, false, inject.ReasonBadRequest, "exponent"},
+		// UIDs and hashes that start like an exponent are not quantities (they made a
+		// StatefulSet's pods fail admission when its UID began with "e" and four digits).
+		{"exponent-like UIDs", review(admissionv1.Create, podJSON(map[string]string{inject.LabelInject: "enabled", "hash": "e52301ab", "h2": "1e12345-ab"}, goodAnnWith("uid-like", "E99999999"))), false, true, inject.ReasonInjected, ""},
 		{"object not a pod", review(admissionv1.Create, []byte(`{"spec":{"containers":"x"}}`)), false, false, inject.ReasonBadRequest, "not a Pod"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -249,4 +254,13 @@ func FuzzReview(f *testing.F) {
 			}
 		}
 	})
+}
+
+// goodAnnWith is goodAnn plus one annotation.
+func goodAnnWith(k, v string) map[string]string {
+	m := map[string]string{k: v}
+	for a, b := range goodAnn {
+		m[a] = b
+	}
+	return m
 }
