@@ -275,3 +275,12 @@ func (b *httputilBufferPool) Put(buf []byte) {
 	buf = buf[:cap(buf)]
 	b.p.Put(&buf)
 }
+
+// setBody makes b, already read and checked, the response's body, framed by its length.
+func setBody(resp *http.Response, b []byte) {
+	resp.Body = io.NopCloser(bytes.NewReader(b))
+	resp.ContentLength = int64(len(b))
+	resp.Header.Set("Content-Length", strconv.Itoa(len(b)))
+	resp.Header.Del("Transfer-Encoding")
+	resp.TransferEncoding = nil
+}

@@ -1,11 +1,9 @@
 package httpproxy
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -181,10 +179,6 @@ func (h *Inbound) modifyResponse(resp *http.Response) error {
 		return err
 	}
 	resp.Header.Set(chain.HeaderCountersig, cs)
-	resp.Body = io.NopCloser(bytes.NewReader(b))
-	resp.ContentLength = int64(len(b))
-	resp.Header.Set("Content-Length", strconv.Itoa(len(b)))
-	resp.Header.Del("Transfer-Encoding")
-	resp.TransferEncoding = nil
+	setBody(resp, b)
 	return nil
 }

@@ -1,11 +1,9 @@
 package httpproxy
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -222,10 +220,6 @@ func (o *Outbound) modifyResponse(resp *http.Response) error {
 		return err
 	}
 	resp.Header.Set(chain.HeaderReceipt, receipt)
-	resp.Body = io.NopCloser(bytes.NewReader(b))
-	resp.ContentLength = int64(len(b))
-	resp.Header.Set("Content-Length", strconv.Itoa(len(b)))
-	resp.Header.Del("Transfer-Encoding")
-	resp.TransferEncoding = nil
+	setBody(resp, b)
 	return nil
 }
