@@ -44,7 +44,8 @@ func AppendInferResponse(b []byte, r *InferResponse) (out []byte, jsonLen int) {
 	return b, jsonLen
 }
 
-func appendBinaryHeader(b []byte, t *Tensor) []byte {
+// appendTensorHead appends {"name":..,"datatype":..,"shape":[..], leaving the shape array open.
+func appendTensorHead(b []byte, t *Tensor) []byte {
 	b = append(b, `{"name":`...)
 	b = AppendString(b, t.Name)
 	b = append(b, `,"datatype":`...)
@@ -56,6 +57,11 @@ func appendBinaryHeader(b []byte, t *Tensor) []byte {
 		}
 		b = strconv.AppendInt(b, v, 10)
 	}
+	return b
+}
+
+func appendBinaryHeader(b []byte, t *Tensor) []byte {
+	b = appendTensorHead(b, t)
 	n := BinarySize(t)
 	b = append(b, `],"parameters":{"binary_data_size":`...)
 	b = strconv.AppendInt(b, int64(n), 10)
@@ -63,17 +69,7 @@ func appendBinaryHeader(b []byte, t *Tensor) []byte {
 }
 
 func appendTensor(b []byte, t *Tensor) []byte {
-	b = append(b, `{"name":`...)
-	b = AppendString(b, t.Name)
-	b = append(b, `,"datatype":`...)
-	b = AppendString(b, t.Datatype)
-	b = append(b, `,"shape":[`...)
-	for i, v := range t.Shape {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = strconv.AppendInt(b, v, 10)
-	}
+	b = appendTensorHead(b, t)
 	b = append(b, `],"data":[`...)
 	switch v := t.Data.(type) {
 	case []float32:

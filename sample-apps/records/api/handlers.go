@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -132,11 +133,16 @@ func (a *API) listPatients(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) getPatient(w http.ResponseWriter, r *http.Request) {
+	getByID(a, w, r, a.o.Store.GetPatient)
+}
+
+// getByID answers with the object the path's id names, or the error.
+func getByID[T any](a *API, w http.ResponseWriter, r *http.Request, get func(context.Context, string) (T, error)) {
 	id, err := pathID(r)
 	if err == nil {
-		var p *store.Patient
-		if p, err = a.o.Store.GetPatient(r.Context(), id); err == nil {
-			writeJSON(w, http.StatusOK, p)
+		var v T
+		if v, err = get(r.Context(), id); err == nil {
+			writeJSON(w, http.StatusOK, v)
 			return
 		}
 	}
@@ -246,15 +252,7 @@ func (a *API) listRecords(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) getRecord(w http.ResponseWriter, r *http.Request) {
-	id, err := pathID(r)
-	if err == nil {
-		var rec *store.Record
-		if rec, err = a.o.Store.GetRecord(r.Context(), id); err == nil {
-			writeJSON(w, http.StatusOK, rec)
-			return
-		}
-	}
-	a.fail(w, r, err)
+	getByID(a, w, r, a.o.Store.GetRecord)
 }
 
 // updateRecord changes a record's title and text; a scan's diagnosis is never edited.
