@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -75,7 +76,16 @@ type Server struct {
 	// sent is the last response per stream and type, to recognise what a NACK rejects.
 	sent map[sentKey]sentResp
 	kick chan struct{}
+	// referenced holds the pods ("namespace/name") that the EndpointSlices of the last
+	// translation point at: only their events can change a translation (through their
+	// identity annotation), so other pods' comings and goings cut no snapshot.
+	referenced atomic.Pointer[map[string]bool]
+	// rebuilds counts translations (each reads the listers and translates everything).
+	rebuilds atomic.Uint64
 }
+
+// maxSettle bounds the debounce: under continuous churn a snapshot is still cut this often.
+const maxSettle = 50
 
 type viewSnap struct {
 	snap   *cachev3.Snapshot
@@ -170,10 +180,31 @@ func (s *Server) Run(ctx context.Context) error {
 		UpdateFunc: func(any, any) { s.trigger() },
 		DeleteFunc: func(any) { s.trigger() },
 	}
-	for _, inf := range []cache.SharedIndexInformer{svcs.Informer(), eps.Informer(), pods.Informer()} {
+	for _, inf := range []cache.SharedIndexInformer{svcs.Informer(), eps.Informer()} {
 		if _, err := inf.AddEventHandler(h); err != nil {
 			return err
 		}
+	}
+	// Pods: only those an EndpointSlice points at, and on update only if their identity
+	// changed. A pod that no slice names yet is read from the lister when its slice arrives.
+	podEvent := func(obj any) {
+		if p := podOf(obj); p != nil && s.isReferenced(p) {
+			s.trigger()
+		}
+	}
+	ph := cache.ResourceEventHandlerFuncs{
+		AddFunc:    podEvent,
+		DeleteFunc: podEvent,
+		UpdateFunc: func(old, cur any) {
+			o, c := podOf(old), podOf(cur)
+			if o != nil && c != nil && o.Annotations[AnnotationPodIdentity] == c.Annotations[AnnotationPodIdentity] {
+				return
+			}
+			podEvent(cur)
+		},
+	}
+	if _, err := pods.Informer().AddEventHandler(ph); err != nil {
+		return err
 	}
 	f.Start(ctx.Done())
 	defer f.Shutdown()
@@ -183,15 +214,31 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 	}
 	rebuild := func() {
+		s.rebuilds.Add(1)
 		in := Input{Pods: map[string]*corev1.Pod{}}
 		all, _ := svcs.Lister().List(labels.Everything())
 		in.Services = all
 		sl, _ := eps.Lister().List(labels.Everything())
 		in.Slices = sl
-		ps, _ := pods.Lister().List(labels.Everything())
-		for _, p := range ps {
-			in.Pods[p.Namespace+"/"+p.Name] = p
+		// Only the pods the slices point at are read (a lookup each, not a list of all pods).
+		ref := map[string]bool{}
+		for _, slice := range sl {
+			for _, ep := range slice.Endpoints {
+				if ep.TargetRef == nil || ep.TargetRef.Kind != "Pod" {
+					continue
+				}
+				ns := ep.TargetRef.Namespace
+				if ns == "" {
+					ns = slice.Namespace
+				}
+				key := ns + "/" + ep.TargetRef.Name
+				ref[key] = true
+				if p, err := pods.Lister().Pods(ns).Get(ep.TargetRef.Name); err == nil {
+					in.Pods[key] = p
+				}
+			}
 		}
+		s.referenced.Store(&ref)
 		s.update(ctx, in)
 	}
 	rebuild()
@@ -224,23 +271,48 @@ func (s *Server) Run(ctx context.Context) error {
 		case err := <-errc:
 			return err
 		case <-s.kick:
-			// Debounce: wait for the burst to settle, then build one snapshot.
-			t := time.NewTimer(s.cfg.Debounce)
-		settle:
-			for {
-				select {
-				case <-s.kick:
-					t.Reset(s.cfg.Debounce)
-				case <-t.C:
-					break settle
-				case <-ctx.Done():
-					t.Stop()
-					break settle
-				}
+			if !settle(ctx, s.kick, s.cfg.Debounce) {
+				continue // ctx ended: the next loop returns
 			}
 			rebuild()
 		}
 	}
+}
+
+// settle waits, after a change, until debounce passes with no further change (a burst has
+// settled), but no longer than maxSettle debounce periods in all: under continuous churn a
+// snapshot is still cut that often. It returns false if ctx ends first.
+func settle(ctx context.Context, kick <-chan struct{}, debounce time.Duration) bool {
+	t := time.NewTimer(debounce)
+	defer t.Stop()
+	limit := time.Now().Add(maxSettle * debounce)
+	for {
+		select {
+		case <-kick:
+			if time.Now().Before(limit) {
+				t.Reset(debounce)
+			}
+		case <-t.C:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
+// isReferenced reports whether the last translation's EndpointSlices point at the pod.
+func (s *Server) isReferenced(p *corev1.Pod) bool {
+	ref := s.referenced.Load()
+	return ref != nil && (*ref)[p.Namespace+"/"+p.Name]
+}
+
+// podOf returns the pod of an informer event (unwrapping a deletion tombstone).
+func podOf(obj any) *corev1.Pod {
+	if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = d.Obj
+	}
+	p, _ := obj.(*corev1.Pod)
+	return p
 }
 
 func (s *Server) trigger() {
