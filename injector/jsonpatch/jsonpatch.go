@@ -4,64 +4,102 @@
 // "diff two JSON documents", and the well-known Go libraries either pull in their own JSON
 // stacks (gomodules.xyz/jsonpatch) or only apply patches (evanphx/json-patch). Objects are
 // diffed key by key; arrays of equal length element by element; arrays whose length changed are
-// replaced whole, which is always correct and keeps the patch easy to read.
+// replaced whole, which is always correct and keeps the patch easy to read. Values in the patch
+// are the modified document's own JSON text, never decoded and re-encoded.
 package jsonpatch
 
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 )
 
 // Operation is one RFC 6902 operation (only add, remove and replace are produced).
 type Operation struct {
-	Op    string `json:"op"`
-	Path  string `json:"path"`
-	Value any    `json:"value,omitempty"`
+	Op   string
+	Path string
+	// Value is the JSON text of the new value (add and replace), taken from the modified
+	// document as it was (empty encodes as null); unused for remove.
+	Value json.RawMessage
 }
 
-// MarshalJSON keeps "value": null for add and replace of a null.
-func (o Operation) MarshalJSON() ([]byte, error) {
-	type op struct {
-		Op    string `json:"op"`
-		Path  string `json:"path"`
-		Value *any   `json:"value,omitempty"`
-	}
-	x := op{Op: o.Op, Path: o.Path}
+// MarshalJSON encodes the operation ("value" present for add and replace, even when null).
+func (o Operation) MarshalJSON() ([]byte, error) { return o.appendJSON(nil), nil }
+
+func (o Operation) appendJSON(b []byte) []byte {
+	b = append(b, `{"op":`...)
+	b = strconv.AppendQuote(b, o.Op) // op names are ASCII letters
+	b = append(b, `,"path":`...)
+	b = appendString(b, o.Path)
 	if o.Op != "remove" {
-		x.Value = &o.Value
+		b = append(b, `,"value":`...)
+		if len(o.Value) == 0 {
+			b = append(b, "null"...)
+		} else {
+			b = append(b, o.Value...)
+		}
 	}
-	return json.Marshal(x)
+	return append(b, '}')
 }
 
-// Diff returns the operations that turn the JSON document a into b.
+// Encode returns the patch document: the JSON array of the operations.
+func Encode(ops []Operation) []byte {
+	n := 2
+	for _, o := range ops {
+		n += len(o.Path) + len(o.Value) + 40
+	}
+	b := make([]byte, 0, n)
+	b = append(b, '[')
+	for i, o := range ops {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = o.appendJSON(b)
+	}
+	return append(b, ']')
+}
+
+// appendString appends s as a JSON string (encoding/json's escaping, without HTML escaping).
+func appendString(b []byte, s string) []byte {
+	var buf bytes.Buffer
+	e := json.NewEncoder(&buf)
+	e.SetEscapeHTML(false)
+	_ = e.Encode(s) // a string always encodes
+	return append(b, bytes.TrimSuffix(buf.Bytes(), []byte("\n"))...)
+}
+
+// Diff returns the operations that turn the JSON document a into b. Subtrees whose JSON text
+// is identical are not decoded at all (both documents usually come from the same encoder, and
+// the webhook's differ in a few fields); elsewhere objects are compared key by key and arrays of
+// equal length element by element, values being compared as decoded JSON text.
 func Diff(a, b []byte) ([]Operation, error) {
-	va, err := decode(a)
-	if err != nil {
+	if err := validate(a); err != nil {
 		return nil, fmt.Errorf("original: %w", err)
 	}
-	vb, err := decode(b)
-	if err != nil {
+	if err := validate(b); err != nil {
 		return nil, fmt.Errorf("modified: %w", err)
 	}
 	var ops []Operation
-	diff("", va, vb, &ops)
+	if err := diff("", bytes.TrimSpace(a), bytes.TrimSpace(b), &ops); err != nil {
+		return nil, err
+	}
 	return ops, nil
 }
 
-func decode(b []byte) (any, error) {
-	d := json.NewDecoder(bytes.NewReader(b))
-	d.UseNumber()
-	var v any
-	if err := d.Decode(&v); err != nil {
-		return nil, err
+func validate(b []byte) error {
+	if !json.Valid(b) {
+		// Decode for encoding/json's description of what is wrong.
+		var v any
+		if err := json.Unmarshal(b, &v); err != nil {
+			return err
+		}
+		return errors.New("not a single JSON value")
 	}
-	if d.More() {
-		return nil, fmt.Errorf("trailing data after the JSON value")
-	}
-	return v, nil
+	return nil
 }
 
 // EscapePath escapes one reference token (RFC 6901).
@@ -69,15 +107,20 @@ func EscapePath(s string) string {
 	return strings.ReplaceAll(strings.ReplaceAll(s, "~", "~0"), "/", "~1")
 }
 
-func diff(path string, a, b any, ops *[]Operation) {
-	switch ta := a.(type) {
-	case map[string]any:
-		tb, ok := b.(map[string]any)
-		if !ok {
-			break
+func diff(path string, a, b json.RawMessage, ops *[]Operation) error {
+	if bytes.Equal(a, b) {
+		return nil
+	}
+	switch {
+	case a[0] == '{' && b[0] == '{':
+		var ta, tb map[string]json.RawMessage
+		if err := json.Unmarshal(a, &ta); err != nil {
+			return err
 		}
-		ka := sortedKeys(ta)
-		for _, k := range ka {
+		if err := json.Unmarshal(b, &tb); err != nil {
+			return err
+		}
+		for _, k := range sortedKeys(ta) {
 			if _, ok := tb[k]; !ok {
 				*ops = append(*ops, Operation{Op: "remove", Path: path + "/" + EscapePath(k)})
 			}
@@ -85,42 +128,51 @@ func diff(path string, a, b any, ops *[]Operation) {
 		for _, k := range sortedKeys(tb) {
 			p := path + "/" + EscapePath(k)
 			if va, ok := ta[k]; ok {
-				diff(p, va, tb[k], ops)
+				if err := diff(p, va, tb[k], ops); err != nil {
+					return err
+				}
 			} else {
 				*ops = append(*ops, Operation{Op: "add", Path: p, Value: tb[k]})
 			}
 		}
-		return
-	case []any:
-		tb, ok := b.([]any)
-		if !ok || len(ta) != len(tb) {
+		return nil
+	case a[0] == '[' && b[0] == '[':
+		var ta, tb []json.RawMessage
+		if err := json.Unmarshal(a, &ta); err != nil {
+			return err
+		}
+		if err := json.Unmarshal(b, &tb); err != nil {
+			return err
+		}
+		if len(ta) != len(tb) {
 			break
 		}
 		for i := range ta {
-			diff(fmt.Sprintf("%s/%d", path, i), ta[i], tb[i], ops)
+			if err := diff(path+"/"+strconv.Itoa(i), ta[i], tb[i], ops); err != nil {
+				return err
+			}
 		}
-		return
-	default:
+		return nil
+	case a[0] != '{' && a[0] != '[' && b[0] != '{' && b[0] != '[':
 		if equalScalar(a, b) {
-			return
+			return nil
 		}
 	}
 	*ops = append(*ops, Operation{Op: "replace", Path: path, Value: b})
+	return nil
 }
 
-func equalScalar(a, b any) bool {
-	switch a.(type) {
-	case map[string]any, []any:
-		return false
+// equalScalar compares two JSON scalars by value: strings after unescaping, numbers by
+// their text (as json.Number does), literals by text.
+func equalScalar(a, b json.RawMessage) bool {
+	if a[0] == '"' && b[0] == '"' {
+		var sa, sb string
+		return json.Unmarshal(a, &sa) == nil && json.Unmarshal(b, &sb) == nil && sa == sb
 	}
-	switch b.(type) {
-	case map[string]any, []any:
-		return false
-	}
-	return a == b
+	return false // different text: different numbers or literals
 }
 
-func sortedKeys(m map[string]any) []string {
+func sortedKeys(m map[string]json.RawMessage) []string {
 	ks := make([]string, 0, len(m))
 	for k := range m {
 		ks = append(ks, k)

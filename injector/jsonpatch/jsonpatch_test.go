@@ -1,6 +1,7 @@
 package jsonpatch
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"reflect"
@@ -141,7 +142,7 @@ func TestDiff(t *testing.T) {
 }
 
 func TestDiffRejectsInvalid(t *testing.T) {
-	for _, tc := range [][2]string{{`{`, `{}`}, {`{}`, `{} {}`}, {``, `{}`}} {
+	for _, tc := range [][2]string{{`{`, `{}`}, {`{}`, `{} {}`}, {``, `{}`}, {`0`, `0]`}} {
 		if _, err := Diff([]byte(tc[0]), []byte(tc[1])); err == nil {
 			t.Errorf("Diff(%q, %q): no error", tc[0], tc[1])
 		}
@@ -171,4 +172,44 @@ func FuzzDiff(f *testing.F) {
 		}
 		checkRoundTrip(t, string(a), string(b))
 	})
+}
+
+// decode parses one JSON document for the checks (numbers kept exact). json.Valid first:
+// a Decoder alone takes "0]" for 0 (More is false before a closing bracket).
+func decode(b []byte) (any, error) {
+	if !json.Valid(b) {
+		return nil, fmt.Errorf("not a single valid JSON value")
+	}
+	d := json.NewDecoder(bytes.NewReader(b))
+	d.UseNumber()
+	var v any
+	if err := d.Decode(&v); err != nil {
+		return nil, err
+	}
+	if d.More() {
+		return nil, fmt.Errorf("trailing data after the JSON value")
+	}
+	return v, nil
+}
+
+// TestEncodeMatchesEncodingJSON: Encode writes what json.Marshal of the operations would,
+// and the patch it writes is valid JSON that applies.
+func TestEncodeMatchesEncodingJSON(t *testing.T) {
+	ops := checkRoundTrip(t, `{"m":{"a/b":1,"<x>":"&","d":[1,2]},"r":true}`, `{"m":{"a/b":"\u2028<>","c~d":null,"<x>":"&","d":[1,2,3]},"n":{"k":[]}}`)
+	want, err := json.Marshal(ops)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := Encode(ops)
+	var a, b any
+	if err := json.Unmarshal(got, &a); err != nil {
+		t.Fatalf("Encode wrote invalid JSON %s: %v", got, err)
+	}
+	_ = json.Unmarshal(want, &b)
+	if !reflect.DeepEqual(a, b) {
+		t.Errorf("Encode: %s\njson.Marshal: %s", got, want)
+	}
+	if string(Encode(nil)) != "[]" {
+		t.Errorf("Encode(nil) = %s, want []", Encode(nil))
+	}
 }

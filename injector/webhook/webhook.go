@@ -44,9 +44,36 @@ func foldIn(s string, names ...string) bool {
 	return false
 }
 
-// exponentRE is a cheap first look for a number with a decimal exponent of 1000 or more
-// anywhere in the object; hugeQuantity then checks whether one is where a quantity is.
-var exponentRE = regexp.MustCompile(`[0-9.][eE][-+]?0*[1-9][0-9]{3,}`)
+// hasHugeExponent is a cheap first look for a number with a decimal exponent of 1000 or more
+// anywhere in the object (what the regular expression [0-9.][eE][-+]?0*[1-9][0-9]{3,}
+// matches); hugeQuantity then checks whether one is where a quantity is.
+func hasHugeExponent(b []byte) bool {
+	for i := 1; i < len(b); i++ {
+		j := bytes.IndexAny(b[i:], "eE")
+		if j < 0 {
+			return false
+		}
+		i += j
+		if c := b[i-1]; !(c >= '0' && c <= '9' || c == '.') {
+			continue
+		}
+		k := i + 1
+		if k < len(b) && (b[k] == '+' || b[k] == '-') {
+			k++
+		}
+		for k < len(b) && b[k] == '0' {
+			k++
+		}
+		n := 0
+		for k < len(b) && b[k] >= '0' && b[k] <= '9' {
+			k, n = k+1, n+1
+		}
+		if n >= 4 {
+			return true
+		}
+	}
+	return false
+}
 
 // quantityExponentRE is a quantity value (string or number) starting with such a number,
 // which makes resource.ParseQuantity spin.
@@ -247,7 +274,7 @@ func Review(cfg *inject.Config, body []byte, nsOptIn bool) (*admissionv1.Admissi
 	// A quantity with a huge exponent ("1e-999999999") makes resource.ParseQuantity, and so the
 	// decoding of the Pod, spin for minutes. The API server never sends one (it canonicalises
 	// quantities), but anyone who can reach the webhook port could (found by FuzzReview).
-	if exponentRE.Match(req.Object.Raw) {
+	if hasHugeExponent(req.Object.Raw) {
 		if where, ok := hugeQuantity(req.Object.Raw); ok {
 			return deny(out, res, &inject.Error{Reason: inject.ReasonBadRequest,
 				Message: "request.object" + where + " is a quantity with an exponent beyond ±999, which no quantity needs"})
@@ -295,12 +322,8 @@ func Review(cfg *inject.Config, body []byte, nsOptIn bool) (*admissionv1.Admissi
 	}
 	res.PatchOps = len(ops)
 	if len(ops) > 0 {
-		patch, err := json.Marshal(ops)
-		if err != nil {
-			return deny(out, res, &inject.Error{Reason: inject.ReasonBadRequest, Message: "cannot encode the patch: " + err.Error()})
-		}
 		pt := admissionv1.PatchTypeJSONPatch
-		out.Response.Patch, out.Response.PatchType = patch, &pt
+		out.Response.Patch, out.Response.PatchType = jsonpatch.Encode(ops), &pt
 	}
 	return out, res
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -263,4 +264,18 @@ func goodAnnWith(k, v string) map[string]string {
 		m[a] = b
 	}
 	return m
+}
+
+// hugeExponentRE is what hasHugeExponent looks for, as a regular expression (its oracle).
+var hugeExponentRE = regexp.MustCompile(`[0-9.][eE][-+]?0*[1-9][0-9]{3,}`)
+
+func FuzzHasHugeExponent(f *testing.F) {
+	for _, s := range []string{"1e1000", "1.E-0001234", ".e+999", "e1000", "x1e1000", "1e0999", "1e00001000", "uid e5230c4a-", "9e9999e", "1ee1000", `"2E+12345"`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if got, want := hasHugeExponent(b), hugeExponentRE.Match(b); got != want {
+			t.Errorf("hasHugeExponent(%q) = %v, the expression says %v", b, got, want)
+		}
+	})
 }
