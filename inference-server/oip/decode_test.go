@@ -271,35 +271,66 @@ func TestFlatFloat32MatchesGeneral(t *testing.T) {
 		cases = append(cases, string(append(b, ']')))
 	}
 	for _, c := range cases {
-		const want = 20
-		fast := &decoder{b: []byte(c), lim: DefaultLimits, shape: []int64{want}, leafDepth: -1}
-		var got []float32
-		if !fast.flatNumbers() {
-			continue
+		checkFlatFloat32(t, c, 20)
+	}
+}
+
+// FuzzFlatFloat32 checks the flat FP32 fast path against the general path on any input, as
+// TestFlatFloat32MatchesGeneral does, and what it accepts against strconv.ParseFloat(s, 32)
+// number by number, bit for bit.
+func FuzzFlatFloat32(f *testing.F) {
+	for _, c := range []string{"[0.043137256,0.5019608,1,0,-0.0039215689]", "[ 0.5 ,\n0.25\t]", "[1e-7,16777217,0.000000000000012345678901]", "[0.5,NaN]", "[1,2,3]"} {
+		f.Add(c, uint8(5))
+	}
+	f.Fuzz(func(t *testing.T, c string, n uint8) {
+		checkFlatFloat32(t, c, int(n%32)+1)
+	})
+}
+
+// checkFlatFloat32 checks one input of the flat FP32 fast path against the general path (want
+// elements at most) and against strconv.
+func checkFlatFloat32(t *testing.T, c string, want int) {
+	t.Helper()
+	fast := &decoder{b: []byte(c), lim: DefaultLimits, shape: []int64{int64(want)}, leafDepth: -1}
+	var got []float32
+	if !fast.flatNumbers() {
+		return
+	}
+	ferr := fast.flatFloat32(want, &got, math.MaxFloat32)
+	general := &decoder{b: []byte(c), lim: DefaultLimits, shape: []int64{int64(want)}, leafDepth: -1}
+	all, _, gerr := general.data(FP32, want)
+	if ferr == errNotPlain {
+		if fast.i != 0 || len(got) != 0 {
+			t.Errorf("%q: fast path consumed %d bytes, %d values before handing over", c, fast.i, len(got))
 		}
-		ferr := fast.flatFloat32(want, &got, math.MaxFloat32)
-		general := &decoder{b: []byte(c), lim: DefaultLimits, shape: []int64{want}, leafDepth: -1}
-		all, _, gerr := general.data(FP32, want)
-		if ferr == errNotPlain {
-			if fast.i != 0 || len(got) != 0 {
-				t.Errorf("%s: fast path consumed %d bytes, %d values before handing over", c, fast.i, len(got))
-			}
-			if gerr == nil && !strings.Contains(c, "NaN") && !strings.Contains(c, "Inf") && !strings.Contains(c, "[[") {
-				t.Errorf("%s: fast path handed over data the general path accepts as plain", c)
-			}
-			continue
+		if gerr == nil && !strings.Contains(c, "NaN") && !strings.Contains(c, "Inf") && !strings.Contains(c, "[[") {
+			t.Errorf("%q: fast path handed over data the general path accepts as plain", c)
 		}
-		if ferr != nil || gerr != nil {
-			t.Fatalf("%s: fast %v, general %v", c, ferr, gerr)
+		return
+	}
+	if ferr != nil || gerr != nil {
+		t.Fatalf("%q: fast %v, general %v", c, ferr, gerr)
+	}
+	w := all.([]float32)
+	if len(got) != len(w) || fast.i != general.i {
+		t.Fatalf("%q: fast %v (end %d), general %v (end %d)", c, got, fast.i, w, general.i)
+	}
+	for i := range got {
+		if math.Float32bits(got[i]) != math.Float32bits(w[i]) {
+			t.Fatalf("%q: element %d fast %v, general %v", c, i, got[i], w[i])
 		}
-		w := all.([]float32)
-		if len(got) != len(w) || fast.i != general.i {
-			t.Fatalf("%s: fast %v (end %d), general %v (end %d)", c, got, fast.i, w, general.i)
-		}
-		for i := range got {
-			if math.Float32bits(got[i]) != math.Float32bits(w[i]) {
-				t.Fatalf("%s: element %d fast %v, general %v", c, i, got[i], w[i])
-			}
+	}
+	// What the fast path accepted is a JSON array of numbers: each equals strconv's float32.
+	inner := strings.TrimSpace(c[:fast.i])
+	inner = strings.TrimSuffix(strings.TrimPrefix(inner, "["), "]")
+	toks := strings.Split(inner, ",")
+	if len(toks) != len(got) {
+		t.Fatalf("%q: %d numbers accepted, %d tokens", c, len(got), len(toks))
+	}
+	for i, tok := range toks {
+		want, err := strconv.ParseFloat(strings.Trim(tok, " \t\n\r"), 32)
+		if err != nil || math.Float32bits(float32(want)) != math.Float32bits(got[i]) {
+			t.Fatalf("%q: element %d is %v, strconv says %v (%v)", c, i, got[i], want, err)
 		}
 	}
 }
