@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"net"
@@ -103,14 +104,13 @@ func runIptables(ctx context.Context, args []string, s Streams) error {
 	if !*ipv6 && len(transparent.OfFamily(r.ExcludeOutboundCIDRs, true)) > 0 && len(sets) == 1 {
 		fmt.Fprintln(s.Err, "countersign: IPv6 excluded CIDRs ignored: this network namespace has no IPv6")
 	}
+	if *remove && !*dry {
+		return removeRules(ctx, r, *ipv6, s)
+	}
 	for _, set := range sets {
 		switch {
 		case *dry:
 			fmt.Fprint(s.Out, set.Render())
-		case *remove:
-			if err := set.Remove(ctx, nil); err != nil {
-				return err
-			}
 		default:
 			if err := set.Apply(ctx, nil); err != nil {
 				return err
@@ -120,6 +120,36 @@ func runIptables(ctx context.Context, args []string, s Streams) error {
 		}
 	}
 	return nil
+}
+
+// removeRules removes the interception of each address family (IPv6 only with --ipv6; else
+// IPv4 and IPv6, whether or not the namespace has IPv6 now, since it may have had it at install
+// time). Absent rules are not an error, so removal is idempotent; a family whose nat table
+// cannot be listed is an error, except IPv6 in a namespace without IPv6 (nothing can be
+// installed there). Each family is attempted even when the other fails.
+func removeRules(ctx context.Context, r transparent.Rules, onlyV6 bool, s Streams) error {
+	var errs []error
+	families := []bool{false, true}
+	if onlyV6 {
+		families = []bool{true}
+	}
+	for _, v6 := range families {
+		set := r
+		set.IPv6 = v6
+		name := map[bool]string{false: "IPv4", true: "IPv6"}[v6]
+		found, err := set.Remove(ctx, nil)
+		switch {
+		case err != nil && v6 && !onlyV6 && !transparent.HasIPv6():
+			fmt.Fprintf(s.Err, "countersign: IPv6 interception not present: this network namespace has no IPv6 (%v)\n", err)
+		case err != nil:
+			errs = append(errs, fmt.Errorf("removing the %s interception: %w", name, err))
+		case found:
+			fmt.Fprintf(s.Err, "countersign: %s interception removed\n", name)
+		default:
+			fmt.Fprintf(s.Err, "countersign: %s interception not present; nothing to remove\n", name)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 type flagT = flag.Flag

@@ -23,6 +23,7 @@ import (
 	"github.com/countersign/countersign/proxy/attestedtls"
 	"github.com/countersign/countersign/proxy/chain"
 	"github.com/countersign/countersign/proxy/config"
+	"github.com/countersign/countersign/proxy/httpframe"
 	"github.com/countersign/countersign/proxy/identity"
 	"github.com/countersign/countersign/proxy/metrics"
 )
@@ -78,8 +79,12 @@ func deleteOurs(h http.Header, keep ...string) {
 }
 
 // rejectHTTP writes a rejection: status, reason code header, log line, metric. All HTTP
-// rejections go through here.
+// rejections go through here. When the framing guard has found a smuggling shape in the
+// request (its body read then fails), that is the reason reported.
 func (d *Deps) rejectHTTP(w http.ResponseWriter, r *http.Request, listener string, status int, rej *attestation.Rejection) {
+	if why := framingVerdict(r); why != httpframe.OK && rej.Code != CodeSmuggling {
+		status, rej = http.StatusBadRequest, framingRejection(why)
+	}
 	d.Logger.Warn("request refused", "listener", listener, "reason", string(rej.Code), "detail", rej.Sentence(),
 		"method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr)
 	d.Metrics.Reject(listener, rej.Code)
@@ -104,7 +109,10 @@ func asRejection(err error, fallback attestation.Code) *attestation.Rejection {
 }
 
 // hygiene refuses request shapes the proxy does not carry: protocol upgrades (h2c included),
-// Transfer-Encoding with Content-Length, transfer codings other than chunked.
+// Transfer-Encoding with Content-Length, transfer codings other than chunked. Go's server
+// has already removed Content-Length when Transfer-Encoding is present and merged identical
+// Content-Length fields, so the framing guard (Framed, proxy/httpframe) is what refuses those
+// shapes on the listeners; these checks stay for requests that do not come through one.
 func hygiene(r *http.Request) *attestation.Rejection {
 	if r.Header.Get("Upgrade") != "" || headerHasToken(r.Header, "Connection", "upgrade") {
 		up := r.Header.Get("Upgrade")

@@ -220,27 +220,47 @@ func TestUnallowedIdentityRefusedBothDirections(t *testing.T) {
 	waitMetric(t, front, "to-back", "mrenclave_mismatch", 1)
 }
 
-// TestHTTPHygiene sends request smuggling shapes and upgrades on a raw connection.
+// TestHTTPHygiene sends request smuggling shapes and upgrades on a raw connection. Shapes
+// that Go's server normalizes before the handler (RFC 9112 §6.3) are refused by the framing
+// guard (proxy/httpframe) with our reason; shapes Go's server refuses itself get its answer
+// (no reason header), and the guard still counts them. Nothing reaches the app.
 func TestHTTPHygiene(t *testing.T) {
 	e := newEnv(t, time.Hour)
-	front, _, _ := pair(t, e)
-	cases := map[string]string{
-		"h2c upgrade":     "GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
-		"duplicate CL":    "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde",
-		"bare LF chunk":   "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n4\nabcd\n0\n\n",
-		"TE not chunked":  "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
-		"websocket":       "GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
-		"header too long": "GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + strings.Repeat("a", 200<<10) + "\r\n\r\n",
+	front, _, app := pair(t, e)
+	const smuggling = string(httpproxy.CodeSmuggling)
+	cases := []struct {
+		name, raw string
+		reason    string // the reason header; "" for a refusal by Go's server itself
+		counted   bool   // counted as request_smuggling_shape
+	}{
+		{"h2c upgrade", "GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n", string(httpproxy.CodeUpgrade), false},
+		{"websocket", "GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n", string(httpproxy.CodeUpgrade), false},
+		{"header too long", "GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + strings.Repeat("a", 200<<10) + "\r\n\r\n", "", false},
+		{"CL and TE", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", smuggling, true},
+		{"TE and CL", "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\ncontent-length: 5\r\n\r\n0\r\n\r\n", smuggling, true},
+		{"duplicate CL", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde", "", true},
+		{"duplicate identical CL", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nabcde", smuggling, true},
+		{"CL list", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5, 5\r\n\r\nabcde", "", true},
+		{"space before colon", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length : 5\r\n\r\nabcde", "", true},
+		{"TE not chunked", "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", "", true},
+		{"TE in HTTP/1.0 with CL", "POST / HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n", smuggling, true},
+		{"obs-fold", "GET / HTTP/1.1\r\nHost: x\r\nX-A: a\r\n b\r\n\r\n", smuggling, true},
+		{"bare LF in head", "GET / HTTP/1.1\nHost: x\n\n", smuggling, true},
+		{"bare LF chunk", "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n4\nabcd\n0\n\n", smuggling, true},
+		{"chunk data without CRLF", "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcdX\r\n0\r\n\r\n", smuggling, true},
+		{"invalid chunk size", "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0x4\r\nabcd\r\n0\r\n\r\n", smuggling, true},
+		{"bare LF in trailer", "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX-T: 1\n\r\n", smuggling, true},
 	}
-	for name, raw := range cases {
-		t.Run(name, func(t *testing.T) {
+	counted := 0.0
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
 			c, err := net.Dial("tcp", front.Addr("to-back"))
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer c.Close()
 			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-			go func() { _, _ = io.WriteString(c, raw) }()
+			go func() { _, _ = io.WriteString(c, tc.raw) }()
 			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 			if err != nil {
 				t.Fatalf("no response: %v", err)
@@ -249,17 +269,34 @@ func TestHTTPHygiene(t *testing.T) {
 			if resp.StatusCode < 400 || (resp.StatusCode >= 500 && resp.StatusCode != http.StatusNotImplemented) {
 				t.Errorf("status %d, want a 4xx (or 501) refusal", resp.StatusCode)
 			}
+			if got := resp.Header.Get(chain.HeaderReject); got != tc.reason {
+				t.Errorf("reason %q, want %q", got, tc.reason)
+			}
+			if tc.reason == smuggling && resp.StatusCode != http.StatusBadRequest {
+				t.Errorf("status %d, want 400", resp.StatusCode)
+			}
+			if tc.counted {
+				counted++
+				waitMetric(t, front, "to-back", smuggling, counted)
+			}
 		})
+	}
+	if h := app.last.Load(); h != nil {
+		t.Errorf("a refused request reached the app: %v", *h)
+	}
+	if got := counter(front.Metrics.Rejections.WithLabelValues("to-back", smuggling)); got != counted {
+		t.Errorf("request_smuggling_shape counted %v times, want %v", got, counted)
 	}
 }
 
 // TestCLAndTENotSmuggled: Go's server applies RFC 9112 §6.3 before the handler runs
-// (Transfer-Encoding wins, Content-Length is removed), so the proxy cannot see the original
-// Content-Length to refuse it; it re-frames the body itself. The test checks that the bytes
-// after the chunked body are not forwarded as part of that request.
+// (Transfer-Encoding wins, Content-Length is removed), so the handler cannot see the original
+// Content-Length; the framing guard on the connection does. The request is refused with 400
+// request_smuggling_shape, the connection is closed, and the request smuggled after the
+// chunked body (/smuggled) never reaches the app.
 func TestCLAndTENotSmuggled(t *testing.T) {
 	e := newEnv(t, time.Hour)
-	front, _, _ := pair(t, e)
+	front, _, app := pair(t, e)
 	c, err := net.Dial("tcp", front.Addr("to-back"))
 	if err != nil {
 		t.Fatal(err)
@@ -274,9 +311,89 @@ func TestCLAndTENotSmuggled(t *testing.T) {
 	}
 	b, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != 200 || string(b) != "POST back.internal /a body=0" {
-		t.Errorf("first answer %d %q", resp.StatusCode, b)
+	if resp.StatusCode != http.StatusBadRequest || resp.Header.Get(chain.HeaderReject) != string(httpproxy.CodeSmuggling) {
+		t.Errorf("answer %d %q %q, want 400 %s", resp.StatusCode, resp.Header.Get(chain.HeaderReject), b, httpproxy.CodeSmuggling)
 	}
+	if more, err := br.ReadByte(); err == nil {
+		t.Errorf("the connection stayed open and answered again (%q...)", more)
+	}
+	if h := app.last.Load(); h != nil {
+		t.Errorf("the app was reached: %v", *h)
+	}
+	if got := counter(front.Metrics.Rejections.WithLabelValues("to-back", string(httpproxy.CodeSmuggling))); got != 1 {
+		t.Errorf("request_smuggling_shape metric %v, want 1", got)
+	}
+}
+
+// TestFramingPipelined: on one connection, clean requests before a smuggling shape are
+// answered, the shape is refused, and nothing after it is served.
+func TestFramingPipelined(t *testing.T) {
+	e := newEnv(t, time.Hour)
+	front, _, _ := pair(t, e)
+	c, err := net.Dial("tcp", front.Addr("to-back"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	_, _ = io.WriteString(c, "GET /one HTTP/1.1\r\nHost: x\r\n\r\n"+
+		"POST /two HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"+
+		"POST /three HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc"+
+		"GET /four HTTP/1.1\r\nHost: x\r\n\r\n")
+	br := bufio.NewReader(c)
+	for i, want := range []string{"GET back.internal /one body=0", "POST back.internal /two body=3"} {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("answer %d: %v", i+1, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(b) != want {
+			t.Fatalf("answer %d: %d %q, want 200 %q", i+1, resp.StatusCode, b, want)
+		}
+	}
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body) // the body ends with the connection
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest || resp.Header.Get(chain.HeaderReject) != string(httpproxy.CodeSmuggling) {
+		t.Errorf("third answer %d %q", resp.StatusCode, resp.Header.Get(chain.HeaderReject))
+	}
+	if _, err := br.ReadByte(); err == nil {
+		t.Error("the connection served /four")
+	}
+}
+
+// TestFramingAttestedTLS: the guard of an attested inbound listener reads the plaintext above
+// TLS: a caller presenting a valid certificate gets the same refusal.
+func TestFramingAttestedTLS(t *testing.T) {
+	e := newEnv(t, time.Hour)
+	front, back, app := pair(t, e)
+	cert := front.Identity.Current().Cert
+	c, err := tls.Dial("tcp", back.Addr("api"), &tls.Config{
+		InsecureSkipVerify: true, MinVersion: tls.VersionTLS13, NextProtos: []string{"http/1.1"},
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &cert, nil },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	_, _ = io.WriteString(c, "POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 30\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest || resp.Header.Get(chain.HeaderReject) != string(httpproxy.CodeSmuggling) {
+		t.Errorf("answer %d %q", resp.StatusCode, resp.Header.Get(chain.HeaderReject))
+	}
+	if h := app.last.Load(); h != nil {
+		t.Errorf("the app was reached: %v", *h)
+	}
+	waitMetric(t, back, "api", string(httpproxy.CodeSmuggling), 1)
 }
 
 func waitMetric(t *testing.T, p *proxyT, listener, reason string, min float64) {

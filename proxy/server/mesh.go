@@ -252,7 +252,7 @@ func (s *Server) startTransparent(ctx context.Context, listen func(name, addr st
 	var dynHTTP *transparent.ChanListener
 	if s.mesh.xds != nil {
 		dynHTTP = transparent.NewChanListener(outLn.Addr())
-		srv := s.httpServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.serveProxy(ListenerTransparentOut, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			dst, _ := r.Context().Value(dstKey{}).(netip.AddrPort)
 			cl, ok := s.mesh.xds.State().RouteTo(dst)
 			if !ok {
@@ -260,14 +260,12 @@ func (s *Server) startTransparent(ctx context.Context, listen func(name, addr st
 				return
 			}
 			s.serveCluster(w, r, ListenerTransparentOut, cl.Name, "", nil)
-		}), nil)
-		srv.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
+		}), dynHTTP, nil, func(ctx context.Context, c net.Conn) context.Context {
 			if dc, ok := c.(*dstConn); ok {
 				return context.WithValue(ctx, dstKey{}, dc.dst)
 			}
 			return ctx
-		}
-		s.serveHTTP(srv, dynHTTP)
+		})
 	}
 	s.lns = append(s.lns, func(ctx context.Context) error {
 		return transparent.Serve(ctx, outLn, func(c net.Conn, dst netip.AddrPort) {
@@ -330,11 +328,10 @@ func (s *Server) clusterOutbound(out config.Outbound, ln net.Listener) {
 		s.lns = append(s.lns, func(ctx context.Context) error { return p.Serve(ctx, ln, l.ShutdownTimeout.D()) })
 		return
 	}
-	srv := s.httpServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s.serveCluster(w, r, out.Name, out.Cluster, out.Authority, out.UpstreamIdentity)
-	}), nil)
 	lim := &limitListener{Listener: ln, sem: make(chan struct{}, l.MaxConnections), name: out.Name, reject: s.Metrics.Reject}
-	s.serveHTTP(srv, lim)
+	s.serveProxy(out.Name, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.serveCluster(w, r, out.Name, out.Cluster, out.Authority, out.UpstreamIdentity)
+	}), lim, nil, nil)
 }
 
 // clusterNow returns the cluster's current state, re-checking (defence in depth) that its

@@ -23,6 +23,7 @@ import (
 	"github.com/countersign/countersign/proxy/attestedtls"
 	"github.com/countersign/countersign/proxy/chain"
 	"github.com/countersign/countersign/proxy/config"
+	"github.com/countersign/countersign/proxy/httpframe"
 	"github.com/countersign/countersign/proxy/httpproxy"
 	"github.com/countersign/countersign/proxy/identity"
 	"github.com/countersign/countersign/proxy/metrics"
@@ -283,6 +284,33 @@ func (s *Server) serveHTTP(srv *http.Server, ln net.Listener) {
 	})
 }
 
+// serveProxy serves a data-path HTTP listener: TLS-terminated when tlsCfg is set, and behind
+// the request-framing guard (proxy/httpframe), which reads the plaintext (above TLS) and lets
+// h (wrapped in Deps.Framed) refuse request smuggling shapes that Go's server would otherwise
+// normalize away. connCtx, if set, adds to each connection's context; it gets the connection
+// the guard wraps.
+func (s *Server) serveProxy(name string, h http.Handler, ln net.Listener, tlsCfg *tls.Config, connCtx func(context.Context, net.Conn) context.Context) {
+	l := s.cfg.Limits
+	srv := s.httpServer(s.deps.Framed(name, h), tlsCfg)
+	srv.DisableGeneralOptionsHandler = true // "OPTIONS *" too is numbered by Framed
+	srv.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
+		if connCtx != nil {
+			ctx = connCtx(ctx, httpframe.Inner(c))
+		}
+		return httpframe.WithConn(ctx, c)
+	}
+	if tlsCfg != nil {
+		ln = tls.NewListener(ln, tlsCfg)
+	}
+	s.serveHTTP(srv, httpframe.NewListener(ln, httpframe.Options{
+		MaxHeaderBytes: l.MaxHeaderBytes, HandshakeTimeout: l.HandshakeTimeout.D(), Logger: s.log,
+		OnUnserved: func(why httpframe.Reason) {
+			s.log.Warn("request refused", "listener", name, "reason", string(httpproxy.CodeSmuggling), "detail", why.String())
+			s.Metrics.Reject(name, httpproxy.CodeSmuggling)
+		},
+	}))
+}
+
 // limitListener refuses connections beyond n (they are closed at once and counted).
 type limitListener struct {
 	net.Listener
@@ -352,10 +380,8 @@ func (s *Server) inbound(in config.Inbound, ln net.Listener, port uint16) error 
 	if live != nil && !in.Public {
 		h.WithPolicy(live)
 	}
-	srv := s.httpServer(h, tlsCfg)
-	srv.ConnContext = func(ctx context.Context, _ net.Conn) context.Context { return attestedtls.WithRecorder(ctx) }
 	lim := &limitListener{Listener: ln, sem: make(chan struct{}, l.MaxConnections), name: in.Name, reject: s.Metrics.Reject}
-	s.serveHTTP(srv, tls.NewListener(lim, tlsCfg))
+	s.serveProxy(in.Name, h, lim, tlsCfg, func(ctx context.Context, _ net.Conn) context.Context { return attestedtls.WithRecorder(ctx) })
 	return nil
 }
 
@@ -384,9 +410,8 @@ func (s *Server) outbound(out config.Outbound, ln net.Listener) {
 		s.lns = append(s.lns, func(ctx context.Context) error { return p.Serve(ctx, ln, l.ShutdownTimeout.D()) })
 		return
 	}
-	srv := s.httpServer(httpproxy.NewOutbound(s.deps, out), nil)
 	lim := &limitListener{Listener: ln, sem: make(chan struct{}, l.MaxConnections), name: out.Name, reject: s.Metrics.Reject}
-	s.serveHTTP(srv, lim)
+	s.serveProxy(out.Name, httpproxy.NewOutbound(s.deps, out), lim, nil, nil)
 }
 
 func (s *Server) connGauge(name string) func(int) {

@@ -38,6 +38,7 @@ import (
 	"github.com/countersign/countersign/attestation/service"
 	"github.com/countersign/countersign/proxy/chain"
 	"github.com/countersign/countersign/proxy/httpproxy"
+	"github.com/countersign/countersign/proxy/transparent"
 )
 
 const proxyUID = 1337 // the proxy's UID in the test (as in a pod)
@@ -496,6 +497,37 @@ transparent:
 	t.Logf("server proxy metrics:\n%s", grep(sm, "countersign_"))
 	if !strings.Contains(server.logs.String(), "no original destination") {
 		t.Errorf("the server proxy did not log the direct connection to its interception listener")
+	}
+
+	// 5. Removal is idempotent and tolerates an address family without our chains: in the
+	// client namespace, the IPv6 rules are deleted by hand first (as on a pod whose init
+	// step predates IPv6 interception), then `proxy iptables --remove` runs twice.
+	for _, args := range [][]string{
+		{"-t", "nat", "-D", "PREROUTING", "-p", "tcp", "-j", transparent.ChainInbound},
+		{"-t", "nat", "-D", "OUTPUT", "-p", "tcp", "-j", transparent.ChainOutbound},
+		{"-t", "nat", "-F"}, {"-t", "nat", "-X"},
+	} {
+		if out, err := execIn(tp.client, -1, "ip6tables", args...); err != nil {
+			t.Fatalf("ip6tables %v: %v %s", args, err, out)
+		}
+	}
+	removeArgs := append(iptablesArgs(fmt.Sprintf("9901,%d", maaPort)), "--remove")
+	out1, err := execInitStep(tp.client, bin, removeArgs...)
+	if err != nil {
+		t.Fatalf("proxy iptables --remove without IPv6 chains: %v\n%s", err, out1)
+	}
+	out2, err := execInitStep(tp.client, bin, removeArgs...)
+	if err != nil {
+		t.Fatalf("proxy iptables --remove a second time: %v\n%s", err, out2)
+	}
+	if !strings.Contains(out1, "IPv4 interception removed") || !strings.Contains(out1, "IPv6 interception not present") ||
+		!strings.Contains(out2, "IPv4 interception not present") {
+		t.Errorf("removal messages:\n%s\n---\n%s", out1, out2)
+	}
+	for _, tool := range []string{"iptables", "ip6tables"} {
+		if rules, _ := execIn(tp.client, -1, tool, "-t", "nat", "-S"); strings.Contains(rules, "CS_") {
+			t.Errorf("%s rules left after removal:\n%s", tool, rules)
+		}
 	}
 }
 

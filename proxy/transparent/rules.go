@@ -148,7 +148,10 @@ func (r Rules) Apply(ctx context.Context, run Runner) error {
 	if run == nil {
 		run = ExecRunner
 	}
-	_ = r.Remove(ctx, run) // absent chains are fine
+	// Absent chains are fine; a table that cannot be read fails the install (fail closed).
+	if _, err := r.Remove(ctx, run); err != nil {
+		return err
+	}
 	_, restore := r.tools()
 	if out, err := run(ctx, r.Render(), restore, "--noflush"); err != nil {
 		return fmt.Errorf("%s: %w: %s", restore, err, bytes.TrimSpace(out))
@@ -156,30 +159,62 @@ func (r Rules) Apply(ctx context.Context, run Runner) error {
 	return nil
 }
 
-// Remove deletes the jumps to the Countersign chains and the chains themselves. It reports
-// the first failure but attempts every step.
-func (r Rules) Remove(ctx context.Context, run Runner) error {
+// Remove deletes the jumps to the Countersign chains and the chains themselves, those of
+// them that exist in the nat table: it is idempotent, and rules that are absent (never
+// installed for this address family, or already removed) are not an error. found reports
+// whether there was anything to remove. It fails when the nat table cannot be listed, and
+// reports the first failing deletion (after attempting every one).
+func (r Rules) Remove(ctx context.Context, run Runner) (found bool, err error) {
 	if run == nil {
 		run = ExecRunner
 	}
 	ipt, _ := r.tools()
-	steps := [][]string{
-		{"-t", "nat", "-D", "PREROUTING", "-p", "tcp", "-j", ChainInbound},
-		{"-t", "nat", "-D", "OUTPUT", "-p", "tcp", "-j", ChainOutbound},
+	list := []string{"-t", "nat", "-S"}
+	out, err := run(ctx, "", ipt, list...)
+	if err != nil {
+		return false, fmt.Errorf("%s %s: %w: %s", ipt, strings.Join(list, " "), err, bytes.TrimSpace(out))
 	}
-	for _, c := range []string{ChainInbound, ChainInRedirect, ChainOutbound, ChainOutRedirect} {
+	jumps, chains := installed(string(out))
+	var steps [][]string
+	for _, j := range jumps {
+		steps = append(steps, append([]string{"-t", "nat", "-D"}, j...))
+	}
+	for _, c := range chains {
 		steps = append(steps, []string{"-t", "nat", "-F", c})
 	}
-	for _, c := range []string{ChainInbound, ChainInRedirect, ChainOutbound, ChainOutRedirect} {
+	for _, c := range chains {
 		steps = append(steps, []string{"-t", "nat", "-X", c})
 	}
-	var first error
 	for _, s := range steps {
-		if out, err := run(ctx, "", ipt, s...); err != nil && first == nil {
-			first = fmt.Errorf("%s %s: %w: %s", ipt, strings.Join(s, " "), err, bytes.TrimSpace(out))
+		if out, e := run(ctx, "", ipt, s...); e != nil && err == nil {
+			err = fmt.Errorf("%s %s: %w: %s", ipt, strings.Join(s, " "), e, bytes.TrimSpace(out))
 		}
 	}
-	return first
+	return len(steps) > 0, err
+}
+
+// installed reads `iptables -t nat -S` output: the jumps from the built-in chains to ours (as
+// rule specifications, one per copy) and our chains that exist, in the order Render creates
+// them.
+func installed(listing string) (jumps [][]string, chains []string) {
+	ours := []string{ChainInbound, ChainInRedirect, ChainOutbound, ChainOutRedirect}
+	have := map[string]bool{}
+	for _, l := range strings.Split(listing, "\n") {
+		f := strings.Fields(l)
+		switch {
+		case len(f) == 2 && f[0] == "-N" && slices.Contains(ours, f[1]):
+			have[f[1]] = true
+		case len(f) >= 3 && f[0] == "-A" && (f[1] == "PREROUTING" || f[1] == "OUTPUT") &&
+			f[len(f)-2] == "-j" && slices.Contains(ours, f[len(f)-1]):
+			jumps = append(jumps, f[1:])
+		}
+	}
+	for _, c := range ours {
+		if have[c] {
+			chains = append(chains, c)
+		}
+	}
+	return jumps, chains
 }
 
 // HasIPv6 reports whether the current network namespace has IPv6 (an interface with an IPv6

@@ -2,6 +2,7 @@ package transparent
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"net/netip"
 	"os"
@@ -94,30 +95,101 @@ func TestValidate(t *testing.T) {
 	}
 }
 
-// TestApplyCommands checks what Apply runs, with a fake runner: removal first (idempotent),
-// then one iptables-restore --noflush with the rendered rules.
+// fakeTables is a Runner standing in for iptables: `-t nat -S` prints listing (or fails
+// with listErr), every other command is recorded and succeeds.
+type fakeTables struct {
+	listing  string
+	listErr  error
+	cmds     []string
+	restored string
+}
+
+func (f *fakeTables) run(_ context.Context, stdin, name string, args ...string) ([]byte, error) {
+	cmd := name + " " + strings.Join(args, " ")
+	if strings.HasSuffix(cmd, " -t nat -S") {
+		if f.listErr != nil {
+			return []byte("can't initialize ip6tables table `nat': Table does not exist"), f.listErr
+		}
+		return []byte(f.listing), nil
+	}
+	f.cmds = append(f.cmds, cmd)
+	if strings.HasSuffix(name, "-restore") {
+		f.restored = stdin
+	}
+	return nil, nil
+}
+
+const installedListing = `-P PREROUTING ACCEPT
+-P OUTPUT ACCEPT
+-N CS_INBOUND
+-N CS_IN_REDIRECT
+-N CS_OUTBOUND
+-N CS_OUT_REDIRECT
+-N OTHER
+-A PREROUTING -p tcp -j CS_INBOUND
+-A OUTPUT -p tcp -j CS_OUTBOUND
+-A OUTPUT -p tcp -j OTHER
+-A CS_INBOUND -p tcp -j CS_IN_REDIRECT
+`
+
+// TestApplyCommands checks what Apply runs, with a fake runner: removal of what is installed
+// first (idempotent), then one iptables-restore --noflush with the rendered rules.
 func TestApplyCommands(t *testing.T) {
 	r := Rules{ProxyUID: 1337, InboundPort: 15006, OutboundPort: 15001}
-	var cmds []string
-	var restored string
-	err := r.Apply(context.Background(), func(_ context.Context, stdin, name string, args ...string) ([]byte, error) {
-		cmds = append(cmds, name+" "+strings.Join(args, " "))
-		if name == "iptables-restore" {
-			restored = stdin
-		}
-		return nil, nil
-	})
-	if err != nil {
+	f := &fakeTables{listing: installedListing}
+	if err := r.Apply(context.Background(), f.run); err != nil {
 		t.Fatal(err)
 	}
-	if last := cmds[len(cmds)-1]; last != "iptables-restore --noflush" {
+	if last := f.cmds[len(f.cmds)-1]; last != "iptables-restore --noflush" {
 		t.Errorf("last command %q", last)
 	}
-	if cmds[0] != "iptables -t nat -D PREROUTING -p tcp -j CS_INBOUND" {
-		t.Errorf("first command %q", cmds[0])
+	if f.cmds[0] != "iptables -t nat -D PREROUTING -p tcp -j CS_INBOUND" {
+		t.Errorf("first command %q", f.cmds[0])
 	}
-	if restored != r.Render() {
+	if f.restored != r.Render() {
 		t.Error("iptables-restore was not given the rendered rules")
+	}
+	// Nothing installed yet: straight to iptables-restore.
+	f = &fakeTables{}
+	if err := r.Apply(context.Background(), f.run); err != nil || len(f.cmds) != 1 {
+		t.Errorf("fresh install ran %q (%v)", f.cmds, err)
+	}
+	// A nat table that cannot be read fails the install (fail closed).
+	f = &fakeTables{listErr: errors.New("exit status 3")}
+	if err := r.Apply(context.Background(), f.run); err == nil || len(f.cmds) != 0 {
+		t.Errorf("install over an unreadable table: %v, ran %q", err, f.cmds)
+	}
+}
+
+// TestRemove: only what exists is deleted (each jump, then each chain flushed and deleted);
+// absent rules are not an error; an unreadable table is.
+func TestRemove(t *testing.T) {
+	ctx := context.Background()
+	r := Rules{ProxyUID: 1337, InboundPort: 15006, OutboundPort: 15001, IPv6: true}
+	f := &fakeTables{listing: installedListing}
+	found, err := r.Remove(ctx, f.run)
+	want := []string{
+		"ip6tables -t nat -D PREROUTING -p tcp -j CS_INBOUND",
+		"ip6tables -t nat -D OUTPUT -p tcp -j CS_OUTBOUND",
+		"ip6tables -t nat -F CS_INBOUND", "ip6tables -t nat -F CS_IN_REDIRECT", "ip6tables -t nat -F CS_OUTBOUND", "ip6tables -t nat -F CS_OUT_REDIRECT",
+		"ip6tables -t nat -X CS_INBOUND", "ip6tables -t nat -X CS_IN_REDIRECT", "ip6tables -t nat -X CS_OUTBOUND", "ip6tables -t nat -X CS_OUT_REDIRECT",
+	}
+	if err != nil || !found || strings.Join(f.cmds, "\n") != strings.Join(want, "\n") {
+		t.Errorf("remove: found %v, %v, ran\n%s", found, err, strings.Join(f.cmds, "\n"))
+	}
+	// Partly removed (chains left, jumps gone).
+	f = &fakeTables{listing: "-N CS_OUTBOUND\n-A CS_OUTBOUND -j RETURN\n"}
+	if found, err := r.Remove(ctx, f.run); err != nil || !found || len(f.cmds) != 2 {
+		t.Errorf("partial: found %v, %v, ran %q", found, err, f.cmds)
+	}
+	// Absent (never installed for this family, or removed already): nothing run, no error.
+	f = &fakeTables{listing: "-P PREROUTING ACCEPT\n-N OTHER\n-A OUTPUT -p tcp -j OTHER\n"}
+	if found, err := r.Remove(ctx, f.run); err != nil || found || len(f.cmds) != 0 {
+		t.Errorf("absent: found %v, %v, ran %q", found, err, f.cmds)
+	}
+	f = &fakeTables{listErr: errors.New("exit status 3")}
+	if _, err := r.Remove(ctx, f.run); err == nil || !strings.Contains(err.Error(), "ip6tables -t nat -S") {
+		t.Errorf("unreadable table: %v", err)
 	}
 }
 
