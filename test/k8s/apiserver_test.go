@@ -3,6 +3,7 @@ package k8s_test
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"github.com/countersign/countersign/internal/testnet"
 	"io"
@@ -45,7 +46,12 @@ type env struct {
 	admin    int
 	xds      *xdsPKI // the injector also runs its control plane (xds_test.go)
 	proc     *kubetest.Proc
+	spans    *kubetest.SpanSink // the API server's trace spans of webhook calls (latency runs only)
 }
+
+// webhookSpan is the API server's trace span around one call of a mutating webhook: from
+// sending the AdmissionReview to the patch applied.
+const webhookSpan = "Call mutating webhook"
 
 func buildInjector(t *testing.T) string { return goBuild(t, "injector", "./injector/cmd/injector") }
 
@@ -219,8 +225,16 @@ func checkUntouched(t *testing.T, p *corev1.Pod) {
 }
 
 func TestAPIServer(t *testing.T) {
-	c := kubetest.Start(t)
-	e := &env{t: t, c: c, injector: buildInjector(t), port: testnet.FreePort(t), admin: testnet.FreePort(t), xds: newXDSPKI(t)}
+	var spans *kubetest.SpanSink
+	var extra []string
+	if os.Getenv("COUNTERSIGN_ADMISSION_LATENCY") != "" {
+		// The latency run traces every request, so the API server reports how long each call
+		// of our webhook took, request to patch applied.
+		spans = kubetest.NewSpanSink(t, webhookSpan)
+		extra = spans.TracingArgs(t)
+	}
+	c := kubetest.Start(t, extra...)
+	e := &env{t: t, c: c, injector: buildInjector(t), port: testnet.FreePort(t), admin: testnet.FreePort(t), xds: newXDSPKI(t), spans: spans}
 	ctx := context.Background()
 
 	e.namespace(csNS, nil)
@@ -420,9 +434,13 @@ func admissionLatency(t *testing.T, e *env) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	var measuredFrom, measuredTo time.Time // the opted-in creates after warm-up
 	measure := func(mk func(i int) *corev1.Pod) []time.Duration {
 		ds := make([]time.Duration, 0, n)
 		for i := 0; i < n+20; i++ {
+			if i == 20 {
+				measuredFrom = time.Now()
+			}
 			start := time.Now()
 			if _, err := client.CoreV1().Pods("apps").Create(context.Background(), mk(i), metav1.CreateOptions{}); err != nil {
 				t.Fatal(err)
@@ -431,25 +449,35 @@ func admissionLatency(t *testing.T, e *env) {
 				ds = append(ds, time.Since(start))
 			}
 		}
+		measuredTo = time.Now()
 		slices.Sort(ds)
 		return ds
 	}
-	pct := func(ds []time.Duration, p float64) time.Duration { return ds[int(float64(len(ds)-1)*p)] }
 	m0 := apiserverSums(t, e)
 	plain := measure(func(i int) *corev1.Pod { return plainPod(podName("lat-plain")) })
 	m1 := apiserverSums(t, e)
 	injected := measure(func(i int) *corev1.Pod { return optedInPod(podName("lat-inj"), nil) })
 	m2 := apiserverSums(t, e)
+
+	// The admission latency: the API server's own span around each call of our webhook, from
+	// sending the AdmissionReview to having applied the patch.
+	calls, roundTrips, err := webhookCalls(e, measuredFrom, measuredTo, n)
+	if err != nil {
+		t.Fatal(err)
+	}
 	verdict := "MET"
-	if pct(injected, .99) > 10*time.Millisecond {
+	if pct(calls, .99) > 10*time.Millisecond {
 		verdict = "MISSED"
 	}
-	report := fmt.Sprintf("admission latency through the API server, %d creates each (target %s):\n"+
-		"  plain pod (no webhook):   p50 %6.2f ms  p99 %6.2f ms\n"+
-		"  opted-in pod (injected):  p50 %6.2f ms  p99 %6.2f ms  (target p99 <= 10 ms)\n"+
-		"  webhook share at p50:     %6.2f ms\n",
-		n, verdict, ms(pct(plain, .5)), ms(pct(plain, .99)), ms(pct(injected, .5)), ms(pct(injected, .99)),
-		ms(pct(injected, .5)-pct(plain, .5)))
+	report := fmt.Sprintf("admission latency through the API server, %d opted-in pod creates (target p99 <= 10 ms: %s):\n"+
+		"  webhook call, API server's span (request sent -> patch applied): p50 %6.2f ms  p99 %6.2f ms  max %6.2f ms  (%d calls traced)\n"+
+		"    of it the HTTPS round trip to the injector:                   p50 %6.2f ms  p99 %6.2f ms\n"+
+		"  whole pod create, client side (admission + validation + etcd), %d creates each:\n"+
+		"    plain pod (webhook not called):   p50 %6.2f ms  p99 %6.2f ms\n"+
+		"    opted-in pod (injected):          p50 %6.2f ms  p99 %6.2f ms\n",
+		n, verdict, ms(pct(calls, .5)), ms(pct(calls, .99)), ms(calls[len(calls)-1]), len(calls),
+		ms(pct(roundTrips, .5)), ms(pct(roundTrips, .99)),
+		n, ms(pct(plain, .5)), ms(pct(plain, .99)), ms(pct(injected, .5)), ms(pct(injected, .99)))
 	report += "  where the API server spent its time, mean per create (from its own metrics):\n"
 	report += breakdown(m0, m1, "plain") + breakdown(m1, m2, "opted-in")
 	report += webhookMetrics(t, e)
@@ -458,17 +486,60 @@ func admissionLatency(t *testing.T, e *env) {
 		_ = os.MkdirAll(filepath.Join(root, "test", "artifacts"), 0o755)
 		_ = os.WriteFile(filepath.Join(root, "test", "artifacts", "admission-latency.txt"), []byte(report), 0o644)
 	}
-	// The target: p99 <= 10 ms for an opted-in pod's create, enforced in strict mode. Measured
-	// alone: while other test packages run on the same two cores, the plain pods' own p99 (no
-	// webhook at all) exceeds 10 ms, and the check would measure the neighbours.
-	if p99 := pct(injected, .99); p99 > 10*time.Millisecond {
-		msg := fmt.Sprintf("opted-in pod create p99 %.2f ms misses the 10 ms target (plain pods: p99 %.2f ms)", ms(p99), ms(pct(plain, .99)))
+	// The target: p99 <= 10 ms for the admission of an opted-in pod, enforced in strict mode.
+	// Measured alone: while other test packages run on the same two cores, everything here
+	// measures the neighbours.
+	if p99 := pct(calls, .99); p99 > 10*time.Millisecond {
+		msg := fmt.Sprintf("admission (webhook call) p99 %.2f ms misses the 10 ms target", ms(p99))
 		if mode == "strict" {
 			t.Error(msg)
 		} else {
 			t.Log("TARGET MISSED: " + msg)
 		}
 	}
+}
+
+func pct(ds []time.Duration, p float64) time.Duration { return ds[int(float64(len(ds)-1)*p)] }
+
+// webhookCalls returns the durations of the API server's spans around calls of our webhook
+// that started in [from, to], sorted, and of the HTTPS round trip within each (to the span's
+// "Request completed" event). It fails unless it saw at least 95% of the n calls: an
+// exporter that dropped spans would bias the figure.
+func webhookCalls(e *env, from, to time.Time, n int) (calls, roundTrips []time.Duration, err error) {
+	if e.spans == nil {
+		return nil, nil, errors.New("the API server was started without tracing (TestAPIServer enables it when COUNTERSIGN_ADMISSION_LATENCY is set)")
+	}
+	// The exporter batches: the last spans arrive within its 5 s schedule.
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		spans, err := e.spans.Spans()
+		if err != nil {
+			return nil, nil, fmt.Errorf("decoding the API server's spans: %w", err)
+		}
+		calls, roundTrips = calls[:0], roundTrips[:0]
+		for _, s := range spans {
+			if s.Attrs["webhook"] != "pods.inject.countersign.dev" || s.Start.Before(from) || s.Start.After(to) {
+				continue
+			}
+			calls = append(calls, s.Duration())
+			if done, ok := s.Events["Request completed"]; ok {
+				roundTrips = append(roundTrips, done.Sub(s.Start))
+			}
+		}
+		if len(calls) >= n {
+			break
+		}
+		if time.Now().After(deadline) {
+			if len(calls) < n*95/100 || len(roundTrips) == 0 {
+				return nil, nil, fmt.Errorf("the API server exported %d spans of calls of pods.inject.countersign.dev for %d creates, want at least %d", len(calls), n, n*95/100)
+			}
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	slices.Sort(calls)
+	slices.Sort(roundTrips)
+	return calls, roundTrips, nil
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
