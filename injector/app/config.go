@@ -30,10 +30,13 @@ const EnvPrefix = "COUNTERSIGN_INJECTOR_"
 type Config struct {
 	Listen      string
 	AdminListen string
-	Kubeconfig  string
-	Namespace   string
-	LogLevel    string
-	Events      bool
+	// HTTP2 lets the webhook server speak HTTP/2 (off: HTTP/1.1 only, as controller-runtime's
+	// webhook server defaults since the HTTP/2 rapid-reset attacks, CVE-2023-44487).
+	HTTP2      bool
+	Kubeconfig string
+	Namespace  string
+	LogLevel   string
+	Events     bool
 
 	TLSMode          string
 	CertSecret       string
@@ -100,6 +103,7 @@ func Defaults() Config {
 func (c *Config) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Listen, "listen", c.Listen, "webhook HTTPS address")
 	fs.StringVar(&c.AdminListen, "admin-listen", c.AdminListen, "admin address: /healthz, /readyz, /metrics")
+	fs.BoolVar(&c.HTTP2, "http2", c.HTTP2, "serve the webhook over HTTP/2 too (off: HTTP/1.1 only; the API server calls webhooks over either, and HTTP/1.1 avoids HTTP/2's stream-reset attack surface)")
 	fs.StringVar(&c.Kubeconfig, "kubeconfig", c.Kubeconfig, "kubeconfig file (default: in-cluster configuration)")
 	fs.StringVar(&c.Namespace, "namespace", c.Namespace, "the injector's own namespace (never injected; holds the certificate Secret)")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")

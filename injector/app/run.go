@@ -119,6 +119,13 @@ func Serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		TLSConfig:         &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: src.GetCertificate},
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
+	if !cfg.HTTP2 {
+		// HTTP/1.1 only: no ALPN "h2", and no HTTP/2 server behind it. Also the shorter path
+		// per review: the connection's goroutine reads the body and runs the handler, where
+		// HTTP/2 hands each request and its body between goroutines.
+		wh.TLSConfig.NextProtos = []string{"http/1.1"}
+		wh.TLSNextProto = map[string]func(*http.Server, *tls.Conn, http.Handler){}
+	}
 	admin := &http.Server{Handler: AdminHandler(ready, m), ReadHeaderTimeout: 5 * time.Second, MaxHeaderBytes: 16 << 10}
 	go func() { errc <- wh.ServeTLS(whLn, "", "") }()
 	go func() { errc <- admin.Serve(adLn) }()

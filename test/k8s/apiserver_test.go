@@ -243,6 +243,19 @@ func TestAPIServer(t *testing.T) {
 	e.helmCountersign("install")
 	e.startInjector()
 
+	t.Run("WebhookSpeaksHTTP1Only", func(t *testing.T) {
+		// HTTP/2 is off unless --http2 (rapid-reset attack surface); the API server, which
+		// offers h2, settles for HTTP/1.1 (every create below goes through it).
+		c, err := tls.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", e.port), &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2", "http/1.1"}}) //nolint:gosec // only the protocol is checked
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if p := c.ConnectionState().NegotiatedProtocol; p != "http/1.1" {
+			t.Errorf("negotiated %q, want http/1.1", p)
+		}
+	})
+
 	t.Run("InjectedWhenOptedIn", func(t *testing.T) {
 		p, err := e.create("apps", optedInPod(podName("records"), nil))
 		if err != nil {

@@ -95,6 +95,12 @@ func TestChartDefaults(t *testing.T) {
 	if s := toJSON(t, dep); !strings.Contains(s, "@sha256:") || !strings.Contains(s, "--tls-mode=self") {
 		t.Errorf("deployment: images not pinned by digest or not self TLS mode")
 	}
+	if s := toJSON(t, dep); strings.Contains(s, "--http2") {
+		t.Errorf("deployment: the webhook speaks HTTP/2 by default")
+	}
+	if out, err := helmTemplate(t, "webhook.http2=true"); err != nil || !strings.Contains(out, "- --http2") {
+		t.Errorf("webhook.http2=true does not pass --http2: %v\n%s", err, out)
+	}
 	// Least privilege: no wildcard, no secrets list/watch.
 	for _, k := range []string{"ClusterRole/cs-countersign-injector", "Role/cs-countersign-injector"} {
 		s := toJSON(t, objs[k]["rules"])
