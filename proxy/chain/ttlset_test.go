@@ -60,3 +60,25 @@ func TestReplaySetFootprint(t *testing.T) {
 	}
 	runtime.KeepAlive(s)
 }
+
+// TestTTLSetSweepsAsItGoes: expired entries are dropped a few per insertion, so the set stays
+// near its live size without a whole sweep (which would hold the lock over every entry).
+func TestTTLSetSweepsAsItGoes(t *testing.T) {
+	now := time.Unix(1700000000, 0)
+	s := NewTTLSet[[32]byte, struct{}](1 << 20)
+	const live = 1000 // each entry lives for 1000 insertions
+	for i := range 100 * live {
+		var k [32]byte
+		k[0], k[1], k[2] = byte(i), byte(i>>8), byte(i>>16)
+		at := now.Add(time.Duration(i) * time.Microsecond)
+		if added, full := s.Add(k, struct{}{}, at.Add(live*time.Microsecond), at); !added || full {
+			t.Fatalf("insertion %d refused (full %v)", i, full)
+		}
+	}
+	// Steady state: expired entries are at most about 1/sweepStep of those held.
+	if n := s.Len(); n > live*sweepStep/(sweepStep-1)+live/2 {
+		t.Errorf("%d entries held for %d live ones: expired entries are not swept as the set goes", n, live)
+	} else {
+		t.Logf("%d entries held for %d live ones", n, live)
+	}
+}
