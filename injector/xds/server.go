@@ -224,17 +224,11 @@ func (s *Server) Run(ctx context.Context) error {
 		ref := map[string]bool{}
 		for _, slice := range sl {
 			for _, ep := range slice.Endpoints {
-				if ep.TargetRef == nil || ep.TargetRef.Kind != "Pod" {
-					continue
-				}
-				ns := ep.TargetRef.Namespace
-				if ns == "" {
-					ns = slice.Namespace
-				}
-				key := ns + "/" + ep.TargetRef.Name
-				ref[key] = true
-				if p, err := pods.Lister().Pods(ns).Get(ep.TargetRef.Name); err == nil {
-					in.Pods[key] = p
+				if ns, name, ok := podRef(slice, ep); ok {
+					ref[ns+"/"+name] = true
+					if p, err := pods.Lister().Pods(ns).Get(name); err == nil {
+						in.Pods[ns+"/"+name] = p
+					}
 				}
 			}
 		}

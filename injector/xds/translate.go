@@ -319,6 +319,18 @@ func protocolOf(p corev1.ServicePort) string {
 	return xdsmeta.ProtocolTCP
 }
 
+// podRef is the pod an endpoint of the slice points at (its namespace defaults to the slice's).
+func podRef(sl *discoveryv1.EndpointSlice, ep discoveryv1.Endpoint) (ns, name string, ok bool) {
+	if ep.TargetRef == nil || ep.TargetRef.Kind != "Pod" {
+		return "", "", false
+	}
+	ns = ep.TargetRef.Namespace
+	if ns == "" {
+		ns = sl.Namespace
+	}
+	return ns, ep.TargetRef.Name, true
+}
+
 // identities: the Service's annotation, else the union of its endpoints' pods' identities.
 func identities(svc *corev1.Service, slices []*discoveryv1.EndpointSlice, pods map[string]*corev1.Pod) []string {
 	set := map[string]bool{}
@@ -331,14 +343,11 @@ func identities(svc *corev1.Service, slices []*discoveryv1.EndpointSlice, pods m
 	} else {
 		for _, sl := range slices {
 			for _, ep := range sl.Endpoints {
-				if ep.TargetRef == nil || ep.TargetRef.Kind != "Pod" {
+				ns, name, ok := podRef(sl, ep)
+				if !ok {
 					continue
 				}
-				ns := ep.TargetRef.Namespace
-				if ns == "" {
-					ns = sl.Namespace
-				}
-				if pod := pods[ns+"/"+ep.TargetRef.Name]; pod != nil {
+				if pod := pods[ns+"/"+name]; pod != nil {
 					if id := pod.Annotations[AnnotationPodIdentity]; id != "" {
 						set[id] = true
 					}

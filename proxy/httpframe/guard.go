@@ -189,6 +189,29 @@ func skipLine(p []byte) (n int, cr bool, bad bool) {
 	return c, true, false
 }
 
+// headLine consumes the rest of a field value or trailer line up to its CR, counting it against
+// the head limit; at the CR it moves to next. A bare LF fails the request with bareLF. It returns
+// where parsing goes on, and true if the guard failed (parsing stops there).
+func (g *guard) headLine(p []byte, i int, bareLF Reason, inBody bool, next state) (int, bool) {
+	n, cr, bad := skipLine(p[i:])
+	if bad {
+		g.fail(bareLF, g.req, inBody)
+		return i + n, true
+	}
+	g.head += n
+	i += n
+	if g.head > g.max {
+		g.fail(HeadTooLarge, g.req, inBody)
+		return i, true
+	}
+	if cr {
+		g.st = next
+		g.head++
+		i++
+	}
+	return i, false
+}
+
 // feed parses p, the next bytes of the stream. It returns len(p), or the index of the byte at
 // which it found a smuggling shape (g.bad is then set, and the guard parses nothing more).
 func (g *guard) feed(p []byte) int {
@@ -380,21 +403,9 @@ func (g *guard) feed(p []byte) int {
 			i++
 
 		case sValue:
-			n, cr, bad := skipLine(p[i:])
-			if bad {
-				g.fail(BareLF, g.req, false)
-				return i + n
-			}
-			g.head += n
-			i += n
-			if g.head > g.max {
-				g.fail(HeadTooLarge, g.req, false)
+			var stop bool
+			if i, stop = g.headLine(p, i, BareLF, false, sFieldLF); stop {
 				return i
-			}
-			if cr {
-				g.st = sFieldLF
-				g.head++
-				i++
 			}
 
 		case sFieldLF:
@@ -543,21 +554,9 @@ func (g *guard) feed(p []byte) int {
 			i++
 
 		case sTrailer:
-			n, cr, bad := skipLine(p[i:])
-			if bad {
-				g.fail(BadChunkFraming, g.req, true)
-				return i + n
-			}
-			g.head += n
-			i += n
-			if g.head > g.max {
-				g.fail(HeadTooLarge, g.req, true)
+			var stop bool
+			if i, stop = g.headLine(p, i, BadChunkFraming, true, sTrailerLF); stop {
 				return i
-			}
-			if cr {
-				g.st = sTrailerLF
-				g.head++
-				i++
 			}
 
 		case sTrailerLF, sTrailerEndLF:
