@@ -6,10 +6,10 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/countersign/countersign/internal/benchratio"
 )
 
 var benchReq = []byte("POST /v2/models/diag/infer?x=1 HTTP/1.1\r\nHost: inference.internal:8080\r\n" +
@@ -37,12 +37,6 @@ func BenchmarkFeed(b *testing.B) {
 	if g.bad != OK || g.st != sIdle {
 		b.Fatalf("verdict %v, state %d", g.bad, g.st)
 	}
-}
-
-func procCPU() time.Duration {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // BenchmarkGuardedServer compares a net/http server whose connections are guarded (listener,
@@ -113,31 +107,11 @@ func BenchmarkGuardedServer(b *testing.B) {
 		}
 	}
 	run := func(n int, op func(int) error) (wall, cpu time.Duration) {
-		var wg sync.WaitGroup
-		var mu sync.Mutex
-		left := n
-		c0, t0 := procCPU(), time.Now()
-		for w := range workers {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for {
-					mu.Lock()
-					if left == 0 {
-						mu.Unlock()
-						return
-					}
-					left--
-					mu.Unlock()
-					if err := op(w); err != nil {
-						b.Error(err)
-						return
-					}
-				}
-			}()
+		l, err := benchratio.RunLoad(workers, n, op)
+		if err != nil {
+			b.Error(err)
 		}
-		wg.Wait()
-		return time.Since(t0), procCPU() - c0
+		return l.Wall, l.CPU
 	}
 	plain, guarded := clients(start(false)), clients(start(true))
 	run(20*workers, plain)

@@ -2,14 +2,14 @@ package server_test
 
 import (
 	"crypto/tls"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
-	"strings"
 	"testing"
 	"time"
+
+	"github.com/countersign/countersign/proxy/config"
 )
 
 // BenchmarkPairVsGoRPPair compares the attested pair (front's outbound → attested mTLS + chain
@@ -29,13 +29,7 @@ func BenchmarkPairVsGoRPPair8(b *testing.B) {
 }
 
 func benchPairVsGoRPPair(b *testing.B, workers int) {
-	body := strings.Repeat("x", 1024)
-	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/plain")
-		io.WriteString(w, body)
-	}))
-	b.Cleanup(app.Close)
-	appURL, _ := url.Parse(app.URL)
+	appURL := kibApp(b)
 	_, _, cert, pool := selfSigned(b)
 
 	backRP := &httputil.ReverseProxy{
@@ -55,23 +49,18 @@ func benchPairVsGoRPPair(b *testing.B, workers int) {
 	fs := httptest.NewServer(frontRP)
 	b.Cleanup(fs.Close)
 
+	// The attested pair as pair() builds it, but in front of the same app as the plain one.
 	e := newEnv(b, time.Hour)
-	front, _, _ := pair(b, e)
+	bc := e.cfg("back", mrBack)
+	bc.Inbound = []config.Inbound{{Name: "api", Listen: "127.0.0.1:0", Protocol: "http", ForwardTo: appURL.Host, Allow: []string{"front"}}}
+	back := e.start(bc)
+	fc := e.cfg("front", mrFront)
+	fc.Outbound = []config.Outbound{{Name: "to-back", Listen: "127.0.0.1:0", Protocol: "http", Upstream: back.Addr("api"), UpstreamIdentity: []string{"back"}, Authority: "back.internal"}}
+	front := e.start(fc)
 
 	getter := func(u string) func(int) error {
 		c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: workers}}
-		return func(int) error {
-			resp, err := c.Get(u)
-			if err != nil {
-				return err
-			}
-			_, err = io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if err == nil && resp.StatusCode != http.StatusOK {
-				b.Fatalf("status %d: %s", resp.StatusCode, resp.Header.Get("Countersign-Reject-Detail"))
-			}
-			return err
-		}
+		return func(int) error { return getOK(b, c, u, 1024) }
 	}
 	compare(b, workers, getter(fs.URL+"/x"), getter("http://"+front.Addr("to-back")+"/x"), "gorp2")
 }

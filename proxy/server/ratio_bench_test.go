@@ -16,50 +16,47 @@ import (
 	"net/url"
 	"path/filepath"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/countersign/countersign/internal/benchratio"
 	"github.com/countersign/countersign/proxy/config"
 )
 
-// procCPU is this process's user+system CPU time.
-func procCPU() time.Duration {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+// runLoad runs n operations over workers goroutines; an operation's error fails the benchmark.
+func runLoad(b *testing.B, workers, n int, op func(worker int) error) benchratio.Load {
+	l, err := benchratio.RunLoad(workers, n, op)
+	if err != nil {
+		b.Error(err)
+	}
+	return l
 }
 
-// measured is the wall and CPU time of n operations spread over workers goroutines.
-type measured struct{ wall, cpu time.Duration }
+// kibApp is an app answering every request with 1 KiB of text; it returns its URL.
+func kibApp(b *testing.B) *url.URL {
+	body := strings.Repeat("x", 1024)
+	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		io.WriteString(w, body)
+	}))
+	b.Cleanup(app.Close)
+	u, _ := url.Parse(app.URL)
+	return u
+}
 
-func runLoad(b *testing.B, workers, n int, op func(worker int) error) measured {
-	var next sync.WaitGroup
-	var mu sync.Mutex
-	left := n
-	startCPU, start := procCPU(), time.Now()
-	for w := range workers {
-		next.Add(1)
-		go func() {
-			defer next.Done()
-			for {
-				mu.Lock()
-				if left == 0 {
-					mu.Unlock()
-					return
-				}
-				left--
-				mu.Unlock()
-				if err := op(w); err != nil {
-					b.Error(err)
-					return
-				}
-			}
-		}()
+// getOK GETs u with c and reads the body; anything but a 200 (with want bytes, unless want is
+// negative) fails the benchmark, with our rejection detail if there is one.
+func getOK(b *testing.B, c *http.Client, u string, want int64) error {
+	resp, err := c.Get(u)
+	if err != nil {
+		return err
 	}
-	next.Wait()
-	return measured{wall: time.Since(start), cpu: procCPU() - startCPU}
+	n, err := io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if err == nil && (resp.StatusCode != http.StatusOK || want >= 0 && n != want) {
+		b.Fatalf("status %d, %d bytes: %s", resp.StatusCode, n, resp.Header.Get("Countersign-Reject-Detail"))
+	}
+	return err
 }
 
 // compare runs b.N operations of each of two paths, interleaved in rounds so that a
@@ -70,7 +67,7 @@ func compare(b *testing.B, workers int, base, ours func(worker int) error, baseN
 		runLoad(b, workers, 20*workers, op)
 	}
 	const rounds = 4
-	var mb, mo measured
+	var mb, mo benchratio.Load
 	b.ResetTimer()
 	for r := range rounds {
 		n := b.N / rounds
@@ -82,19 +79,19 @@ func compare(b *testing.B, workers int, base, ours func(worker int) error, baseN
 		}
 		x := runLoad(b, workers, n, base)
 		y := runLoad(b, workers, n, ours)
-		mb.wall += x.wall
-		mb.cpu += x.cpu
-		mo.wall += y.wall
-		mo.cpu += y.cpu
+		mb.Wall += x.Wall
+		mb.CPU += x.CPU
+		mo.Wall += y.Wall
+		mo.CPU += y.CPU
 	}
 	b.StopTimer()
 	per := func(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) / float64(b.N) }
-	b.ReportMetric(per(mb.wall), baseName+"-µs/op")
-	b.ReportMetric(per(mo.wall), "ours-µs/op")
-	b.ReportMetric(per(mb.cpu), baseName+"-cpu-µs/op")
-	b.ReportMetric(per(mo.cpu), "ours-cpu-µs/op")
-	b.ReportMetric(float64(mb.wall)/float64(mo.wall), "ours/"+baseName+"-throughput")
-	b.ReportMetric(float64(mb.cpu)/float64(mo.cpu), baseName+"/ours-cpu")
+	b.ReportMetric(per(mb.Wall), baseName+"-µs/op")
+	b.ReportMetric(per(mo.Wall), "ours-µs/op")
+	b.ReportMetric(per(mb.CPU), baseName+"-cpu-µs/op")
+	b.ReportMetric(per(mo.CPU), "ours-cpu-µs/op")
+	b.ReportMetric(float64(mb.Wall)/float64(mo.Wall), "ours/"+baseName+"-throughput")
+	b.ReportMetric(float64(mb.CPU)/float64(mo.CPU), baseName+"/ours-cpu")
 }
 
 // selfSigned writes an ECDSA P-256 certificate for 127.0.0.1 and returns its files and pair.
@@ -132,13 +129,7 @@ func selfSigned(b *testing.B) (certFile, keyFile string, pair tls.Certificate, p
 // ours/gorp-throughput is the figure issue 3 asks ≥ 1.2 of (diluted here: the client and the
 // app run in the same process); gorp/ours-cpu compares CPU per request the same way.
 func BenchmarkPublicVsGoRP(b *testing.B) {
-	body := strings.Repeat("x", 1024)
-	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/plain")
-		io.WriteString(w, body)
-	}))
-	b.Cleanup(app.Close)
-	appURL, _ := url.Parse(app.URL)
+	appURL := kibApp(b)
 	certFile, keyFile, pair, pool := selfSigned(b)
 
 	e := newEnv(b, time.Hour)
@@ -162,18 +153,7 @@ func BenchmarkPublicVsGoRP(b *testing.B) {
 	}
 	getter := func(u string) func(int) error {
 		c := client()
-		return func(int) error {
-			resp, err := c.Get(u)
-			if err != nil {
-				return err
-			}
-			n, err := io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if err == nil && (resp.StatusCode != http.StatusOK || n != int64(len(body))) {
-				b.Fatalf("status %d, %d bytes", resp.StatusCode, n)
-			}
-			return err
-		}
+		return func(int) error { return getOK(b, c, u, 1024) }
 	}
 	compare(b, workers, getter(gs.URL+"/x"), getter("https://"+edge.Addr("public")+"/x"), "gorp")
 }
