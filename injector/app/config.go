@@ -32,11 +32,16 @@ type Config struct {
 	AdminListen string
 	// HTTP2 lets the webhook server speak HTTP/2 (off: HTTP/1.1 only, as controller-runtime's
 	// webhook server defaults since the HTTP/2 rapid-reset attacks, CVE-2023-44487).
-	HTTP2      bool
-	Kubeconfig string
-	Namespace  string
-	LogLevel   string
-	Events     bool
+	HTTP2 bool
+	// ClientCAFile, when set, makes the webhook require a client certificate chaining to these
+	// CAs (the API server presents one when its AdmissionConfiguration says so); ClientNames
+	// then pins its subject (CN or DNS SAN), if any are given.
+	ClientCAFile string
+	ClientNames  []string
+	Kubeconfig   string
+	Namespace    string
+	LogLevel     string
+	Events       bool
 
 	TLSMode          string
 	CertSecret       string
@@ -103,6 +108,16 @@ func Defaults() Config {
 func (c *Config) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Listen, "listen", c.Listen, "webhook HTTPS address")
 	fs.StringVar(&c.AdminListen, "admin-listen", c.AdminListen, "admin address: /healthz, /readyz, /metrics")
+	fs.StringVar(&c.ClientCAFile, "client-ca-file", c.ClientCAFile, "PEM CAs the API server's client certificate must chain to; when set, the webhook refuses callers without one (reloaded when it changes)")
+	fs.Func("client-names", "comma-separated: with --client-ca-file, the client certificate's CN or a DNS SAN must be one of these", func(v string) error {
+		c.ClientNames = nil
+		for _, n := range strings.Split(v, ",") {
+			if n = strings.TrimSpace(n); n != "" {
+				c.ClientNames = append(c.ClientNames, n)
+			}
+		}
+		return nil
+	})
 	fs.BoolVar(&c.HTTP2, "http2", c.HTTP2, "serve the webhook over HTTP/2 too (off: HTTP/1.1 only; the API server calls webhooks over either, and HTTP/1.1 avoids HTTP/2's stream-reset attack surface)")
 	fs.StringVar(&c.Kubeconfig, "kubeconfig", c.Kubeconfig, "kubeconfig file (default: in-cluster configuration)")
 	fs.StringVar(&c.Namespace, "namespace", c.Namespace, "the injector's own namespace (never injected; holds the certificate Secret)")
@@ -188,6 +203,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Namespace == "" {
 		add("namespace", "required (or POD_NAMESPACE)")
+	}
+	if len(c.ClientNames) > 0 && c.ClientCAFile == "" {
+		add("client-names", "only with --client-ca-file")
 	}
 	switch c.TLSMode {
 	case TLSSelf:

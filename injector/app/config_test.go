@@ -56,6 +56,7 @@ func TestValidateNamesFlags(t *testing.T) {
 		{[]string{"--default-attester=tdx"}, "--default-attester"},
 		{[]string{"--proxy-cpu=lots"}, "--proxy-cpu"},
 		{[]string{"--namespace="}, "--namespace"},
+		{[]string{"--client-names=kube-apiserver"}, "--client-names: only with --client-ca-file"},
 	} {
 		_, err := Load(append(append([]string{}, required...), tc.args...), func(string) string { return "" }, io.Discard)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

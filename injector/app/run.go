@@ -119,12 +119,22 @@ func Serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		TLSConfig:         &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: src.GetCertificate},
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
-	if !cfg.HTTP2 {
+	if cfg.HTTP2 {
+		wh.TLSConfig.NextProtos = []string{"h2", "http/1.1"}
+	} else {
 		// HTTP/1.1 only: no ALPN "h2", and no HTTP/2 server behind it. Also the shorter path
 		// per review: the connection's goroutine reads the body and runs the handler, where
 		// HTTP/2 hands each request and its body between goroutines.
 		wh.TLSConfig.NextProtos = []string{"http/1.1"}
 		wh.TLSNextProto = map[string]func(*http.Server, *tls.Conn, http.Handler){}
+	}
+	if cfg.ClientCAFile != "" {
+		cas := &certs.PoolSource{File: cfg.ClientCAFile, Log: log}
+		if err := cas.Reload(); err != nil {
+			return fmt.Errorf("--client-ca-file: %w", err)
+		}
+		go cas.Run(ctx, 10*time.Second)
+		RequireClientCert(wh.TLSConfig, cas.Pool, cfg.ClientNames)
 	}
 	admin := &http.Server{Handler: AdminHandler(ready, m), ReadHeaderTimeout: 5 * time.Second, MaxHeaderBytes: 16 << 10}
 	go func() { errc <- wh.ServeTLS(whLn, "", "") }()
@@ -186,7 +196,16 @@ func startXDS(ctx context.Context, cfg *Config, client kubernetes.Interface, log
 // XDSTLS is the control plane's server TLS: TLS 1.3, a client certificate required and
 // verified against the pool current at each handshake, HTTP/2 (gRPC) by ALPN.
 func XDSTLS(getCert func(*tls.ClientHelloInfo) (*tls.Certificate, error), pool func() (*x509.CertPool, error)) *tls.Config {
-	base := &tls.Config{MinVersion: tls.VersionTLS13, ClientAuth: tls.RequireAndVerifyClientCert, GetCertificate: getCert, NextProtos: []string{"h2"}}
+	base := &tls.Config{MinVersion: tls.VersionTLS13, GetCertificate: getCert, NextProtos: []string{"h2"}}
+	RequireClientCert(base, pool, nil)
+	return base
+}
+
+// RequireClientCert makes base (a server's TLS configuration, NextProtos set) require a client
+// certificate that chains to the pool current at each handshake and, if names are given, whose
+// CN or a DNS SAN is one of them.
+func RequireClientCert(base *tls.Config, pool func() (*x509.CertPool, error), names []string) {
+	base.ClientAuth = tls.RequireAndVerifyClientCert // what the handshakes do (and say they do)
 	base.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
 		p, err := pool()
 		if err != nil {
@@ -194,10 +213,18 @@ func XDSTLS(getCert func(*tls.ClientHelloInfo) (*tls.Certificate, error), pool f
 		}
 		c := base.Clone()
 		c.GetConfigForClient = nil
-		c.ClientCAs = p
+		c.ClientAuth, c.ClientCAs = tls.RequireAndVerifyClientCert, p
+		if len(names) > 0 {
+			c.VerifyPeerCertificate = func(_ [][]byte, chains [][]*x509.Certificate) error {
+				leaf := chains[0][0]
+				if slices.Contains(names, leaf.Subject.CommonName) || slices.ContainsFunc(leaf.DNSNames, func(n string) bool { return slices.Contains(names, n) }) {
+					return nil
+				}
+				return fmt.Errorf("client certificate %q (DNS names %v) is not one of --client-names %v", leaf.Subject.CommonName, leaf.DNSNames, names)
+			}
+		}
 		return c, nil
 	}
-	return base
 }
 
 // both is ready when both sources are (the webhook's and the control plane's certificates).

@@ -101,6 +101,18 @@ func TestChartDefaults(t *testing.T) {
 	if out, err := helmTemplate(t, "webhook.http2=true"); err != nil || !strings.Contains(out, "- --http2") {
 		t.Errorf("webhook.http2=true does not pass --http2: %v\n%s", err, out)
 	}
+	if s := toJSON(t, dep); strings.Contains(s, "--client-ca-file") {
+		t.Errorf("deployment: client certificates required by default (the API server presents none unless configured)")
+	}
+	out, err = helmTemplate(t, "webhook.clientAuth.caConfigMap=apiserver-client-ca", "webhook.clientAuth.names={kube-apiserver,apiserver.example}")
+	if err != nil {
+		t.Fatalf("helm template with webhook.clientAuth: %v\n%s", err, out)
+	}
+	dep = docs(t, out)["Deployment/cs-countersign-injector"]
+	if s := toJSON(t, dep); !strings.Contains(s, `"--client-ca-file=/etc/countersign/client-ca/ca.crt"`) ||
+		!strings.Contains(s, `"--client-names=kube-apiserver,apiserver.example"`) || !strings.Contains(s, `"name":"apiserver-client-ca"`) {
+		t.Errorf("webhook.clientAuth not wired into the deployment: %s", s)
+	}
 	// Least privilege: no wildcard, no secrets list/watch.
 	for _, k := range []string{"ClusterRole/cs-countersign-injector", "Role/cs-countersign-injector"} {
 		s := toJSON(t, objs[k]["rules"])
@@ -146,6 +158,8 @@ func TestChartRejectsBadValues(t *testing.T) {
 		{[]string{"webhook.url=http://127.0.0.1:1"}, "url"},
 		{[]string{"adminPort=9443"}, "adminPort and webhook.port must differ"},
 		{[]string{"unknownValue=1"}, "unknownValue"},
+		{[]string{"webhook.clientAuth.names={kube-apiserver}"}, "needs webhook.clientAuth.caConfigMap"},
+		{[]string{"webhook.clientAuth.caConfigMap=Not_A_Name"}, "caConfigMap"},
 	} {
 		out, err := helmTemplate(t, tc.set...)
 		if err == nil {
