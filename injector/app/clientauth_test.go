@@ -1,15 +1,10 @@
 package app
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"io"
 	"log/slog"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -37,16 +32,7 @@ func TestRequireClientCert(t *testing.T) {
 		t.Fatal(err)
 	}
 	issue := func(ca certs.Pair, cn string, dns ...string) tls.Certificate {
-		pair, _ := tls.X509KeyPair(ca.CertPEM, ca.KeyPEM)
-		k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: cn}, DNSNames: dns,
-			NotBefore: now.Add(-time.Minute), NotAfter: now.Add(time.Hour), KeyUsage: x509.KeyUsageDigitalSignature,
-			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, pair.Leaf, &k.PublicKey, pair.PrivateKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: k}
+		return namedClientCert(t, ca, x509.ExtKeyUsageClientAuth, cn, dns...)
 	}
 	serve := func(names []string) string {
 		cfg := &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &srvCert, nil },
@@ -57,20 +43,7 @@ func TestRequireClientCert(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { ln.Close() })
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				go func() {
-					defer c.Close()
-					if c.(*tls.Conn).Handshake() == nil {
-						_, _ = c.Write([]byte(c.(*tls.Conn).ConnectionState().NegotiatedProtocol))
-					}
-				}()
-			}
-		}()
+		go serveTLS(ln, func(st tls.ConnectionState) string { return st.NegotiatedProtocol })
 		return ln.Addr().String()
 	}
 	roots := x509.NewCertPool()

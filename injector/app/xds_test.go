@@ -19,21 +19,43 @@ import (
 	"github.com/countersign/countersign/injector/certs"
 )
 
-// clientCert issues a client certificate from ca (certs.Pair).
+// clientCert issues a client certificate from ca (certs.Pair) for the "proxy".
 func clientCert(t *testing.T, ca certs.Pair, eku x509.ExtKeyUsage) tls.Certificate {
+	return namedClientCert(t, ca, eku, "proxy")
+}
+
+// namedClientCert issues a certificate from ca with common name cn, DNS names dns and usage eku.
+func namedClientCert(t *testing.T, ca certs.Pair, eku x509.ExtKeyUsage, cn string, dns ...string) tls.Certificate {
 	t.Helper()
 	pair, err := tls.X509KeyPair(ca.CertPEM, ca.KeyPEM)
 	if err != nil {
 		t.Fatal(err)
 	}
 	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: "proxy"},
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: cn}, DNSNames: dns,
 		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{eku}}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, pair.Leaf, &k.PublicKey, pair.PrivateKey)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: k}
+}
+
+// serveTLS accepts on ln until it closes; each connection that completes its handshake is
+// sent reply(its state) and closed.
+func serveTLS(ln net.Listener, reply func(tls.ConnectionState) string) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			if tc := c.(*tls.Conn); tc.Handshake() == nil {
+				_, _ = c.Write([]byte(reply(tc.ConnectionState())))
+			}
+		}()
+	}
 }
 
 // TestXDSTLS: the control plane's TLS requires a client certificate issued by the CA in
@@ -59,20 +81,7 @@ func TestXDSTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				if c.(*tls.Conn).Handshake() == nil {
-					c.Write([]byte("ok"))
-				}
-			}()
-		}
-	}()
+	go serveTLS(ln, func(tls.ConnectionState) string { return "ok" })
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM(ca1.CertPEM)
 	dial := func(certs ...tls.Certificate) (string, error) {
