@@ -32,7 +32,7 @@ func TestRequireClientCert(t *testing.T) {
 		t.Fatal(err)
 	}
 	issue := func(ca certs.Pair, cn string, dns ...string) tls.Certificate {
-		return namedClientCert(t, ca, x509.ExtKeyUsageClientAuth, cn, dns...)
+		return namedClientCert(t, ca, cn, dns...)
 	}
 	serve := func(names []string) string {
 		cfg := &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &srvCert, nil },

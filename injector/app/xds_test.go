@@ -1,14 +1,9 @@
 package app
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"log/slog"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -19,26 +14,32 @@ import (
 	"github.com/countersign/countersign/injector/certs"
 )
 
-// clientCert issues a client certificate from ca (certs.Pair) for the "proxy".
+// clientCert issues a certificate for the "proxy" from ca, for client authentication (or, to be
+// refused, for serving: eku ExtKeyUsageServerAuth).
 func clientCert(t *testing.T, ca certs.Pair, eku x509.ExtKeyUsage) tls.Certificate {
-	return namedClientCert(t, ca, eku, "proxy")
+	if eku == x509.ExtKeyUsageServerAuth {
+		p, err := certs.NewLeaf(ca, []string{"proxy"}, time.Now(), time.Now().Add(time.Hour))
+		return keyPair(t, p, err)
+	}
+	return namedClientCert(t, ca, "proxy")
 }
 
-// namedClientCert issues a certificate from ca with common name cn, DNS names dns and usage eku.
-func namedClientCert(t *testing.T, ca certs.Pair, eku x509.ExtKeyUsage, cn string, dns ...string) tls.Certificate {
+// namedClientCert issues a client certificate from ca with common name cn and DNS names dns.
+func namedClientCert(t *testing.T, ca certs.Pair, cn string, dns ...string) tls.Certificate {
+	p, err := certs.NewClientLeaf(ca, cn, dns, time.Now(), time.Now().Add(time.Hour))
+	return keyPair(t, p, err)
+}
+
+func keyPair(t *testing.T, p certs.Pair, err error) tls.Certificate {
 	t.Helper()
-	pair, err := tls.X509KeyPair(ca.CertPEM, ca.KeyPEM)
 	if err != nil {
 		t.Fatal(err)
 	}
-	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: cn}, DNSNames: dns,
-		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{eku}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, pair.Leaf, &k.PublicKey, pair.PrivateKey)
+	c, err := tls.X509KeyPair(p.CertPEM, p.KeyPEM)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: k}
+	return c
 }
 
 // serveTLS accepts on ln until it closes; each connection that completes its handshake is

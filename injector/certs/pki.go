@@ -58,6 +58,18 @@ func NewCA(cn string, now, notAfter time.Time) (Pair, error) {
 
 // NewLeaf issues a serving certificate for hosts (DNS names or IP addresses) from ca.
 func NewLeaf(ca Pair, hosts []string, now, notAfter time.Time) (Pair, error) {
+	return newLeaf(ca, hosts[0], hosts, x509.ExtKeyUsageServerAuth, now, notAfter)
+}
+
+// NewClientLeaf issues a client-authentication certificate with common name cn and DNS names
+// dns from ca (what the API server or a proxy presents to a server requiring one).
+func NewClientLeaf(ca Pair, cn string, dns []string, now, notAfter time.Time) (Pair, error) {
+	return newLeaf(ca, cn, dns, x509.ExtKeyUsageClientAuth, now, notAfter)
+}
+
+// newLeaf issues a certificate for usage from ca, valid from now-1m to notAfter (at most the
+// CA's own expiry), naming hosts (DNS names or IP addresses).
+func newLeaf(ca Pair, cn string, hosts []string, usage x509.ExtKeyUsage, now, notAfter time.Time) (Pair, error) {
 	caCert, caKey, err := parsePair(ca)
 	if err != nil {
 		return Pair{}, fmt.Errorf("CA: %w", err)
@@ -75,11 +87,11 @@ func NewLeaf(ca Pair, hosts []string, now, notAfter time.Time) (Pair, error) {
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber: sn,
-		Subject:      pkix.Name{CommonName: hosts[0]},
+		Subject:      pkix.Name{CommonName: cn},
 		NotBefore:    now.Add(-time.Minute),
 		NotAfter:     notAfter,
 		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		ExtKeyUsage:  []x509.ExtKeyUsage{usage},
 	}
 	for _, h := range hosts {
 		if ip := net.ParseIP(h); ip != nil {

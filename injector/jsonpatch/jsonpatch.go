@@ -34,7 +34,8 @@ func (o Operation) appendJSON(b []byte) []byte {
 	b = append(b, `{"op":`...)
 	b = strconv.AppendQuote(b, o.Op) // op names are ASCII letters
 	b = append(b, `,"path":`...)
-	b = appendString(b, o.Path)
+	path, _ := json.Marshal(o.Path) // a string always encodes
+	b = append(b, path...)
 	if o.Op != "remove" {
 		b = append(b, `,"value":`...)
 		if len(o.Value) == 0 {
@@ -61,15 +62,6 @@ func Encode(ops []Operation) []byte {
 		b = o.appendJSON(b)
 	}
 	return append(b, ']')
-}
-
-// appendString appends s as a JSON string (encoding/json's escaping, without HTML escaping).
-func appendString(b []byte, s string) []byte {
-	var buf bytes.Buffer
-	e := json.NewEncoder(&buf)
-	e.SetEscapeHTML(false)
-	_ = e.Encode(s) // a string always encodes
-	return append(b, bytes.TrimSuffix(buf.Bytes(), []byte("\n"))...)
 }
 
 // Diff returns the operations that turn the JSON document a into b. Subtrees whose JSON text

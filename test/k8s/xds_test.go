@@ -2,14 +2,9 @@ package k8s_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"io"
-	"math/big"
 	"os"
 	"path/filepath"
 	"slices"
@@ -67,15 +62,13 @@ func newXDSPKI(t *testing.T) *xdsPKI {
 		}
 	}
 	p.roots.AppendCertsFromPEM(ca.CertPEM)
-	caPair, _ := tls.X509KeyPair(ca.CertPEM, ca.KeyPEM)
-	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: "proxy"}, NotBefore: now.Add(-time.Minute), NotAfter: now.Add(time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, caPair.Leaf, &k.PublicKey, caPair.PrivateKey)
+	client, err := certs.NewClientLeaf(ca, "proxy", nil, now, now.Add(time.Hour))
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.client = tls.Certificate{Certificate: [][]byte{der}, PrivateKey: k}
+	if p.client, err = tls.X509KeyPair(client.CertPEM, client.KeyPEM); err != nil {
+		t.Fatal(err)
+	}
 	return p
 }
 
