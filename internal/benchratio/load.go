@@ -1,8 +1,11 @@
 package benchratio
 
 import (
+	"bufio"
+	"net"
 	"sync"
 	"syscall"
+	"testing"
 	"time"
 )
 
@@ -50,4 +53,25 @@ func RunLoad(workers, n int, op func(worker int) error) (Load, error) {
 	}
 	wg.Wait()
 	return Load{Wall: time.Since(t0), CPU: ProcCPU() - cpu0}, first
+}
+
+// Conn is a client connection with a buffered reader for what comes back.
+type Conn struct {
+	net.Conn
+	R *bufio.Reader
+}
+
+// DialConns opens n connections to addr (one per load worker), closed when tb ends.
+func DialConns(tb testing.TB, addr string, n int) []Conn {
+	tb.Helper()
+	cs := make([]Conn, n)
+	for i := range cs {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		tb.Cleanup(func() { c.Close() })
+		cs[i] = Conn{c, bufio.NewReader(c)}
+	}
+	return cs
 }

@@ -1,7 +1,6 @@
 package httpframe
 
 import (
-	"bufio"
 	"io"
 	"net"
 	"net/http"
@@ -74,26 +73,14 @@ func BenchmarkGuardedServer(b *testing.B) {
 	}
 	const workers = 8
 	clients := func(addr string) func(w int) error {
-		type cc struct {
-			c net.Conn
-			r *bufio.Reader
-		}
-		cs := make([]cc, workers)
-		for i := range cs {
-			c, err := net.Dial("tcp", addr)
-			if err != nil {
-				b.Fatal(err)
-			}
-			b.Cleanup(func() { c.Close() })
-			cs[i] = cc{c, bufio.NewReader(c)}
-		}
+		cs := benchratio.DialConns(b, addr, workers)
 		return func(w int) error {
 			c := cs[w]
-			if _, err := c.c.Write(benchReq); err != nil {
+			if _, err := c.Write(benchReq); err != nil {
 				return err
 			}
 			for range 2 {
-				resp, err := http.ReadResponse(c.r, nil)
+				resp, err := http.ReadResponse(c.R, nil)
 				if err != nil {
 					return err
 				}

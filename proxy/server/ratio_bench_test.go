@@ -198,29 +198,17 @@ func BenchmarkTCPPairVsDirect(b *testing.B) {
 
 	const workers = 16
 	conns := func(addr string) func(int) error {
-		type cc struct {
-			c net.Conn
-			r *bufio.Reader
-		}
-		cs := make([]cc, workers)
-		for i := range cs {
-			c, err := net.Dial("tcp", addr)
-			if err != nil {
-				b.Fatal(err)
-			}
-			b.Cleanup(func() { c.Close() })
-			cs[i] = cc{c, bufio.NewReader(c)}
-		}
+		cs := benchratio.DialConns(b, addr, workers)
 		req := []byte("GET foo\r\n") // one line: an inline command
 		return func(w int) error {
 			c := cs[w]
-			if _, err := c.c.Write(req); err != nil {
+			if _, err := c.Write(req); err != nil {
 				return err
 			}
-			if _, err := c.r.ReadSlice('\n'); err != nil {
+			if _, err := c.R.ReadSlice('\n'); err != nil {
 				return err
 			}
-			_, err := c.r.ReadSlice('\n')
+			_, err := c.R.ReadSlice('\n')
 			return err
 		}
 	}
