@@ -12,6 +12,7 @@ import (
 	"net"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -221,18 +222,23 @@ func (s *Server) Run(ctx context.Context) error {
 		sl, _ := eps.Lister().List(labels.Everything())
 		in.Slices = sl
 		// Only the pods the slices point at are read (a lookup each, not a list of all pods).
+		// The set is published before the lookups: the informer stores a pod before it calls
+		// the handler, so a pod either is found here or its event sees itself referenced.
 		ref := map[string]bool{}
 		for _, slice := range sl {
 			for _, ep := range slice.Endpoints {
 				if ns, name, ok := podRef(slice, ep); ok {
 					ref[ns+"/"+name] = true
-					if p, err := pods.Lister().Pods(ns).Get(name); err == nil {
-						in.Pods[ns+"/"+name] = p
-					}
 				}
 			}
 		}
 		s.referenced.Store(&ref)
+		for key := range ref {
+			ns, name, _ := strings.Cut(key, "/")
+			if p, err := pods.Lister().Pods(ns).Get(name); err == nil {
+				in.Pods[key] = p
+			}
+		}
 		s.update(ctx, in)
 	}
 	rebuild()
