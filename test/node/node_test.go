@@ -244,8 +244,9 @@ func (n *node) injectedAndAttested(t *testing.T) {
 			if claims["iss"] != issuer || claims["x-ms-sgx-mrenclave"] != w.mr {
 				t.Errorf("%s: token iss %v mrenclave %v, want %s and %s", p.Name, claims["iss"], claims["x-ms-sgx-mrenclave"], issuer, w.mr)
 			}
-			// Order: the sidecar's "ready" log line precedes the app's first line.
-			ready := firstMatch(n.logLines(t, demoNS, p.Name, "countersign-proxy", false), "ready")
+			// Order: the app's first log line comes after the sidecar loaded its attested identity,
+			// which its /readyz (the kubelet's startup probe) requires.
+			ready := firstMatch(n.logLines(t, demoNS, p.Name, "countersign-proxy", false), "attested identity loaded")
 			app := n.logLines(t, demoNS, p.Name, w.container, false)
 			if ready == nil || len(app) == 0 {
 				t.Errorf("%s: no readiness line in the sidecar's log (%v) or no app log (%d lines)", p.Name, ready, len(app))
@@ -259,10 +260,9 @@ func (n *node) injectedAndAttested(t *testing.T) {
 	}
 }
 
-func firstMatch(lines []timedLine, word string) *timedLine {
-	re := regexp.MustCompile(`(?i)\b` + word + `\b`)
+func firstMatch(lines []timedLine, text string) *timedLine {
 	for i := range lines {
-		if re.MatchString(lines[i].text) {
+		if strings.Contains(lines[i].text, text) {
 			return &lines[i]
 		}
 	}
