@@ -19,6 +19,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
@@ -275,6 +276,38 @@ func TestAPIServer(t *testing.T) {
 			t.Fatal(err)
 		}
 		checkInjected(t, gp)
+	})
+
+	t.Run("ValidatingPolicyRefusesSidecarChange", func(t *testing.T) {
+		p, err := e.create("apps", optedInPod(podName("patched"), nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// A patch replacing the running proxy with another image: refused by the policy.
+		alter := []byte(`[{"op":"replace","path":"/spec/initContainers/0/image","value":"evil/proxy@sha256:` + strings.Repeat("ab", 32) + `"}]`)
+		deadline := time.Now().Add(15 * time.Second)
+		for {
+			_, err = c.Client.CoreV1().Pods("apps").Patch(ctx, p.Name, types.JSONPatchType, alter, metav1.PatchOptions{})
+			if err != nil || time.Now().After(deadline) {
+				break
+			}
+			// The policy's UPDATE rule may not be active yet: put the image back and retry.
+			back := []byte(`[{"op":"replace","path":"/spec/initContainers/0/image","value":"` + p.Spec.InitContainers[0].Image + `"}]`)
+			_, _ = c.Client.CoreV1().Pods("apps").Patch(ctx, p.Name, types.JSONPatchType, back, metav1.PatchOptions{})
+			time.Sleep(200 * time.Millisecond)
+		}
+		if err == nil || !strings.Contains(err.Error(), "cannot be changed or removed after admission") {
+			t.Fatalf("patch replacing the sidecar's image: %v, want refused by the ValidatingAdmissionPolicy", err)
+		}
+		// Updates that leave the injected containers alone pass (controllers label pods).
+		relabel := []byte(`{"metadata":{"labels":{"team":"records"}}}`)
+		if _, err := c.Client.CoreV1().Pods("apps").Patch(ctx, p.Name, types.MergePatchType, relabel, metav1.PatchOptions{}); err != nil {
+			t.Errorf("label update of an injected pod refused: %v", err)
+		}
+		stored, err := c.Client.CoreV1().Pods("apps").Get(ctx, p.Name, metav1.GetOptions{})
+		if err != nil || stored.Spec.InitContainers[0].Image != p.Spec.InitContainers[0].Image {
+			t.Errorf("the stored sidecar changed: %v", err)
+		}
 	})
 
 	t.Run("ControlPlane", func(t *testing.T) { controlPlane(t, e, e.xds) })
