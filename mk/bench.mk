@@ -1,11 +1,18 @@
-# Proxy performance (issue 3): the proxybench harness and the proxy's Go benchmarks.
+# Proxy performance (issues 3 and 13): the proxybench harness and the proxy's Go benchmarks.
 
 BENCH_PKGS += ./proxy/...
 
-# Extra flags for proxybench, e.g. PROXYBENCH_ARGS='-rounds 2 -rate-for 10s' (see -h).
+# Extra flags for proxybench, e.g. PROXYBENCH_ARGS='-rounds 2 -skip redis' (see bin/proxybench -h;
+# -quick is a test of the harness itself).
 PROXYBENCH_ARGS ?=
 
+# The proxy the harness measures: the build the injector injects by default, the lean one
+# without the xDS client (-tags noxds). The report says whether the binary links xDS.
+PROXYBENCH_PROXY_TAGS ?= noxds
+
 .PHONY: bench-proxy
-bench-proxy: build ## Proxy vs direct, nginx and a Go reverse proxy on loopback: latency, throughput, RSS, CPU, redis (docs/performance.md)
+bench-proxy: build ## Attested pair vs Go, nginx, HAProxy mTLS pairs; TCP pair vs stunnel, HAProxy (redis); ratios vs issue #13 targets (docs/performance.md)
+	@./scripts/install-deps.sh
+	$(GOBUILD) -tags '$(PROXYBENCH_PROXY_TAGS)' -o bin/proxy-bench ./proxy/cmd/proxy
 	@$(GO) build -trimpath -o bin/proxybench ./test/bench/cmd/proxybench
-	./bin/proxybench -bin bin $(PROXYBENCH_ARGS)
+	./bin/proxybench -bin bin -proxy-bin proxy-bench -out test/artifacts $(PROXYBENCH_ARGS)

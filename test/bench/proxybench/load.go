@@ -209,12 +209,13 @@ func runWrk(ctx context.Context, url string, threads, conns int, d time.Duration
 	return r, nil
 }
 
-// runRedisBenchmark runs redis-benchmark -P 1 and returns requests per second by test name.
-func runRedisBenchmark(ctx context.Context, addr string, clients, n int, tests string) (map[string]float64, error) {
+// runRedisBenchmark runs redis-benchmark with -P pipeline and returns requests per second by
+// test name.
+func runRedisBenchmark(ctx context.Context, addr string, pipeline, clients, n int, tests string) (map[string]float64, error) {
 	host, port, _ := strings.Cut(addr, ":")
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "redis-benchmark", "-h", host, "-p", port, "-P", "1", "-c", strconv.Itoa(clients),
+	cmd := exec.CommandContext(ctx, "redis-benchmark", "-h", host, "-p", port, "-P", strconv.Itoa(pipeline), "-c", strconv.Itoa(clients),
 		"-n", strconv.Itoa(n), "-t", tests, "--csv")
 	out, err := cmd.Output()
 	if err != nil {

@@ -1,9 +1,11 @@
-// Package proxybench measures the proxy against the direct path, nginx and a plain Go
-// reverse proxy in one run, on loopback, with a 1 KiB payload and keep-alive, and prints a
-// table of figures, ratios and PASS/MISS against the targets of the proxy's issue. It starts
-// every process it measures (the built `proxy` binary, the local attestation service, nginx,
-// redis-server, and this executable as the app and the plain Go reverse proxy) and stops them
-// by PID. See docs/performance.md.
+// Package proxybench measures the proxy's attested pair against like-for-like peers in one
+// run, on loopback, with the same client, app and 1 KiB payload over keep-alive: the direct
+// path; pairs of plain Go httputil.ReverseProxy, nginx and HAProxy with mTLS between them
+// (TLS 1.3, client certificates, ECDSA P-256); our front and back proxies with one attested
+// hop, and two; and for raw TCP, redis-benchmark directly and through a stunnel pair, an
+// HAProxy TCP-TLS pair and our TCP pair. It prints a table of figures and the ratios against
+// the targets of the proxy's performance issue (#13), MET or MISSED. It starts every process
+// it measures and stops them by PID. See docs/performance.md.
 package proxybench
 
 import (
@@ -20,7 +22,8 @@ import (
 
 // Options configure a run. Zero values get the defaults of `make bench-proxy`.
 type Options struct {
-	BinDir      string        // where `proxy` and `attestation-service` are
+	BinDir      string        // where the proxy and `attestation-service` are
+	ProxyBin    string        // the proxy binary's name in BinDir (default "proxy"; bench-proxy passes the injected build)
 	LatRate     int           // fixed request rate of the latency phase (default 200/s)
 	LatFor      time.Duration // per path and round (default 5s)
 	Rate        int           // fixed request rate of the memory and CPU phase (default 1000/s)
@@ -33,8 +36,10 @@ type Options struct {
 	SatRequests int           // requests of the closed-loop generator (with NoWrk)
 	Rounds      int           // default 3
 	Workers     int           // nginx worker_processes (default: GOMAXPROCS of the Go processes, the core count)
-	RedisN      int           // redis-benchmark -n (default 100000)
+	RedisN      int           // redis-benchmark -n at -P 1 (default 50000)
+	RedisNPipe  int           // redis-benchmark -n at -P 16 (default 400000)
 	RedisC      int           // redis-benchmark -c (default 50)
+	WireN       int           // sequential requests of the bytes-on-the-wire measurement (default 200)
 	Skip        map[string]bool
 	Log         io.Writer // progress (default: discard)
 }
@@ -53,19 +58,24 @@ func (o *Options) defaults() {
 	if o.BinDir == "" {
 		o.BinDir = "bin"
 	}
+	if o.ProxyBin == "" {
+		o.ProxyBin = "proxy"
+	}
 	def(&o.LatRate, 100)
-	defd(&o.LatFor, 6*time.Second)
+	defd(&o.LatFor, 5*time.Second)
 	def(&o.Rate, 1000)
 	defd(&o.RateFor, 3*time.Second)
 	def(&o.RateConns, 8)
-	defd(&o.SatFor, 5*time.Second)
+	defd(&o.SatFor, 4*time.Second)
 	def(&o.WrkThreads, 2)
 	def(&o.WrkConns, 32)
 	def(&o.SatRequests, 2000)
 	def(&o.Rounds, 3)
 	def(&o.Workers, numCPU())
-	def(&o.RedisN, 100000)
+	def(&o.RedisN, 50000)
+	def(&o.RedisNPipe, 400000)
 	def(&o.RedisC, 50)
+	def(&o.WireN, 200)
 	if o.Log == nil {
 		o.Log = io.Discard
 	}
@@ -102,10 +112,15 @@ type PathResult struct {
 	CPUSat  map[string][]time.Duration
 }
 
-// RedisResult is requests per second by test, direct and through the TCP proxy pair.
+// Redis paths: the server directly and through each TCP pair.
+var redisPaths = []string{"direct", "stunnel-pair", "haproxy-pair", "ours-tcp"}
+
+// RedisResult is requests per second of one redis-benchmark test at one pipeline depth, one
+// value per round, by path (redisPaths).
 type RedisResult struct {
-	Test         string
-	Direct, Pair []float64
+	Test     string
+	Pipeline int
+	RPS      map[string][]float64
 }
 
 // Report is a whole run.
@@ -113,8 +128,14 @@ type Report struct {
 	Options Options
 	Paths   []*PathResult
 	Redis   []*RedisResult
+	Wire    []WireResult
 	Started time.Time
 	Elapsed time.Duration
+	// LoadBefore and LoadAfter are /proc/loadavg at the start and at the end of the run.
+	LoadBefore, LoadAfter string
+	// ProxyBuild says which proxy build was measured; Commit which source (HEAD, and
+	// whether the tree had changes).
+	ProxyBuild, Commit string
 	// Notes are things the proxies logged during the run that bear on the figures.
 	Notes []string
 }
@@ -127,6 +148,32 @@ func (r *Report) Path(name string) *PathResult {
 		}
 	}
 	return nil
+}
+
+// loadAvg is the first three fields of /proc/loadavg.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return strings.TrimSpace(string(b))
+	}
+	return strings.Join(f[:3], " ")
+}
+
+// commit is the checkout's HEAD, and "+changes" if its tree differs from it.
+func commit() string {
+	b, err := exec.Command("git", "rev-parse", "--short=12", "HEAD").Output()
+	if err != nil {
+		return "unknown (not a git checkout)"
+	}
+	c := strings.TrimSpace(string(b))
+	if st, err := exec.Command("git", "status", "--porcelain", "--untracked-files=no").Output(); err == nil && len(strings.TrimSpace(string(st))) > 0 {
+		c += " +uncommitted changes"
+	}
+	return c
 }
 
 func numCPU() int {
@@ -145,7 +192,7 @@ func numCPU() int {
 // process it started and returns the figures. It fails if any path fails a request.
 func Run(ctx context.Context, o Options) (rep *Report, err error) {
 	o.defaults()
-	rep = &Report{Options: o, Started: time.Now()}
+	rep = &Report{Options: o, Started: time.Now(), LoadBefore: loadAvg(), Commit: commit()}
 	dir, err := os.MkdirTemp("", "proxybench-")
 	if err != nil {
 		return nil, err
@@ -157,19 +204,19 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 	if err := setup(ctx, &o, t); err != nil {
 		return nil, fmt.Errorf("setup: %w", err)
 	}
+	rep.ProxyBuild = t.proxyBuild
 	paths := []Path{
 		{Name: "direct", Desc: "client → app, plaintext", URL: "http://" + t.app, Procs: []string{"app"}},
-		{Name: "direct-tls", Desc: "client → app, TLS", URL: "https://" + t.appTLS, Procs: []string{"app"}, Base: "direct", Hops: 1},
-		{Name: "nginx", Desc: "client →TLS→ nginx → app", URL: "https://" + t.nginx, Procs: []string{"nginx"}, Base: "direct", Hops: 1},
-		{Name: "go-rp", Desc: "client →TLS→ Go httputil.ReverseProxy → app", URL: "https://" + t.goproxy, Procs: []string{"go-reverse-proxy"}, Base: "direct", Hops: 1},
-		{Name: "ours-public", Desc: "client →TLS→ edge (public inbound) → app", URL: "https://" + t.edge, Procs: []string{"edge"}, Base: "direct", Hops: 1},
+		{Name: "go-pair", Desc: "client → Go ReverseProxy A →mTLS→ Go ReverseProxy B → app", URL: "http://" + t.goA, Procs: []string{"go-a", "go-b"}, Base: "direct", Hops: 1},
+		{Name: "nginx-pair", Desc: "client → nginx A →mTLS→ nginx B → app", URL: "http://" + t.ngA, Procs: []string{"nginx-a", "nginx-b"}, Base: "direct", Hops: 1},
+		{Name: "haproxy-pair", Desc: "client → HAProxy A →mTLS→ HAProxy B → app", URL: "http://" + t.haA, Procs: []string{"haproxy-a", "haproxy-b"}, Base: "direct", Hops: 1},
 		{Name: "ours-1hop", Desc: "client → front (outbound) →attested mTLS+chain→ back (inbound) → app", URL: "http://" + t.frontOut, Procs: []string{"front", "back"}, Base: "direct", Hops: 1},
 		{Name: "relay", Desc: "client → relay app → app, plaintext", URL: "http://" + t.relayDirect, Procs: []string{"app"}},
 		{Name: "ours-2hop", Desc: "client → front →mTLS→ back → relay app → back →mTLS→ third → app", URL: "http://" + t.frontOut2, Procs: []string{"front", "back", "third"}, Base: "relay", Hops: 2},
 	}
 	clients := map[string]*clientT{}
 	for _, p := range paths {
-		if (p.Name == "nginx" && t.nginx == "") || o.Skip[p.Name] {
+		if o.Skip[p.Name] {
 			fmt.Fprintf(o.Log, "proxybench: skipping %s\n", p.Name)
 			continue
 		}
@@ -190,6 +237,20 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 	for _, p := range rep.Paths {
 		if _, err := closedLoop(ctx, clients[p.Name].c, p.URL, 50*o.RateConns, o.RateConns); err != nil {
 			return nil, fail(p, fmt.Errorf("warm-up: %w", err))
+		}
+	}
+	// Bytes between the two proxies of a pair, per request: ours against the Go pair.
+	if !o.Skip["wire"] {
+		for _, w := range []struct {
+			name, url string
+			c         *counter
+		}{{"go-pair", "http://" + t.goACount, t.goCount}, {"ours-1hop", "http://" + t.frontCount, t.ourCount}} {
+			fmt.Fprintf(o.Log, "proxybench: bytes on the wire between the proxies of %s, %d requests\n", w.name, o.WireN)
+			res, err := measureWire(ctx, t, w.name, w.url, w.c, o.WireN)
+			if err != nil {
+				return nil, err
+			}
+			rep.Wire = append(rep.Wire, res)
 		}
 	}
 	// Phase 1: latency at a moderate fixed rate; then memory and CPU at Options.Rate.
@@ -236,36 +297,41 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 			}
 		}
 	}
-	// Phase 3: redis-benchmark direct and through the pair, alternating.
-	if t.redis != "" && !o.Skip["redis"] {
-		byTest := map[string]*RedisResult{}
+	// Phase 3: redis-benchmark directly and through each TCP pair, interleaved.
+	if !o.Skip["redis"] {
+		addrs := map[string]string{"direct": t.redis, "stunnel-pair": t.stA, "haproxy-pair": t.haRedisA, "ours-tcp": t.frontRedis}
+		byKey := map[string]*RedisResult{}
 		for r := 0; r < o.Rounds; r++ {
-			for _, v := range []struct {
-				name, addr string
-			}{{"direct", t.redis}, {"pair", t.frontRedis}} {
-				fmt.Fprintf(o.Log, "proxybench: round %d/%d, redis-benchmark %s\n", r+1, o.Rounds, v.name)
-				res, err := runRedisBenchmark(ctx, v.addr, o.RedisC, o.RedisN, "set,get")
-				if err != nil {
-					return nil, fmt.Errorf("redis %s: %w\n--- front ---\n%s\n--- back ---\n%s", v.name, err,
-						tail(t.byName["front"].output(), 4000), tail(t.byName["back"].output(), 4000))
+			for _, pipe := range []int{1, 16} {
+				n := o.RedisN
+				if pipe > 1 {
+					n = o.RedisNPipe
 				}
-				for _, test := range []string{"SET", "GET"} {
-					rr := byTest[test]
-					if rr == nil {
-						rr = &RedisResult{Test: test}
-						byTest[test] = rr
-						rep.Redis = append(rep.Redis, rr)
+				for _, path := range redisPaths {
+					fmt.Fprintf(o.Log, "proxybench: round %d/%d, redis-benchmark -P %d %s\n", r+1, o.Rounds, pipe, path)
+					res, err := runRedisBenchmark(ctx, addrs[path], pipe, o.RedisC, n, "set,get")
+					if err != nil {
+						var logs []string
+						for _, pn := range []string{"front", "back", "stunnel-a", "stunnel-b", "haproxy-a", "haproxy-b"} {
+							logs = append(logs, fmt.Sprintf("--- %s ---\n%s", pn, tail(t.byName[pn].output(), 2000)))
+						}
+						return nil, fmt.Errorf("redis %s: %w\n%s", path, err, strings.Join(logs, "\n"))
 					}
-					if v.name == "direct" {
-						rr.Direct = append(rr.Direct, res[test])
-					} else {
-						rr.Pair = append(rr.Pair, res[test])
+					for _, test := range []string{"SET", "GET"} {
+						k := fmt.Sprintf("%s/%d", test, pipe)
+						rr := byKey[k]
+						if rr == nil {
+							rr = &RedisResult{Test: test, Pipeline: pipe, RPS: map[string][]float64{}}
+							byKey[k] = rr
+							rep.Redis = append(rep.Redis, rr)
+						}
+						rr.RPS[path] = append(rr.RPS[path], res[test])
 					}
 				}
 			}
 		}
 	}
-	for _, n := range []string{"edge", "front", "back", "third"} {
+	for _, n := range []string{"front", "back", "third"} {
 		if p := t.byName[n]; p != nil && p.exited() {
 			return nil, fmt.Errorf("proxy %s exited during the run: %s", n, tail(p.output(), 4000))
 		}
@@ -278,6 +344,7 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 			}
 		}
 	}
+	rep.LoadAfter = loadAvg()
 	rep.Elapsed = time.Since(rep.Started)
 	return rep, nil
 }
@@ -410,4 +477,14 @@ func stats[T int | int64 | float64 | time.Duration](xs []T) (med, lo, hi T) {
 	s := slices.Clone(xs)
 	slices.Sort(s)
 	return s[len(s)/2], s[0], s[len(s)-1]
+}
+
+// Quick are the options of a test of the harness itself: every path and every peer, one
+// round, a few hundred requests each, the Go closed loop instead of wrk. Its figures are not
+// figures.
+func Quick(binDir string) Options {
+	return Options{
+		BinDir: binDir, LatRate: 300, LatFor: time.Second, Rate: 300, RateFor: time.Second, RateConns: 4, Rounds: 1,
+		NoWrk: true, SatRequests: 300, WrkConns: 4, RedisN: 500, RedisNPipe: 2000, RedisC: 4, WireN: 20,
+	}
 }

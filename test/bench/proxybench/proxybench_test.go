@@ -24,15 +24,16 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// TestHarnessTiny runs the whole harness with a few hundred requests per path: every path
-// must answer every request with the app's payload. It asserts no performance target.
-func TestHarnessTiny(t *testing.T) {
+// TestHarnessQuick runs the whole harness in its quick mode: every path and every peer must
+// answer every request with the app's payload (and redis-benchmark every command), and every
+// target must get a verdict. It asserts no performance target.
+func TestHarnessQuick(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts real processes")
 	}
-	for _, tool := range []string{"nginx", "redis-server", "redis-benchmark"} {
+	for _, tool := range []string{"nginx", "haproxy", "stunnel4", "redis-server", "redis-benchmark"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s not found: the harness compares against it; install the packages in scripts/deps.d/proxy.txt (./scripts/install-deps.sh)", tool)
+			t.Fatalf("%s not found: the harness compares against it; install the packages in scripts/deps.d/proxy.txt and bench.txt (./scripts/install-deps.sh)", tool)
 		}
 	}
 	bin := t.TempDir()
@@ -46,18 +47,15 @@ func TestHarnessTiny(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	var log strings.Builder
-	rep, err := Run(ctx, Options{
-		BinDir: bin, LatRate: 300, LatFor: time.Second, Rate: 300, RateFor: time.Second, RateConns: 4, Rounds: 1,
-		NoWrk: true, SatRequests: 300, WrkConns: 4, RedisN: 500, RedisC: 4, Log: &log,
-	})
+	o := Quick(bin)
+	o.Log = &log
+	rep, err := Run(ctx, o)
 	if err != nil {
 		t.Fatalf("%v\n%s", err, log.String())
 	}
-	var out strings.Builder
-	rep.Print(&out)
-	t.Logf("\n%s", out.String())
-	want := []string{"direct", "direct-tls", "nginx", "go-rp", "ours-public", "ours-1hop", "relay", "ours-2hop"}
-	for _, name := range want {
+	out := rep.String()
+	t.Logf("\n%s", out)
+	for _, name := range []string{"direct", "go-pair", "nginx-pair", "haproxy-pair", "ours-1hop", "relay", "ours-2hop"} {
 		p := rep.Path(name)
 		if p == nil {
 			t.Errorf("path %s was not measured", name)
@@ -66,12 +64,40 @@ func TestHarnessTiny(t *testing.T) {
 		if len(p.P50) != 1 || len(p.Achieved) != 1 || p.Achieved[0] <= 0 || len(p.SatRPS) != 1 || p.SatRPS[0] <= 0 {
 			t.Errorf("path %s: latency %v, achieved rate %v, saturation %v", name, p.P50, p.Achieved, p.SatRPS)
 		}
+		for _, n := range p.Procs {
+			if len(p.RSSKiB[n]) != 1 || p.RSSKiB[n][0] <= 0 || len(p.CPURate[n]) != 1 {
+				t.Errorf("path %s, process %s: RSS %v KiB, CPU %v", name, n, p.RSSKiB[n], p.CPURate[n])
+			}
+		}
 	}
-	if len(rep.Redis) != 2 {
-		t.Errorf("redis results: %+v", rep.Redis)
+	if len(rep.Redis) != 4 {
+		t.Errorf("redis results: %d, want SET and GET at -P 1 and -P 16", len(rep.Redis))
 	}
-	if len(rep.Verdicts()) == 0 {
-		t.Error("no verdicts printed")
+	for _, rr := range rep.Redis {
+		for _, p := range redisPaths {
+			if len(rr.RPS[p]) != 1 || rr.RPS[p][0] <= 0 {
+				t.Errorf("redis %s -P %d through %s: %v", rr.Test, rr.Pipeline, p, rr.RPS[p])
+			}
+		}
+	}
+	// The attested hop carries a chain entry one way and a countersignature back: more bytes
+	// than plain mTLS, whatever their number.
+	if b, ok := rep.WireAdded(); !ok || b <= 0 {
+		t.Errorf("bytes added by the attested hop: %.0f (measured: %v), want > 0", b, ok)
+	}
+	for _, w := range rep.Wire {
+		if w.NewConns != 0 {
+			t.Errorf("%s opened %d connections while its bytes were counted", w.Path, w.NewConns)
+		}
+	}
+	vs := rep.Verdicts()
+	if len(vs) < 17 {
+		t.Errorf("%d verdicts, want every target of issue #13 judged:\n%s", len(vs), out)
+	}
+	for _, want := range []string{"load average:", "targets met", "saturation ≥ 0.8× the Go mTLS pair", "RSS at"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("report lacks %q", want)
+		}
 	}
 }
 

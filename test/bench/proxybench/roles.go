@@ -3,6 +3,7 @@ package proxybench
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -132,20 +133,9 @@ func relayHandler(upstream string) http.Handler {
 
 func listen(addr string) (net.Listener, error) { return net.Listen("tcp", addr) }
 
-func tlsConfig(certFile, keyFile string) (*tls.Config, error) {
-	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
-	if err != nil {
-		return nil, err
-	}
-	return &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}, NextProtos: []string{"http/1.1"}}, nil
-}
-
-// runApp serves the 1 KiB payload in plaintext and over TLS, and the two relays.
+// runApp serves the 1 KiB payload in plaintext, and the two relays.
 func runApp(ctx context.Context, fs *flag.FlagSet) error {
 	plain := fs.String("plain", "", "plaintext listen address")
-	tlsAddr := fs.String("tls", "", "TLS listen address")
-	cert := fs.String("cert", "", "certificate file")
-	key := fs.String("key", "", "key file")
 	relayDirect := fs.String("relay-direct", "", "listen address of the relay that calls the app directly")
 	relayChain := fs.String("relay-chain", "", "listen address of the relay that calls through an outbound proxy")
 	relayChainTo := fs.String("relay-chain-to", "", "the outbound proxy's URL")
@@ -153,7 +143,7 @@ func runApp(ctx context.Context, fs *flag.FlagSet) error {
 		return err
 	}
 	srvs := map[*http.Server]net.Listener{}
-	add := func(addr string, h http.Handler, tc *tls.Config) error {
+	add := func(addr string, h http.Handler) error {
 		if addr == "" {
 			return nil
 		}
@@ -161,22 +151,12 @@ func runApp(ctx context.Context, fs *flag.FlagSet) error {
 		if err != nil {
 			return err
 		}
-		s := server(h)
-		s.TLSConfig = tc
-		srvs[s] = ln
+		srvs[server(h)] = ln
 		return nil
 	}
-	tc, err := tlsConfig(*cert, *key)
-	if err != nil {
-		return err
-	}
-	err = errors.Join(
-		add(*plain, appHandler(), nil),
-		add(*tlsAddr, appHandler(), tc),
-		add(*relayDirect, relayHandler("http://"+*plain), nil),
-	)
+	err := errors.Join(add(*plain, appHandler()), add(*relayDirect, relayHandler("http://"+*plain)))
 	if err == nil && *relayChain != "" {
-		err = add(*relayChain, relayHandler(*relayChainTo), nil)
+		err = add(*relayChain, relayHandler(*relayChainTo))
 	}
 	if err != nil {
 		return err
@@ -184,39 +164,65 @@ func runApp(ctx context.Context, fs *flag.FlagSet) error {
 	return serveAll(ctx, srvs)
 }
 
-// runGoProxy is the plain Go reverse proxy: TLS terminated, httputil.ReverseProxy with Rewrite
-// to the app, and the same upstream pool sizes as our proxy's inbound side.
+// runGoProxy is one proxy of the plain Go mTLS pair: httputil.ReverseProxy with Rewrite, the
+// same upstream pool sizes as our proxy's listeners. The front one (A) listens in plaintext
+// and calls its upstream over TLS 1.3 with a client certificate; the back one (B) terminates
+// TLS 1.3, requires a client certificate signed by the bench's CA, and calls the app.
 func runGoProxy(ctx context.Context, fs *flag.FlagSet) error {
-	addr := fs.String("listen", "", "TLS listen address")
-	to := fs.String("to", "", "the app's address")
-	cert := fs.String("cert", "", "certificate file")
+	addr := fs.String("listen", "", "listen address")
+	to := fs.String("to", "", "upstream URL (http:// or https://)")
+	cert := fs.String("cert", "", "certificate file: served (with -client-ca) and presented to an https upstream")
 	key := fs.String("key", "", "key file")
+	ca := fs.String("ca", "", "CA file: required of clients when serving TLS, and of an https upstream")
+	serveTLS := fs.Bool("tls", false, "terminate TLS 1.3 and require a client certificate")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		return err
 	}
-	tc, err := tlsConfig(*cert, *key)
+	up, err := url.Parse(*to)
 	if err != nil {
 		return err
 	}
-	app := &url.URL{Scheme: "http", Host: *to}
+	var pool *x509.CertPool
+	var pair tls.Certificate
+	if *cert != "" {
+		if pair, err = tls.LoadX509KeyPair(*cert, *key); err != nil {
+			return err
+		}
+		b, err := os.ReadFile(*ca)
+		if err != nil {
+			return err
+		}
+		pool = x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(b) {
+			return fmt.Errorf("%s: no certificate", *ca)
+		}
+	}
+	tr := &http.Transport{
+		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:        1024,
+		MaxIdleConnsPerHost: 256,
+		IdleConnTimeout:     2 * time.Minute,
+		TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: pool, Certificates: []tls.Certificate{pair},
+			ServerName: up.Hostname()},
+		// HTTP/1.1 between the pair, like ours.
+		TLSNextProto: map[string]func(string, *tls.Conn) http.RoundTripper{},
+	}
 	rp := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
-			pr.SetURL(app)
+			pr.SetURL(up)
 			pr.Out.Host = pr.In.Host
 			pr.SetXForwarded()
 		},
-		Transport: &http.Transport{
-			DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-			MaxIdleConns:        1024,
-			MaxIdleConnsPerHost: 256,
-			IdleConnTimeout:     2 * time.Minute,
-		},
+		Transport: tr,
 	}
 	ln, err := listen(*addr)
 	if err != nil {
 		return err
 	}
 	s := server(rp)
-	s.TLSConfig = tc
+	if *serveTLS {
+		s.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{pair},
+			ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pool, NextProtos: []string{"http/1.1"}}
+	}
 	return serveAll(ctx, map[*http.Server]net.Listener{s: ln})
 }
