@@ -51,18 +51,6 @@ const MaxListeners = 32
 
 var listenerNameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
 
-// listenerSpec is one parsed inbound or outbound annotation.
-type listenerSpec struct {
-	annotation string
-	name       string
-	port       int
-	forward    int      // inbound
-	upstream   string   // outbound
-	identities []string // inbound: allow; outbound: upstream identity
-	protocol   string
-	public     string // inbound: the TLS Secret of a public listener (perpod.go)
-}
-
 // fieldsOf splits "k=v k=v" into a map, naming the annotation on error.
 func fieldsOf(ann, value string, allowed map[string]bool) (map[string]string, error) {
 	out := map[string]string{}
@@ -75,7 +63,7 @@ func fieldsOf(ann, value string, allowed map[string]bool) (map[string]string, er
 			return nil, annErr(ann, value, "unknown field %q (expected %s)", k, keys(allowed))
 		}
 		if _, dup := out[k]; dup {
-			return nil, annErr(ann, value, "field %q given twice", k)
+			return nil, annErr(ann, value, "field %q given twice (expected each field once)", k)
 		}
 		out[k] = v
 	}
@@ -97,7 +85,7 @@ func annErr(ann, value, format string, args ...any) *Error {
 	if len(v) > 120 {
 		v = v[:120] + "..."
 	}
-	return &Error{Reason: ReasonInvalidAnnotation,
+	return &Error{Reason: ReasonInvalidAnnotation, Annotation: ann, Value: value,
 		Message: fmt.Sprintf("annotation %s=%q: %s", ann, v, fmt.Sprintf(format, args...))}
 }
 
@@ -139,74 +127,79 @@ var outboundFields = map[string]bool{"port": true, "upstream": true, "identity":
 
 // parseListeners reads every inbound.countersign.dev/* and outbound.countersign.dev/* annotation,
 // in a stable order (sorted by annotation key).
-func parseListeners(ann map[string]string) (in, out []listenerSpec, err error) {
-	var ks []string
-	for k := range ann {
-		if strings.HasPrefix(k, InboundPrefix) || strings.HasPrefix(k, OutboundPrefix) {
-			ks = append(ks, k)
-		}
-	}
-	sort.Strings(ks)
+func parseListeners(ann map[string]string) (in, out []Listener, err error) {
+	ks := listenerNames(ann, InboundPrefix, OutboundPrefix)
 	if len(ks) > MaxListeners {
 		return nil, nil, &Error{Reason: ReasonInvalidAnnotation,
 			Message: fmt.Sprintf("%d listener annotations, at most %d allowed", len(ks), MaxListeners)}
 	}
 	for _, k := range ks {
-		v := ann[k]
-		if len(v) > MaxAnnotationValue {
-			return nil, nil, annErr(k, v, "%d bytes, at most %d allowed", len(v), MaxAnnotationValue)
-		}
-		inbound := strings.HasPrefix(k, InboundPrefix)
-		name := strings.TrimPrefix(strings.TrimPrefix(k, InboundPrefix), OutboundPrefix)
-		if !listenerNameRE.MatchString(name) {
-			return nil, nil, annErr(k, v, "listener name %q (expected lowercase letters, digits and '-', at most 63)", name)
-		}
-		allowed := outboundFields
-		if inbound {
-			allowed = inboundFields
-		}
-		f, err := fieldsOf(k, v, allowed)
+		l, err := parseListener(k, ann[k])
 		if err != nil {
 			return nil, nil, err
 		}
-		s := listenerSpec{annotation: k, name: name}
-		if f["port"] == "" {
-			return nil, nil, annErr(k, v, "port is required (expected port=1-65535)")
+		if strings.HasPrefix(k, InboundPrefix) {
+			in = append(in, l)
+		} else {
+			out = append(out, l)
 		}
-		if s.port, err = parsePort(k, v, "port", f["port"]); err != nil {
-			return nil, nil, err
-		}
-		if s.protocol, err = parseProtocol(k, v, f["protocol"]); err != nil {
-			return nil, nil, err
-		}
-		if inbound {
-			if f["forward"] == "" {
-				return nil, nil, annErr(k, v, "forward is required (expected forward=<the app's port>)")
-			}
-			if s.forward, err = parsePort(k, v, "forward", f["forward"]); err != nil {
-				return nil, nil, err
-			}
-			if s.public, err = parsePublic(k, v, f); err != nil {
-				return nil, nil, err
-			}
-			if s.public == "" {
-				if s.identities, err = parseIdentities(k, v, "allow", f["allow"]); err != nil {
-					return nil, nil, err
-				}
-			}
-			in = append(in, s)
-			continue
-		}
-		s.upstream = f["upstream"]
-		if err := checkHostPort(s.upstream); err != nil {
-			return nil, nil, annErr(k, v, "upstream %q: %v (expected upstream=host:port of the peer's proxy)", s.upstream, err)
-		}
-		if s.identities, err = parseIdentities(k, v, "identity", f["identity"]); err != nil {
-			return nil, nil, err
-		}
-		out = append(out, s)
 	}
 	return in, out, nil
+}
+
+// parseListener reads one listener annotation k=v.
+func parseListener(k, v string) (Listener, error) {
+	if len(v) > MaxAnnotationValue {
+		return Listener{}, annErr(k, v, "%d bytes, at most %d allowed", len(v), MaxAnnotationValue)
+	}
+	inbound := strings.HasPrefix(k, InboundPrefix)
+	name := strings.TrimPrefix(strings.TrimPrefix(k, InboundPrefix), OutboundPrefix)
+	if !listenerNameRE.MatchString(name) {
+		return Listener{}, annErr(k, v, "listener name %q (expected lowercase letters, digits and '-', at most 63)", name)
+	}
+	allowed := outboundFields
+	if inbound {
+		allowed = inboundFields
+	}
+	f, err := fieldsOf(k, v, allowed)
+	if err != nil {
+		return Listener{}, err
+	}
+	l := Listener{Annotation: k, Name: name}
+	if f["port"] == "" {
+		return Listener{}, annErr(k, v, "port is required (expected port=1-65535)")
+	}
+	if l.Port, err = parsePort(k, v, "port", f["port"]); err != nil {
+		return Listener{}, err
+	}
+	if l.Protocol, err = parseProtocol(k, v, f["protocol"]); err != nil {
+		return Listener{}, err
+	}
+	if inbound {
+		if f["forward"] == "" {
+			return Listener{}, annErr(k, v, "forward is required (expected forward=<the app's port>)")
+		}
+		if l.Forward, err = parsePort(k, v, "forward", f["forward"]); err != nil {
+			return Listener{}, err
+		}
+		if l.Public, err = parsePublic(k, v, f); err != nil {
+			return Listener{}, err
+		}
+		if l.Public == "" {
+			if l.Identities, err = parseIdentities(k, v, "allow", f["allow"]); err != nil {
+				return Listener{}, err
+			}
+		}
+		return l, nil
+	}
+	l.Upstream = f["upstream"]
+	if err := checkHostPort(l.Upstream); err != nil {
+		return Listener{}, annErr(k, v, "upstream %q: %v (expected upstream=host:port of the peer's proxy)", l.Upstream, err)
+	}
+	if l.Identities, err = parseIdentities(k, v, "identity", f["identity"]); err != nil {
+		return Listener{}, err
+	}
+	return l, nil
 }
 
 var quantityRE = regexp.MustCompile(`^[0-9]{1,12}(\.[0-9]{1,6})?(m|k|M|G|T|Ki|Mi|Gi|Ti)?$`)

@@ -128,16 +128,17 @@ func (c *Config) Decide(pod *corev1.Pod, r Request) (bool, Reason) {
 }
 
 // Inject adds (or refreshes) the proxy sidecar in pod, in place. It returns an *Error whose
-// reason is one of the rejections when the pod's annotations are invalid or conflict with it.
+// reason is one of the rejections when the pod's annotations are invalid or conflict with it;
+// a rejected pod is not changed.
 func (c *Config) Inject(pod *corev1.Pod) error {
 	if pod.Spec.HostNetwork {
 		return &Error{Reason: ReasonHostNetwork, Message: "pods with hostNetwork: true cannot be injected: the proxy's listeners would bind on the node"}
 	}
-	ann := pod.Annotations
-	pc, err := c.proxyConfig(pod)
+	s, err := c.ParseSettings(pod)
 	if err != nil {
 		return err
 	}
+	pc := c.proxyConfig(s)
 	// Validate exactly what the proxy will read: the proxy's own defaults and checks.
 	check := *pc
 	check.SetDefaults()
@@ -150,8 +151,7 @@ func (c *Config) Inject(pod *corev1.Pod) error {
 	if err != nil {
 		return &Error{Reason: ReasonInvalidConfig, Message: "cannot encode the proxy configuration: " + err.Error()}
 	}
-	adminPort, _ := c.adminPort(ann) // checked by proxyConfig
-	if err := portConflicts(pod, pc, adminPort); err != nil {
+	if err := portConflicts(pod, s); err != nil {
 		return err
 	}
 	if pc.Transparent != nil {
@@ -159,37 +159,21 @@ func (c *Config) Inject(pod *corev1.Pod) error {
 			return err
 		}
 	}
-	cpu, err := parseQuantity(ann, AnnotationCPU, c.CPU)
-	if err != nil {
-		return err
-	}
-	mem, err := parseQuantity(ann, AnnotationMemory, c.Memory)
-	if err != nil {
-		return err
-	}
-	sgx := pc.Attester.Type == attester.NameSGX
-	epc := c.EPC
-	if sgx {
-		if epc, err = parseQuantity(ann, AnnotationEPC, c.EPC); err != nil {
-			return err
-		}
-	} else if v, ok := ann[AnnotationEPC]; ok {
-		return annErr(AnnotationEPC, v, "only meaningful with %s=sgx (this pod uses the %s attester)", AnnotationAttester, pc.Attester.Type)
-	}
+	c.render(pod, s, pc, string(cfgYAML))
+	return nil
+}
 
+// render writes the sidecar, its volumes and the configuration annotation into pod.
+func (c *Config) render(pod *corev1.Pod, s *Settings, pc *config.Config, cfgYAML string) {
 	if pod.Annotations == nil {
 		pod.Annotations = map[string]string{}
 	}
-	pod.Annotations[AnnotationProxyConfig] = string(cfgYAML)
+	pod.Annotations[AnnotationProxyConfig] = cfgYAML
 	pod.Annotations[AnnotationStatus] = StatusInjected
 
-	policyCM := c.PolicyConfigMap
-	if v := ann[AnnotationPolicy]; v != "" {
-		policyCM = v
-	}
-	ctr := c.container(pc, adminPort, cpu, mem, epc, sgx)
-	in, _, _ := parseListeners(ann) // checked by proxyConfig
-	pubVols, pubMounts := publicCerts(in)
+	sgx := s.Attester == attester.NameSGX
+	ctr := c.container(s, sgx)
+	pubVols, pubMounts := publicCerts(s.Inbound)
 	ctr.VolumeMounts = append(ctr.VolumeMounts, pubMounts...)
 	c.meshContainer(pc, &ctr)
 	pod.Spec.InitContainers = upsertContainer(pod.Spec.InitContainers, ctr)
@@ -200,7 +184,7 @@ func (c *Config) Inject(pod *corev1.Pod) error {
 				APIVersion: "v1", FieldPath: "metadata.annotations['" + AnnotationProxyConfig + "']"}}},
 		}}},
 		{Name: VolumePolicy, VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
-			LocalObjectReference: corev1.LocalObjectReference{Name: policyCM}}}},
+			LocalObjectReference: corev1.LocalObjectReference{Name: s.PolicyConfigMap}}}},
 	}
 	pod.Spec.Volumes = upsertVolume(pod.Spec.Volumes, vols[0])
 	pod.Spec.Volumes = upsertVolume(pod.Spec.Volumes, vols[1])
@@ -212,106 +196,59 @@ func (c *Config) Inject(pod *corev1.Pod) error {
 		pod.Spec.Volumes = upsertVolume(pod.Spec.Volumes, simVol)
 	}
 	pod.Spec.Volumes = setPublicVolumes(pod.Spec.Volumes, pubVols)
-	return nil
 }
 
-func (c *Config) adminPort(ann map[string]string) (int, error) {
-	v, ok := ann[AnnotationAdminPort]
-	if !ok {
-		return DefaultAdminPort, nil
-	}
-	return parsePort(AnnotationAdminPort, v, "admin port", v)
-}
-
-// proxyConfig builds the proxy's configuration from the annotations. It leaves defaults unset so
+// proxyConfig renders the proxy's configuration from the settings. It leaves defaults unset so
 // the stored configuration is what the pod's author wrote plus what the injector decides.
-func (c *Config) proxyConfig(pod *corev1.Pod) (*config.Config, error) {
-	ann := pod.Annotations
-	for _, k := range []string{AnnotationIdentity, AnnotationAttester, AnnotationPolicy, AnnotationCPU, AnnotationMemory, AnnotationEPC, AnnotationAdminPort} {
-		if v, ok := ann[k]; ok && len(v) > MaxAnnotationValue {
-			return nil, annErr(k, v, "%d bytes, at most %d allowed", len(v), MaxAnnotationValue)
-		}
-	}
-	id, ok := ann[AnnotationIdentity]
-	if !ok || id == "" {
-		return nil, &Error{Reason: ReasonInvalidAnnotation, Message: fmt.Sprintf(
-			"annotation %s is required: the policy identity this workload's proxy proves (e.g. records-api)", AnnotationIdentity)}
-	}
-	if !identityRE.MatchString(id) {
-		return nil, annErr(AnnotationIdentity, id, "not a policy identity name (expected lowercase letters, digits, '.', '_' or '-', at most 63)")
-	}
-	att := c.DefaultAttester
-	if v, ok := ann[AnnotationAttester]; ok {
-		if v != attester.NameSGX && v != attester.NameSim {
-			return nil, annErr(AnnotationAttester, v, "expected sgx or sim")
-		}
-		att = v
-	}
-	if v, ok := ann[AnnotationPolicy]; ok && !dnsLabelRE.MatchString(v) {
-		return nil, annErr(AnnotationPolicy, v, "not a ConfigMap name (expected a DNS subdomain name)")
-	}
-	adminPort, err := c.adminPort(ann)
-	if err != nil {
-		return nil, err
-	}
-	in, out, err := parseListeners(ann)
-	if err != nil {
-		return nil, err
-	}
-	transparent, err := transparentEnabled(ann)
-	if err != nil {
-		return nil, err
-	}
-	if len(in)+len(out) == 0 && !transparent {
-		return nil, &Error{Reason: ReasonInvalidAnnotation, Message: fmt.Sprintf(
-			"no listeners: at least one %s<name> or %s<name> annotation, or %s=%s, is required", InboundPrefix, OutboundPrefix, AnnotationTransparent, ValueEnabled)}
-	}
-	svcURL, caFile, err := c.attestationService(ann)
-	if err != nil {
-		return nil, err
-	}
+func (c *Config) proxyConfig(s *Settings) *config.Config {
 	pc := &config.Config{
-		Attester:           config.Attester{Type: att},
-		AttestationService: config.AttestationService{URL: svcURL, CAFile: caFile},
-		PolicyFile:         PolicyDir + "/policy.yaml",
-		Identity:           id,
-		Admin:              config.Admin{Listen: "0.0.0.0:" + strconv.Itoa(adminPort)},
+		Attester:   config.Attester{Type: s.Attester},
+		PolicyFile: PolicyDir + "/policy.yaml",
+		Identity:   s.Identity,
+		Admin:      config.Admin{Listen: hostPort("0.0.0.0", s.AdminPort)},
+		AttestationService: config.AttestationService{
+			URL: s.AttestationURL,
+		},
 	}
-	if att == attester.NameSim {
+	if s.AttestationCAKey != "" {
+		pc.AttestationService.CAFile = PolicyDir + "/" + s.AttestationCAKey
+	}
+	if s.Attester == attester.NameSim {
 		pc.Attester.SimPlatformKey = SimKeyDir + "/platform.pem"
 	}
-	if pc.Attester.SimIdentity.MREnclave, err = simMREnclave(ann, att); err != nil {
-		return nil, err
-	}
+	pc.Attester.SimIdentity.MREnclave = s.SimMREnclave
 	// The app's image is claimed (not measured) runtime data: docs/trust-model.md.
-	for _, ctr := range pod.Spec.Containers {
-		if ctr.Image != "" {
-			pc.Claimed = map[string]string{"app-image": ctr.Image}
-			break
-		}
+	if s.AppImage != "" {
+		pc.Claimed = map[string]string{"app-image": s.AppImage}
 	}
-	for _, s := range in {
-		l := config.Inbound{
-			Name: s.name, Listen: "0.0.0.0:" + strconv.Itoa(s.port), Protocol: s.protocol,
-			ForwardTo: "127.0.0.1:" + strconv.Itoa(s.forward), Allow: s.identities,
+	for _, l := range s.Inbound {
+		in := config.Inbound{
+			Name:      l.Name,
+			Listen:    hostPort("0.0.0.0", l.Port),
+			Protocol:  l.Protocol,
+			ForwardTo: hostPort("127.0.0.1", l.Forward),
+			Allow:     l.Identities,
 		}
-		if s.public != "" {
-			l.Public = true
-			l.CertFile, l.KeyFile = publicCertFiles(s.name)
+		if l.Public != "" {
+			in.Public = true
+			in.CertFile, in.KeyFile = publicCertFiles(l.Name)
 		}
-		pc.Inbound = append(pc.Inbound, l)
+		pc.Inbound = append(pc.Inbound, in)
 	}
-	for _, s := range out {
+	for _, l := range s.Outbound {
 		pc.Outbound = append(pc.Outbound, config.Outbound{
-			Name: s.name, Listen: "127.0.0.1:" + strconv.Itoa(s.port), Protocol: s.protocol,
-			Upstream: s.upstream, UpstreamIdentity: s.identities,
+			Name:             l.Name,
+			Listen:           hostPort("127.0.0.1", l.Port),
+			Protocol:         l.Protocol,
+			Upstream:         l.Upstream,
+			UpstreamIdentity: l.Identities,
 		})
 	}
-	if err := c.meshConfig(ann, pc, adminPort); err != nil {
-		return nil, err
-	}
-	return pc, nil
+	c.meshConfig(s, pc)
+	return pc
 }
+
+func hostPort(host string, port int) string { return host + ":" + strconv.Itoa(port) }
 
 var dnsLabelRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$`)
 
@@ -319,8 +256,8 @@ func intstrPort(p int) intstr.IntOrString { return intstr.FromInt32(int32(p)) }
 
 // portConflicts refuses a pod whose containers already use a port the proxy listens on: they
 // share one network namespace.
-func portConflicts(pod *corev1.Pod, pc *config.Config, adminPort int) error {
-	owner := map[int]string{adminPort: "the proxy's admin port (" + AnnotationAdminPort + ")"}
+func portConflicts(pod *corev1.Pod, s *Settings) error {
+	owner := map[int]string{s.AdminPort: "the proxy's admin port (" + AnnotationAdminPort + ")"}
 	claim := func(port int, what string) error {
 		if prev, ok := owner[port]; ok {
 			return &Error{Reason: ReasonPortConflict, Message: fmt.Sprintf("port %d is used by both %s and %s", port, prev, what)}
@@ -328,20 +265,13 @@ func portConflicts(pod *corev1.Pod, pc *config.Config, adminPort int) error {
 		owner[port] = what
 		return nil
 	}
-	for p, what := range meshPorts(pc) {
+	for p, what := range meshPorts(s) {
 		if err := claim(p, what); err != nil {
 			return err
 		}
 	}
-	for _, l := range pc.Inbound {
-		p, _ := strconv.Atoi(l.Listen[strings.LastIndexByte(l.Listen, ':')+1:])
-		if err := claim(p, "annotation "+InboundPrefix+l.Name); err != nil {
-			return err
-		}
-	}
-	for _, l := range pc.Outbound {
-		p, _ := strconv.Atoi(l.Listen[strings.LastIndexByte(l.Listen, ':')+1:])
-		if err := claim(p, "annotation "+OutboundPrefix+l.Name); err != nil {
+	for _, l := range append(slices.Clip(s.Inbound), s.Outbound...) {
+		if err := claim(l.Port, "annotation "+l.Annotation); err != nil {
 			return err
 		}
 	}
@@ -360,7 +290,8 @@ func portConflicts(pod *corev1.Pod, pc *config.Config, adminPort int) error {
 	return nil
 }
 
-func (c *Config) container(pc *config.Config, adminPort int, cpu, mem, epc resource.Quantity, sgx bool) corev1.Container {
+func (c *Config) container(s *Settings, sgx bool) corev1.Container {
+	adminPort, cpu, mem, epc := s.AdminPort, s.CPU, s.Memory, s.EPC
 	always := corev1.ContainerRestartPolicyAlways
 	yes, no := true, false
 	uid := int64(65532)
@@ -411,9 +342,8 @@ func (c *Config) container(pc *config.Config, adminPort int, cpu, mem, epc resou
 		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
 	}
 	ctr.Ports = append(ctr.Ports, corev1.ContainerPort{Name: "cs-admin", ContainerPort: int32(adminPort), Protocol: corev1.ProtocolTCP})
-	for i, l := range pc.Inbound {
-		p, _ := strconv.Atoi(l.Listen[strings.LastIndexByte(l.Listen, ':')+1:])
-		ctr.Ports = append(ctr.Ports, corev1.ContainerPort{Name: fmt.Sprintf("cs-in-%d", i), ContainerPort: int32(p), Protocol: corev1.ProtocolTCP})
+	for i, l := range s.Inbound {
+		ctr.Ports = append(ctr.Ports, corev1.ContainerPort{Name: fmt.Sprintf("cs-in-%d", i), ContainerPort: int32(l.Port), Protocol: corev1.ProtocolTCP})
 	}
 	if !sgx {
 		ctr.VolumeMounts = append(ctr.VolumeMounts, corev1.VolumeMount{Name: VolumeSimKey, MountPath: SimKeyDir, ReadOnly: true})

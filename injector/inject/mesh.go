@@ -7,6 +7,7 @@ package inject
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -76,127 +77,133 @@ func transparentEnabled(ann map[string]string) (bool, error) {
 
 var transparentInboundFields = map[string]bool{"port": true, "protocol": true, "allow": true}
 
-// meshConfig adds the transparent and xds sections to pc from the annotations.
-func (c *Config) meshConfig(ann map[string]string, pc *config.Config, adminPort int) error {
-	for _, k := range []string{AnnotationTransparent, AnnotationExcludeInboundPorts, AnnotationExcludeOutboundPorts, AnnotationExcludeOutboundCIDRs, AnnotationXDSUpstreamIdentities} {
-		if v, ok := ann[k]; ok && len(v) > MaxAnnotationValue {
-			return annErr(k, v, "%d bytes, at most %d allowed", len(v), MaxAnnotationValue)
-		}
-	}
+// parseTransparent reads the interception annotations; nil when interception is off. adminPort
+// and the explicit inbound listeners are excluded from inbound interception.
+func (c *Config) parseTransparent(ann map[string]string, adminPort int, inbound []Listener) (*Transparent, error) {
 	on, err := transparentEnabled(ann)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	var tin []string
-	for k := range ann {
-		if strings.HasPrefix(k, TransparentInboundPrefix) {
-			tin = append(tin, k)
-		}
-	}
-	sort.Strings(tin)
+	tin := listenerNames(ann, TransparentInboundPrefix)
 	if !on {
 		// Annotations that only mean something with interception are an error without it:
 		// the author expects traffic to go through the proxy.
 		for _, k := range append(tin, AnnotationExcludeInboundPorts, AnnotationExcludeOutboundPorts, AnnotationExcludeOutboundCIDRs) {
 			if v, ok := ann[k]; ok {
-				return annErr(k, v, "only meaningful with %s=%s", AnnotationTransparent, ValueEnabled)
+				return nil, annErr(k, v, "only meaningful with %s=%s", AnnotationTransparent, ValueEnabled)
 			}
 		}
-	} else {
-		if c.ProxyInitImage == "" {
-			return annErr(AnnotationTransparent, ann[AnnotationTransparent], "this injector has no image for the iptables init container (its --proxy-init-image is not set)")
-		}
-		if len(tin) > MaxTransparentInbound {
-			return &Error{Reason: ReasonInvalidAnnotation, Message: fmt.Sprintf("%d %s* annotations, at most %d allowed", len(tin), TransparentInboundPrefix, MaxTransparentInbound)}
-		}
-		t := &config.Transparent{ProxyUID: config.DefaultProxyUID}
-		for _, k := range tin {
-			v := ann[k]
-			if len(v) > MaxAnnotationValue {
-				return annErr(k, v, "%d bytes, at most %d allowed", len(v), MaxAnnotationValue)
-			}
-			name := strings.TrimPrefix(k, TransparentInboundPrefix)
-			if !listenerNameRE.MatchString(name) {
-				return annErr(k, v, "listener name %q (expected lowercase letters, digits and '-', at most 63)", name)
-			}
-			f, err := fieldsOf(k, v, transparentInboundFields)
-			if err != nil {
-				return err
-			}
-			if f["port"] == "" {
-				return annErr(k, v, "port is required (expected port=<the app's port>)")
-			}
-			in := config.TransparentInbound{Name: "t-" + name}
-			if in.Port, err = parsePort(k, v, "port", f["port"]); err != nil {
-				return err
-			}
-			if in.Protocol, err = parseProtocol(k, v, f["protocol"]); err != nil {
-				return err
-			}
-			if in.Allow, err = parseIdentities(k, v, "allow", f["allow"]); err != nil {
-				return err
-			}
-			t.Inbound = append(t.Inbound, in)
-		}
-		// Probes reach the admin port, and peers the explicit inbound listeners, directly.
-		t.ExcludeInboundPorts = append(t.ExcludeInboundPorts, adminPort)
-		for _, l := range pc.Inbound {
-			t.ExcludeInboundPorts = append(t.ExcludeInboundPorts, listenPort(l.Listen))
-		}
-		if v, ok := ann[AnnotationExcludeInboundPorts]; ok {
-			ps, err := parsePortList(AnnotationExcludeInboundPorts, v)
-			if err != nil {
-				return err
-			}
-			t.ExcludeInboundPorts = append(t.ExcludeInboundPorts, ps...)
-		}
-		t.ExcludeInboundPorts = dedupInts(t.ExcludeInboundPorts)
-		for _, in := range t.Inbound {
-			for _, p := range t.ExcludeInboundPorts {
-				if p == in.Port {
-					return &Error{Reason: ReasonPortConflict, Message: fmt.Sprintf(
-						"port %d of annotation %s%s is excluded from inbound interception (it is the admin port, the port of an %s listener, or listed in %s)",
-						p, TransparentInboundPrefix, strings.TrimPrefix(in.Name, "t-"), InboundPrefix, AnnotationExcludeInboundPorts)}
-				}
-			}
-		}
-		if v, ok := ann[AnnotationExcludeOutboundPorts]; ok {
-			if t.ExcludeOutboundPorts, err = parsePortList(AnnotationExcludeOutboundPorts, v); err != nil {
-				return err
-			}
-		}
-		if v, ok := ann[AnnotationExcludeOutboundCIDRs]; ok {
-			for _, s := range strings.Split(v, ",") {
-				s = strings.TrimSpace(s)
-				if _, err := netip.ParsePrefix(s); err != nil {
-					return annErr(AnnotationExcludeOutboundCIDRs, v, "%q is not a CIDR (expected e.g. 10.96.0.1/32)", s)
-				}
-				t.ExcludeOutboundCIDRs = append(t.ExcludeOutboundCIDRs, s)
-			}
-		}
-		pc.Transparent = t
+		return nil, nil
 	}
-	if v, ok := ann[AnnotationXDSUpstreamIdentities]; ok && c.XDS == nil {
-		return annErr(AnnotationXDSUpstreamIdentities, v, "this injector runs no control plane (its --xds-listen is not set)")
+	if c.ProxyInitImage == "" {
+		return nil, annErr(AnnotationTransparent, ann[AnnotationTransparent], "this injector has no image for the iptables init container (its --proxy-init-image is not set)")
 	}
-	if c.XDS != nil {
-		x := &config.XDS{
-			Server: c.XDS.Address, ServerName: c.XDS.ServerName,
-			CAFile: XDSDir + "/ca.crt", CertFile: XDSDir + "/tls.crt", KeyFile: XDSDir + "/tls.key",
+	if len(tin) > MaxTransparentInbound {
+		return nil, &Error{Reason: ReasonInvalidAnnotation, Message: fmt.Sprintf("%d %s* annotations, at most %d allowed", len(tin), TransparentInboundPrefix, MaxTransparentInbound)}
+	}
+	t := &Transparent{}
+	for _, k := range tin {
+		l, err := parseTransparentInbound(k, ann[k])
+		if err != nil {
+			return nil, err
 		}
-		if v, ok := ann[AnnotationXDSUpstreamIdentities]; ok {
-			if x.UpstreamIdentities, err = parseIdentities(AnnotationXDSUpstreamIdentities, v, "identities", v); err != nil {
-				return err
+		t.Inbound = append(t.Inbound, l)
+	}
+	// Probes reach the admin port, and peers the explicit inbound listeners, directly.
+	t.ExcludeInboundPorts = append(t.ExcludeInboundPorts, adminPort)
+	for _, l := range inbound {
+		t.ExcludeInboundPorts = append(t.ExcludeInboundPorts, l.Port)
+	}
+	if v, ok := ann[AnnotationExcludeInboundPorts]; ok {
+		ps, err := parsePortList(AnnotationExcludeInboundPorts, v)
+		if err != nil {
+			return nil, err
+		}
+		t.ExcludeInboundPorts = append(t.ExcludeInboundPorts, ps...)
+	}
+	t.ExcludeInboundPorts = dedupInts(t.ExcludeInboundPorts)
+	for _, in := range t.Inbound {
+		if slices.Contains(t.ExcludeInboundPorts, in.Port) {
+			return nil, &Error{Reason: ReasonPortConflict, Message: fmt.Sprintf(
+				"port %d of annotation %s%s is excluded from inbound interception (it is the admin port, the port of an %s listener, or listed in %s)",
+				in.Port, TransparentInboundPrefix, in.Name, InboundPrefix, AnnotationExcludeInboundPorts)}
+		}
+	}
+	if v, ok := ann[AnnotationExcludeOutboundPorts]; ok {
+		if t.ExcludeOutboundPorts, err = parsePortList(AnnotationExcludeOutboundPorts, v); err != nil {
+			return nil, err
+		}
+	}
+	if v, ok := ann[AnnotationExcludeOutboundCIDRs]; ok {
+		for _, s := range strings.Split(v, ",") {
+			s = strings.TrimSpace(s)
+			if _, err := netip.ParsePrefix(s); err != nil {
+				return nil, annErr(AnnotationExcludeOutboundCIDRs, v, "%q is not a CIDR (expected e.g. 10.96.0.1/32)", s)
 			}
+			t.ExcludeOutboundCIDRs = append(t.ExcludeOutboundCIDRs, s)
 		}
-		pc.XDS = x
 	}
-	return nil
+	return t, nil
 }
 
-func listenPort(addr string) int {
-	p, _ := strconv.Atoi(addr[strings.LastIndexByte(addr, ':')+1:])
-	return p
+// parseTransparentInbound reads one transparent-inbound.countersign.dev/<name> annotation.
+func parseTransparentInbound(k, v string) (TransparentListener, error) {
+	if len(v) > MaxAnnotationValue {
+		return TransparentListener{}, annErr(k, v, "%d bytes, at most %d allowed", len(v), MaxAnnotationValue)
+	}
+	name := strings.TrimPrefix(k, TransparentInboundPrefix)
+	if !listenerNameRE.MatchString(name) {
+		return TransparentListener{}, annErr(k, v, "listener name %q (expected lowercase letters, digits and '-', at most 63)", name)
+	}
+	f, err := fieldsOf(k, v, transparentInboundFields)
+	if err != nil {
+		return TransparentListener{}, err
+	}
+	if f["port"] == "" {
+		return TransparentListener{}, annErr(k, v, "port is required (expected port=<the app's port>)")
+	}
+	l := TransparentListener{Name: name}
+	if l.Port, err = parsePort(k, v, "port", f["port"]); err != nil {
+		return TransparentListener{}, err
+	}
+	if l.Protocol, err = parseProtocol(k, v, f["protocol"]); err != nil {
+		return TransparentListener{}, err
+	}
+	if l.Identities, err = parseIdentities(k, v, "allow", f["allow"]); err != nil {
+		return TransparentListener{}, err
+	}
+	return l, nil
+}
+
+// meshConfig renders the transparent and xds sections of the proxy's configuration.
+func (c *Config) meshConfig(s *Settings, pc *config.Config) {
+	if t := s.Transparent; t != nil {
+		ct := &config.Transparent{
+			ProxyUID:             config.DefaultProxyUID,
+			ExcludeInboundPorts:  t.ExcludeInboundPorts,
+			ExcludeOutboundPorts: t.ExcludeOutboundPorts,
+			ExcludeOutboundCIDRs: t.ExcludeOutboundCIDRs,
+		}
+		for _, l := range t.Inbound {
+			ct.Inbound = append(ct.Inbound, config.TransparentInbound{
+				Name:     "t-" + l.Name,
+				Port:     l.Port,
+				Protocol: l.Protocol,
+				Allow:    l.Identities,
+			})
+		}
+		pc.Transparent = ct
+	}
+	if c.XDS != nil {
+		pc.XDS = &config.XDS{
+			Server:             c.XDS.Address,
+			ServerName:         c.XDS.ServerName,
+			CAFile:             XDSDir + "/ca.crt",
+			CertFile:           XDSDir + "/tls.crt",
+			KeyFile:            XDSDir + "/tls.key",
+			UpstreamIdentities: s.XDSUpstreamIdentities,
+		}
+	}
 }
 
 func parsePortList(ann, v string) ([]int, error) {
@@ -223,21 +230,20 @@ func dedupInts(l []int) []int {
 }
 
 // meshPorts are the ports transparent mode makes the proxy listen on, for portConflicts.
-func meshPorts(pc *config.Config) map[int]string {
-	if pc.Transparent == nil {
+func meshPorts(s *Settings) map[int]string {
+	if s.Transparent == nil {
 		return nil
 	}
-	in, out := config.DefaultInboundListen, config.DefaultOutboundListen
-	if pc.Transparent.InboundListen != "" {
-		in = pc.Transparent.InboundListen
-	}
-	if pc.Transparent.OutboundListen != "" {
-		out = pc.Transparent.OutboundListen
-	}
 	return map[int]string{
-		listenPort(in):  "the proxy's inbound interception port (" + AnnotationTransparent + ")",
-		listenPort(out): "the proxy's outbound interception port (" + AnnotationTransparent + ")",
+		listenPort(config.DefaultInboundListen):  "the proxy's inbound interception port (" + AnnotationTransparent + ")",
+		listenPort(config.DefaultOutboundListen): "the proxy's outbound interception port (" + AnnotationTransparent + ")",
 	}
+}
+
+// listenPort is the port of a host:port the injector wrote itself.
+func listenPort(addr string) int {
+	p, _ := strconv.Atoi(addr[strings.LastIndexByte(addr, ':')+1:])
+	return p
 }
 
 // checkAppUID refuses a transparent pod whose app could run as the proxy's UID: its traffic

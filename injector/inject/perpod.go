@@ -42,8 +42,8 @@ var (
 	hex64RE        = regexp.MustCompile(`^[0-9a-fA-F]{64}$`)
 )
 
-// simMREnclave returns the measurement a sim proxy claims ("" for the attester's default).
-func simMREnclave(ann map[string]string, att string) (string, error) {
+// parseSimMREnclave returns the measurement a sim proxy claims ("" for the attester's default).
+func parseSimMREnclave(ann map[string]string, att string) (string, error) {
 	v, ok := ann[AnnotationSimMREnclave]
 	if !ok {
 		return "", nil
@@ -57,13 +57,11 @@ func simMREnclave(ann map[string]string, att string) (string, error) {
 	return strings.ToLower(v), nil
 }
 
-// attestationService returns the attestation service URL and CA file for the pod's proxy.
-func (c *Config) attestationService(ann map[string]string) (svcURL, caFile string, err error) {
+// parseAttestationService returns the attestation service URL for the pod's proxy and the key
+// of the policy ConfigMap holding its CA ("" for the system roots).
+func (c *Config) parseAttestationService(ann map[string]string) (svcURL, caKey string, err error) {
 	svcURL = c.AttestationURL
 	if v, ok := ann[AnnotationAttestationURL]; ok {
-		if len(v) > MaxAnnotationValue {
-			return "", "", annErr(AnnotationAttestationURL, v, "%d bytes, at most %d allowed", len(v), MaxAnnotationValue)
-		}
 		u, perr := url.Parse(v)
 		if perr != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.User != nil ||
 			u.Path != "" || u.RawQuery != "" || u.Fragment != "" || u.Opaque != "" || checkHostPort(hostPortOf(u)) != nil {
@@ -71,17 +69,14 @@ func (c *Config) attestationService(ann map[string]string) (svcURL, caFile strin
 		}
 		svcURL = v
 	}
-	key := c.AttestationCAKey
+	caKey = c.AttestationCAKey
 	if v, ok := ann[AnnotationAttestationCAKey]; ok {
 		if v != "" && (!configMapKeyRE.MatchString(v) || v == "." || v == "..") {
 			return "", "", annErr(AnnotationAttestationCAKey, v, "not a ConfigMap key (expected letters, digits, '-', '_' or '.'; empty for the system roots)")
 		}
-		key = v
+		caKey = v
 	}
-	if key != "" {
-		caFile = PolicyDir + "/" + key
-	}
-	return svcURL, caFile, nil
+	return svcURL, caKey, nil
 }
 
 // hostPortOf is u's host with the scheme's port when it has none.
@@ -123,19 +118,19 @@ func publicCertFiles(listener string) (cert, key string) {
 
 // publicCerts returns a read-only Secret volume and its mount in the proxy for each public
 // inbound listener.
-func publicCerts(in []listenerSpec) ([]corev1.Volume, []corev1.VolumeMount) {
+func publicCerts(in []Listener) ([]corev1.Volume, []corev1.VolumeMount) {
 	var vols []corev1.Volume
 	var mounts []corev1.VolumeMount
 	for _, s := range in {
-		if s.public == "" {
+		if s.Public == "" {
 			continue
 		}
 		name := VolumePublicPrefix + strconv.Itoa(len(vols))
 		vols = append(vols, corev1.Volume{Name: name, VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
-			SecretName: s.public,
+			SecretName: s.Public,
 			Items:      []corev1.KeyToPath{{Key: corev1.TLSCertKey, Path: corev1.TLSCertKey}, {Key: corev1.TLSPrivateKeyKey, Path: corev1.TLSPrivateKeyKey}},
 		}}})
-		mounts = append(mounts, corev1.VolumeMount{Name: name, MountPath: PublicDir + "/" + s.name, ReadOnly: true})
+		mounts = append(mounts, corev1.VolumeMount{Name: name, MountPath: PublicDir + "/" + s.Name, ReadOnly: true})
 	}
 	return vols, mounts
 }

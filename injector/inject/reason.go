@@ -38,10 +38,13 @@ func (r Reason) Denied() bool {
 	return false
 }
 
-// Error is a rejection: a reason and a sentence for the pod's author.
+// Error is a rejection: a reason and a sentence for the pod's author. A rejected annotation
+// also names the annotation and its value (the sentence says what is allowed).
 type Error struct {
-	Reason  Reason
-	Message string
+	Reason     Reason
+	Message    string
+	Annotation string // "" when no single annotation is at fault
+	Value      string
 }
 
 func (e *Error) Error() string { return e.Message }
