@@ -90,7 +90,7 @@ func (t *Tree) findLib(soname string, dirs []string) bool {
 // so the fix is one line in build/images/debian.txt.
 func MissingError(image string, missing []Missing) error {
 	var b strings.Builder
-	fmt.Fprintf(&b, "image %s: %d shared libraries are needed and not in the image:\n", image, len(missing))
+	fmt.Fprintf(&b, "%d shared libraries are needed and not in the image:\n", len(missing))
 	seen := map[string]bool{}
 	var libs []string
 	for _, m := range missing {
