@@ -6,13 +6,18 @@
 #                           module), in one go build
 #   etcd v3.6.16            from test/k8s/tools/etcd (a four-line main around etcdmain.Main)
 #   helm v3.22.0            with `go install` (GOBIN into the cache)
-# A stamp per binary records the inputs it was built from; a second run with the same inputs
-# only checks the stamps. The cold build takes about 15 minutes on 2 cores.
+#   coredns v1.15.0         from test/k8s/tools/coredns (the plugins the local cluster's DNS
+#                           uses), for `make cluster-up`
+# A stamp per binary (NAME.inputs) records the inputs it was built from: the module files and the
+# build recipe (version, commands, flags), not this script, so editing one binary's part here
+# does not rebuild the others. A second run with the same inputs only checks the stamps. The cold
+# build takes about 15 minutes on 2 cores.
 set -euo pipefail
 
 KUBE_VERSION=v1.37.2
 ETCD_VERSION=v3.6.16
 HELM_VERSION=v3.22.0
+COREDNS_VERSION=v1.15.0
 
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -36,7 +41,7 @@ stamp_of() {
 
 # fresh NAME STAMP: is the cached binary present and built from these inputs?
 fresh() {
-  [ -x "$bindir/$1" ] && [ -f "$cache/$1.stamp" ] && [ "$(cat "$cache/$1.stamp")" = "$2" ]
+  [ -x "$bindir/$1" ] && [ -f "$cache/$1.inputs" ] && [ "$(cat "$cache/$1.inputs")" = "$2" ]
 }
 
 # tidy_once DIR WHAT: the committed go.sum pins every module; tidy only when it is missing
@@ -56,21 +61,21 @@ KUBE_CMDS="kube-apiserver kube-controller-manager kube-scheduler kubelet kube-pr
 build_kube() {
   local mod="$here/tools/kube"
   tidy_once "$mod" "kubernetes $KUBE_VERSION"
-  local stamp; stamp=$(stamp_of "kubernetes $KUBE_VERSION $KUBE_CMDS" "$mod/go.mod" "$mod/go.sum" "$mod/tools.go" "$here/build.sh")
+  local ld="-s -w -X k8s.io/component-base/version.gitVersion=$KUBE_VERSION"
+  ld+=" -X k8s.io/component-base/version.gitTreeState=clean"
+  ld+=" -X k8s.io/client-go/pkg/version.gitVersion=$KUBE_VERSION"
+  local stamp; stamp=$(stamp_of "kubernetes $KUBE_VERSION $KUBE_CMDS -trimpath -ldflags $ld" "$mod/go.mod" "$mod/go.sum" "$mod/tools.go")
   local name missing=0
   for name in $KUBE_CMDS; do fresh "$name" "$stamp" || missing=1; done
   if [ $missing = 0 ]; then log "kubernetes $KUBE_VERSION cached ($KUBE_CMDS)"; return; fi
   log "kubernetes $KUBE_VERSION: compiling $KUBE_CMDS in one go build (about 14 minutes cold on 2 cores)..."
   local start=$SECONDS pkgs=() out="$cache/kube.tmp"
   for name in $KUBE_CMDS; do pkgs+=("k8s.io/kubernetes/cmd/$name"); done
-  local ld="-s -w -X k8s.io/component-base/version.gitVersion=$KUBE_VERSION"
-  ld+=" -X k8s.io/component-base/version.gitTreeState=clean"
-  ld+=" -X k8s.io/client-go/pkg/version.gitVersion=$KUBE_VERSION"
   rm -rf "$out"; mkdir -p "$out"
   (cd "$mod" && "$GO" build -trimpath -ldflags "$ld" -o "$out/" "${pkgs[@]}")
   for name in $KUBE_CMDS; do
     mv "$out/$name" "$bindir/$name"
-    echo "$stamp" >"$cache/$name.stamp"
+    echo "$stamp" >"$cache/$name.inputs"
   done
   rmdir "$out"
   log "kubernetes $KUBE_VERSION built in $((SECONDS - start))s"
@@ -79,13 +84,13 @@ build_kube() {
 build_etcd() {
   local mod="$here/tools/etcd"
   tidy_once "$mod" "etcd $ETCD_VERSION"
-  local stamp; stamp=$(stamp_of "etcd $ETCD_VERSION" "$mod/go.mod" "$mod/go.sum" "$mod/main.go" "$here/build.sh")
+  local stamp; stamp=$(stamp_of "etcd $ETCD_VERSION -trimpath -ldflags -s -w" "$mod/go.mod" "$mod/go.sum" "$mod/main.go")
   if fresh etcd "$stamp"; then log "etcd $ETCD_VERSION cached"; return; fi
   log "etcd $ETCD_VERSION: compiling (about a minute cold)..."
   local start=$SECONDS
   (cd "$mod" && "$GO" build -trimpath -ldflags "-s -w" -o "$bindir/etcd.tmp" .)
   mv "$bindir/etcd.tmp" "$bindir/etcd"
-  echo "$stamp" >"$cache/etcd.stamp"
+  echo "$stamp" >"$cache/etcd.inputs"
   log "etcd $ETCD_VERSION built in $((SECONDS - start))s"
 }
 
@@ -96,17 +101,31 @@ build_helm() {
   local start=$SECONDS
   # go install ignores the surrounding module and needs the default -mod.
   (cd "$cache" && GOFLAGS=-buildvcs=false GOBIN="$bindir" "$GO" install -trimpath -ldflags "-s -w" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION")
-  echo "$stamp" >"$cache/helm.stamp"
+  echo "$stamp" >"$cache/helm.inputs"
   log "helm $HELM_VERSION built in $((SECONDS - start))s"
 }
 
-want="${*:-etcd helm kube}"
+build_coredns() {
+  local mod="$here/tools/coredns"
+  tidy_once "$mod" "coredns $COREDNS_VERSION"
+  local stamp; stamp=$(stamp_of "coredns $COREDNS_VERSION -trimpath -ldflags -s -w" "$mod/go.mod" "$mod/go.sum" "$mod/main.go")
+  if fresh coredns "$stamp"; then log "coredns $COREDNS_VERSION cached"; return; fi
+  log "coredns $COREDNS_VERSION: compiling (about 2 minutes cold)..."
+  local start=$SECONDS
+  (cd "$mod" && "$GO" build -trimpath -ldflags "-s -w" -o "$bindir/coredns.tmp" .)
+  mv "$bindir/coredns.tmp" "$bindir/coredns"
+  echo "$stamp" >"$cache/coredns.inputs"
+  log "coredns $COREDNS_VERSION built in $((SECONDS - start))s"
+}
+
+want="${*:-etcd helm kube coredns}"
 for w in $want; do
   case "$w" in
     kube|kube-apiserver|kube-controller-manager|kube-scheduler|kubelet|kube-proxy|kubectl) build_kube ;;
     etcd) build_etcd ;;
     helm) build_helm ;;
-    *) echo "unknown binary: $w (want kube, etcd or helm)" >&2; exit 2 ;;
+    coredns) build_coredns ;;
+    *) echo "unknown binary: $w (want kube, etcd, helm or coredns)" >&2; exit 2 ;;
   esac
 done
 log "binaries in $bindir"
