@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"sync"
 	"time"
 
@@ -196,4 +197,11 @@ func WithRecorder(ctx context.Context) context.Context {
 func RecordedFrom(ctx context.Context) *Recorded {
 	r, _ := ctx.Value(recorderKey{}).(*Recorded)
 	return r
+}
+
+// Dialer is the one builder of attested TCP transports: a dialer of TLS connections to an
+// upstream proxy at serverName that must prove one of opts.Identities, presenting src's
+// certificate.
+func Dialer(src CertSource, c Checker, serverName string, timeout time.Duration, opts Options) *tls.Dialer {
+	return &tls.Dialer{NetDialer: &net.Dialer{Timeout: timeout}, Config: ClientConfig(src, c, serverName, opts)}
 }

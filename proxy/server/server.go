@@ -11,8 +11,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/countersign/countersign/attestation"
 	"github.com/countersign/countersign/attestation/attester"
@@ -39,6 +43,8 @@ type Options struct {
 	TokenConfig func(*token.Config)
 	// Attester replaces the configured one (tests).
 	Attester attester.Attester
+	// Listen, if set, binds the listener called name (tests); nil means net.Listen.
+	Listen func(name, addr string) (net.Listener, error)
 }
 
 // Server is a running proxy.
@@ -50,12 +56,39 @@ type Server struct {
 	Identity *identity.Source
 	Metrics  *metrics.Metrics
 	deps     *httpproxy.Deps
-	mesh     *mesh // transparent interception and xDS (mesh.go)
+	cp       controlPlane // the xDS side (proxy/mesh); nil without a control plane
+	listen   func(name, addr string) (net.Listener, error)
 
 	addrs map[string]string
-	lns   []func(ctx context.Context) error
-	wg    sync.WaitGroup
-	errs  chan error
+	tasks []task // the data path's listeners, bound by Start
+
+	group     *errgroup.Group
+	admin     func(ctx context.Context) error
+	adminDone chan struct{}
+	adminErr  error
+	stopAdmin context.CancelFunc
+	stopping  atomic.Bool                  // serving has ended or is ending: not ready
+	failure   atomic.Pointer[failureCause] // the first listener failure
+}
+
+// task is one listener's serving loop: it returns nil once ctx has ended and it has drained,
+// and an error if it stops serving before.
+type task struct {
+	name string
+	run  func(ctx context.Context) error
+}
+
+type failureCause struct{ err error }
+
+// controlPlane is what the wiring needs of proxy/mesh. A build with -tags noxds has none
+// (noxds.go), and refuses a configuration with an xds section.
+type controlPlane interface {
+	Run(ctx context.Context)
+	LivePolicy(in config.Inbound, port uint16) func() (attestedtls.Checker, []string)
+	Outbound(out config.Outbound) (http.Handler, func(ctx context.Context) (net.Conn, error))
+	Route(dst netip.AddrPort) (ok, isHTTP bool)
+	ServeRoute(w http.ResponseWriter, r *http.Request, listener string, dst netip.AddrPort)
+	PipeRoute(ctx context.Context, c net.Conn, listener string, dst netip.AddrPort)
 }
 
 // New builds a proxy without starting it.
@@ -129,7 +162,10 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: log, now: now, Engine: eng, Identity: src, Metrics: m, addrs: map[string]string{}, errs: make(chan error, 16)}
+	s := &Server{cfg: cfg, log: log, now: now, Engine: eng, Identity: src, Metrics: m, addrs: map[string]string{}, listen: opts.Listen}
+	if s.listen == nil {
+		s.listen = func(_, addr string) (net.Listener, error) { return net.Listen("tcp", addr) }
+	}
 	s.deps = &httpproxy.Deps{
 		Checker: eng, Identity: src, Metrics: m, Logger: log, Limits: cfg.Limits, Chain: cfg.Chain, Now: now,
 		Live: &chain.Live{
@@ -138,8 +174,13 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		},
 		Forwarded: chain.NewTTLSet[string, *chain.Chain](1 << 16),
 	}
-	if err := s.newMesh(); err != nil {
+	if err := s.checkTransparent(); err != nil {
 		return nil, err
+	}
+	if cfg.XDS != nil {
+		if s.cp, err = s.newControlPlane(); err != nil {
+			return nil, err
+		}
 	}
 	return s, nil
 }
@@ -151,8 +192,18 @@ func (s *Server) onReject(listener string, rej *attestation.Rejection) {
 	s.Metrics.Reject(listener, rej.Code)
 }
 
+// Run serves until ctx ends or a listener fails, whichever is first, then drains: it returns
+// nil after a clean shutdown and the first listener failure otherwise (the process then exits
+// non-zero and the kubelet restarts it).
+func (s *Server) Run(ctx context.Context) error {
+	if err := s.Start(ctx); err != nil {
+		return err
+	}
+	return s.Wait()
+}
+
 // Start binds every listener and starts serving and refreshing; it returns once the listeners
-// are bound. Serving stops when ctx ends; Wait then returns after draining.
+// are bound. Serving stops when ctx ends or a listener fails; Wait then returns after draining.
 func (s *Server) Start(ctx context.Context) error {
 	// Keys first, so that the first peer check does not wait for them (failure is not fatal:
 	// the verifier retries, and handshakes fail closed meanwhile).
@@ -169,7 +220,7 @@ func (s *Server) Start(ctx context.Context) error {
 		return err
 	}
 	listen := func(name, addr string) (net.Listener, error) {
-		ln, err := net.Listen("tcp", addr)
+		ln, err := s.listen(name, addr)
 		if err != nil {
 			return nil, fmt.Errorf("listener %s: %w", name, err)
 		}
@@ -193,7 +244,7 @@ func (s *Server) Start(ctx context.Context) error {
 		}
 		s.outbound(out, ln)
 	}
-	if err := s.startMesh(ctx, listen); err != nil {
+	if err := s.startTransparent(listen); err != nil {
 		return fail(err)
 	}
 	if s.cfg.Admin.Listen != "" {
@@ -201,51 +252,116 @@ func (s *Server) Start(ctx context.Context) error {
 		if err != nil {
 			return fail(err)
 		}
-		srv := s.httpServer(admin.Handler(s.Identity, s.cfg.Identity, s.Metrics.Registry), nil)
-		s.serveHTTP(srv, ln)
+		srv := s.httpServer(admin.Handler(readiness{s}, s.cfg.Identity, s.Metrics.Registry), nil)
+		s.admin = s.serveHTTP(srv, ln)
 	}
-	s.wg.Add(1)
-	go func() { defer s.wg.Done(); s.Identity.Run(ctx) }()
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
+
+	g, gctx := errgroup.WithContext(ctx)
+	s.group = g
+	for _, t := range s.tasks {
+		g.Go(func() error {
+			err := t.run(gctx)
+			if err == nil && gctx.Err() == nil {
+				err = errors.New("stopped serving")
+			}
+			if err != nil {
+				return s.fail(fmt.Errorf("listener %s: %w", t.name, err))
+			}
+			return nil
+		})
+	}
+	g.Go(func() error {
+		<-gctx.Done()
+		s.stopping.Store(true) // not ready while draining
+		s.Metrics.Ready.Set(0)
+		return nil
+	})
+	g.Go(func() error { s.Identity.Run(gctx); return nil })
+	g.Go(func() error {
 		t := time.NewTicker(time.Second)
 		defer t.Stop()
 		for {
-			if s.Identity.Ready() {
+			if s.Ready() {
 				s.Metrics.Ready.Set(1)
 			} else {
 				s.Metrics.Ready.Set(0)
 			}
 			select {
-			case <-ctx.Done():
-				return
+			case <-gctx.Done():
+				return nil
 			case <-t.C:
 			}
 		}
+	})
+	// Last: the control plane reads the inbound listeners registered above.
+	if s.cp != nil {
+		g.Go(func() error { s.cp.Run(gctx); return nil })
+	}
+	// The admin listener outlives the data path's drain, so that /readyz says no meanwhile;
+	// Wait stops it. Its own failure fails the group like any listener's.
+	s.adminDone = make(chan struct{})
+	if s.admin == nil {
+		close(s.adminDone)
+		return nil
+	}
+	actx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	s.stopAdmin = stop
+	go func() {
+		defer close(s.adminDone)
+		s.adminErr = s.admin(actx)
 	}()
-	for _, run := range s.lns {
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			if err := run(ctx); err != nil {
-				s.errs <- err
+	g.Go(func() error {
+		select {
+		case <-s.adminDone:
+			err := s.adminErr
+			if err == nil {
+				err = errors.New("stopped serving")
 			}
-		}()
+			return s.fail(fmt.Errorf("listener admin: %w", err))
+		case <-gctx.Done():
+			return nil
+		}
+	})
+	return nil
+}
+
+// fail records the first listener failure (readiness turns false at once) and returns err.
+func (s *Server) fail(err error) error {
+	if s.failure.CompareAndSwap(nil, &failureCause{err}) {
+		s.stopping.Store(true)
+		s.Metrics.Ready.Set(0)
+		s.log.Error("a listener failed: stopping the proxy", "err", err)
+	}
+	return err
+}
+
+// Ready is whether the proxy holds a valid token and is serving (not draining, no listener
+// failed): what /readyz reports.
+func (s *Server) Ready() bool { return !s.stopping.Load() && s.Identity.Ready() }
+
+// Failure is the first listener failure, nil while every listener serves.
+func (s *Server) Failure() error {
+	if f := s.failure.Load(); f != nil {
+		return f.err
 	}
 	return nil
 }
 
-// Wait blocks until every listener has drained after ctx ended; it returns the first serving
-// error.
+// readiness is the admin listener's view of the proxy: its identity, ready only while serving.
+type readiness struct{ s *Server }
+
+func (r readiness) Current() *identity.Current { return r.s.Identity.Current() }
+func (r readiness) Ready() bool                { return r.s.Ready() }
+
+// Wait blocks until every listener has drained after ctx ended or a listener failed, then
+// stops the admin listener; it returns the first listener failure.
 func (s *Server) Wait() error {
-	s.wg.Wait()
-	select {
-	case err := <-s.errs:
-		return err
-	default:
-		return nil
+	err := s.group.Wait()
+	if s.stopAdmin != nil {
+		s.stopAdmin()
 	}
+	<-s.adminDone
+	return err
 }
 
 func (s *Server) httpServer(h http.Handler, tlsCfg *tls.Config) *http.Server {
@@ -262,8 +378,10 @@ func (s *Server) httpServer(h http.Handler, tlsCfg *tls.Config) *http.Server {
 	}
 }
 
-func (s *Server) serveHTTP(srv *http.Server, ln net.Listener) {
-	s.lns = append(s.lns, func(ctx context.Context) error {
+// serveHTTP returns the serving loop of srv on ln: it shuts srv down (closing what is left
+// after the drain time) when ctx ends.
+func (s *Server) serveHTTP(srv *http.Server, ln net.Listener) func(ctx context.Context) error {
+	return func(ctx context.Context) error {
 		errc := make(chan error, 1)
 		go func() { errc <- srv.Serve(ln) }()
 		select {
@@ -281,7 +399,11 @@ func (s *Server) serveHTTP(srv *http.Server, ln net.Listener) {
 			return e
 		}
 		return nil
-	})
+	}
+}
+
+func (s *Server) addTask(name string, run func(ctx context.Context) error) {
+	s.tasks = append(s.tasks, task{name: name, run: run})
 }
 
 // serveProxy serves a data-path HTTP listener: TLS-terminated when tlsCfg is set, and behind
@@ -302,13 +424,13 @@ func (s *Server) serveProxy(name string, h http.Handler, ln net.Listener, tlsCfg
 	if tlsCfg != nil {
 		ln = tls.NewListener(ln, tlsCfg)
 	}
-	s.serveHTTP(srv, httpframe.NewListener(ln, httpframe.Options{
+	s.addTask(name, s.serveHTTP(srv, httpframe.NewListener(ln, httpframe.Options{
 		MaxHeaderBytes: l.MaxHeaderBytes, HandshakeTimeout: l.HandshakeTimeout.D(), Logger: s.log,
 		OnUnserved: func(why httpframe.Reason) {
 			s.log.Warn("request refused", "listener", name, "reason", string(httpproxy.CodeSmuggling), "detail", why.String())
 			s.Metrics.Reject(name, httpproxy.CodeSmuggling)
 		},
-	}))
+	})))
 }
 
 // limitListener refuses connections beyond n (they are closed at once and counted).
@@ -351,7 +473,10 @@ func (l *limitListener) Accept() (net.Conn, error) {
 func (s *Server) inbound(in config.Inbound, ln net.Listener, port uint16) error {
 	l := s.cfg.Limits
 	var tlsCfg *tls.Config
-	live := s.livePolicy(in, port)
+	var live func() (attestedtls.Checker, []string)
+	if s.cp != nil && !in.Public && port != 0 {
+		live = s.cp.LivePolicy(in, port)
+	}
 	if in.Public {
 		cert, err := tls.LoadX509KeyPair(in.CertFile, in.KeyFile)
 		if err != nil {
@@ -366,52 +491,56 @@ func (s *Server) inbound(in config.Inbound, ln net.Listener, port uint16) error 
 	if in.Protocol == config.ProtocolTCP {
 		app := in.ForwardTo
 		d := &net.Dialer{Timeout: l.DialTimeout.D()}
-		p := tcpproxy.New(tcpproxy.Options{
-			Name: in.Name, MaxConns: l.MaxConnections, IdleTimeout: l.IdleTimeout.D(), HandshakeTimeout: l.HandshakeTimeout.D(),
-			Dial:   func(ctx context.Context) (net.Conn, error) { return d.DialContext(ctx, "tcp", app) },
-			Logger: s.log, OnReject: s.Metrics.Reject, OnConn: s.connGauge(in.Name),
-			Lifetime: s.peerLifetime,
-		})
-		tln := tls.NewListener(ln, tlsCfg)
-		s.lns = append(s.lns, func(ctx context.Context) error { return p.Serve(ctx, tln, l.ShutdownTimeout.D()) })
+		s.serveTCP(in.Name, tls.NewListener(ln, tlsCfg), func(ctx context.Context) (net.Conn, error) { return d.DialContext(ctx, "tcp", app) })
 		return nil
 	}
 	h := httpproxy.NewInbound(s.deps, in)
-	if live != nil && !in.Public {
+	if live != nil {
 		h.WithPolicy(live)
 	}
-	lim := &limitListener{Listener: ln, sem: make(chan struct{}, l.MaxConnections), name: in.Name, reject: s.Metrics.Reject}
-	s.serveProxy(in.Name, h, lim, tlsCfg, func(ctx context.Context, _ net.Conn) context.Context { return attestedtls.WithRecorder(ctx) })
+	s.serveProxy(in.Name, h, s.limit(in.Name, ln), tlsCfg, func(ctx context.Context, _ net.Conn) context.Context { return attestedtls.WithRecorder(ctx) })
 	return nil
 }
 
 func (s *Server) outbound(out config.Outbound, ln net.Listener) {
-	if out.Cluster != "" {
-		s.clusterOutbound(out, ln)
+	if out.Cluster != "" { // Validate requires xds, so s.cp is set
+		h, dial := s.cp.Outbound(out)
+		if dial != nil {
+			s.serveTCP(out.Name, ln, dial)
+		} else {
+			s.serveProxy(out.Name, h, s.limit(out.Name, ln), nil, nil)
+		}
 		return
 	}
-	l := s.cfg.Limits
 	if out.Protocol == config.ProtocolTCP {
 		host, _, _ := net.SplitHostPort(out.Upstream)
-		opts := attestedtls.Options{Listener: out.Name, Identities: out.UpstreamIdentity, Logger: s.log, OnReject: s.onReject}
-		tlsCfg := attestedtls.ClientConfig(s.Identity, s.Engine, host, opts)
-		d := &tls.Dialer{NetDialer: &net.Dialer{Timeout: l.DialTimeout.D()}, Config: tlsCfg}
-		p := tcpproxy.New(tcpproxy.Options{
-			Name: out.Name, MaxConns: l.MaxConnections, IdleTimeout: l.IdleTimeout.D(), HandshakeTimeout: l.HandshakeTimeout.D(),
-			Dial: func(ctx context.Context) (net.Conn, error) {
-				if !s.Identity.Ready() {
-					return nil, attestation.Rejectf(httpproxy.CodeNoIdentity, "%v", identity.ErrNoIdentity)
-				}
-				return d.DialContext(ctx, "tcp", out.Upstream)
-			},
-			Logger: s.log, OnReject: s.Metrics.Reject, OnConn: s.connGauge(out.Name),
-			Lifetime: s.peerLifetime,
+		d := attestedtls.Dialer(s.Identity, s.Engine, host, s.cfg.Limits.DialTimeout.D(), attestedtls.Options{
+			Listener: out.Name, Identities: out.UpstreamIdentity, Logger: s.log, OnReject: s.onReject,
 		})
-		s.lns = append(s.lns, func(ctx context.Context) error { return p.Serve(ctx, ln, l.ShutdownTimeout.D()) })
+		s.serveTCP(out.Name, ln, func(ctx context.Context) (net.Conn, error) {
+			if !s.Identity.Ready() {
+				return nil, attestation.Rejectf(httpproxy.CodeNoIdentity, "%v", identity.ErrNoIdentity)
+			}
+			return d.DialContext(ctx, "tcp", out.Upstream)
+		})
 		return
 	}
-	lim := &limitListener{Listener: ln, sem: make(chan struct{}, l.MaxConnections), name: out.Name, reject: s.Metrics.Reject}
-	s.serveProxy(out.Name, httpproxy.NewOutbound(s.deps, out), lim, nil, nil)
+	s.serveProxy(out.Name, httpproxy.NewOutbound(s.deps, out), s.limit(out.Name, ln), nil, nil)
+}
+
+// serveTCP serves a TCP listener: each accepted connection is piped to one dial returns.
+func (s *Server) serveTCP(name string, ln net.Listener, dial func(ctx context.Context) (net.Conn, error)) {
+	l := s.cfg.Limits
+	p := tcpproxy.New(tcpproxy.Options{
+		Name: name, MaxConns: l.MaxConnections, IdleTimeout: l.IdleTimeout.D(), HandshakeTimeout: l.HandshakeTimeout.D(),
+		Dial: dial, Logger: s.log, OnReject: s.Metrics.Reject, OnConn: s.connGauge(name), Lifetime: s.peerLifetime,
+	})
+	s.addTask(name, func(ctx context.Context) error { return p.Serve(ctx, ln, l.ShutdownTimeout.D()) })
+}
+
+// limit bounds an HTTP listener's open connections.
+func (s *Server) limit(name string, ln net.Listener) net.Listener {
+	return &limitListener{Listener: ln, sem: make(chan struct{}, s.cfg.Limits.MaxConnections), name: name, reject: s.Metrics.Reject}
 }
 
 func (s *Server) connGauge(name string) func(int) {
