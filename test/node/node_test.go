@@ -195,7 +195,7 @@ type portalPorts struct{ portal, admin, certs int }
 
 // registryValues point a chart at the cluster's registry; the digests stay the chart's own.
 func (n *node) registryValues(chart string) []string {
-	return []string{"--set", "image.registry=" + n.registry + "/countersign"}
+	return []string{"--set", "global.imageRegistry=" + n.registry + "/countersign"}
 }
 
 // workloads are the demo's opted-in pods: name label -> the app container and its
