@@ -90,6 +90,8 @@ func appTransport(l config.Limits) *http.Transport {
 }
 
 func (h *Inbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	w, done := h.d.counted(h.cfg.Name, w)
+	defer done()
 	if rej := hygiene(r); rej != nil {
 		h.d.rejectHTTP(w, r, h.cfg.Name, http.StatusBadRequest, rej)
 		return

@@ -123,6 +123,8 @@ func (o *Outbound) generation(cur *identity.Current) *generation {
 }
 
 func (o *Outbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	w, done := o.d.counted(o.cfg.Name, w)
+	defer done()
 	if rej := hygiene(r); rej != nil {
 		o.d.rejectHTTP(w, r, o.cfg.Name, http.StatusBadRequest, rej)
 		return

@@ -53,6 +53,19 @@ func (m *Metrics) Reject(listener string, code attestation.Code) {
 	m.Rejections.WithLabelValues(listener, string(code)).Inc()
 }
 
+// Request counts one HTTP request answered on listener with status (class 2xx, 4xx, ...; none
+// when the connection ended before any status was written).
+func (m *Metrics) Request(listener string, status int) {
+	if m == nil {
+		return
+	}
+	class := "none"
+	if status >= 100 && status < 600 {
+		class = string(rune('0'+status/100)) + "xx"
+	}
+	m.Requests.WithLabelValues(listener, class).Inc()
+}
+
 // Refreshed counts a refresh attempt.
 func (m *Metrics) Refreshed(err error) {
 	if m == nil {

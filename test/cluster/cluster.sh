@@ -457,6 +457,8 @@ up() {
   [ "$(id -u)" = 0 ] || die "needs root (kubelet, containerd, bridge, iptables)"
   local b; for b in etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl coredns; do bin "$b" >/dev/null; done
   if [ -f "$C/up" ] && healthy; then
+    # The images may be newer than the running cluster's: push what the registry lacks.
+    registry_images
     log "already up and healthy (node $NODE Ready); kubeconfig $KC"
     return
   fi
