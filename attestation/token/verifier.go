@@ -208,6 +208,24 @@ func (t *Verified) Digest() [32]byte {
 // Expiry is the token's exp.
 func (t *Verified) Expiry() time.Time { return t.Claims.Expiry.Time() }
 
+// UnverifiedExpiry reads the exp claim of a compact token without verifying it: only for a
+// token already verified (from the certificate of a completed handshake).
+func UnverifiedExpiry(raw string) (time.Time, bool) {
+	parts := strings.Split(raw, ".")
+	if len(parts) != 3 {
+		return time.Time{}, false
+	}
+	b, err := b64url.DecodeString(parts[1])
+	if err != nil {
+		return time.Time{}, false
+	}
+	c, err := maa.ParseClaims(b)
+	if err != nil || c.Expiry == nil {
+		return time.Time{}, false
+	}
+	return c.Expiry.Time(), true
+}
+
 // Binds checks that the token's runtime data names exactly pub: a token proves a key only then.
 func (t *Verified) Binds(pub crypto.PublicKey) *attestation.Rejection {
 	if t.Runtime == nil {
