@@ -4,6 +4,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/sha256"
+	"encoding/hex"
 	"math/big"
 	"strings"
 	"testing"
@@ -21,9 +22,11 @@ const (
 // ECDSA P-256 over the digest H(m), m = "countersign/chain-entry/v1." || b64url(P) (hashed
 // once); (r, n-s) is refused.
 func TestProtocolVector(t *testing.T) {
-	x, _ := new(big.Int).SetString(vectorX, 16)
-	y, _ := new(big.Int).SetString(vectorY, 16)
-	pub := &ecdsa.PublicKey{Curve: elliptic.P256(), X: x, Y: y}
+	point, _ := hex.DecodeString("04" + vectorX + vectorY)
+	pub, err := ecdsa.ParseUncompressedPublicKey(elliptic.P256(), point)
+	if err != nil {
+		t.Fatal(err)
+	}
 	e, p, sig, err := ParseEntry(vectorEntry)
 	if err != nil {
 		t.Fatal(err)
