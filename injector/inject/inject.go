@@ -82,7 +82,7 @@ func (c *Config) Validate() error {
 	if c.DefaultAttester != attester.NameSGX && c.DefaultAttester != attester.NameSim {
 		errs = append(errs, fmt.Errorf("default-attester: %q, expected sgx or sim", c.DefaultAttester))
 	}
-	if !strings.HasPrefix(c.AttestationURL, "https://") && !strings.HasPrefix(c.AttestationURL, "http://") {
+	if !strings.HasPrefix(c.AttestationURL, "https://") {
 		errs = append(errs, fmt.Errorf("attestation-url: %q, expected https://host[:port]", c.AttestationURL))
 	}
 	if c.PolicyConfigMap == "" {
