@@ -198,8 +198,7 @@ func layerOf(t *Tree) (v1.Layer, error) {
 
 func (b *Builder) image(s Spec) (v1.Image, error) {
 	var layers []v1.Layer
-	var check *Tree // every file of the image, for the library check
-	check = NewTree()
+	check := NewTree() // every file of the image, for the library check
 	if s.Base {
 		t, err := b.baseTree()
 		if err != nil {
