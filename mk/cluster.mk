@@ -17,6 +17,6 @@ cluster-down: ## Stop the cluster; remove its processes, bridge, mounts, netns, 
 cluster-status: ## What of the cluster runs; CLUSTER_ENV=1 prints KUBECONFIG= and friends
 	@$(CLUSTER) status $(if $(CLUSTER_ENV),--env)
 
-.PHONY: cluster-smoke
-cluster-smoke: kube-deps images ## The cluster's own test: up, sidecar ordering, DNS, NET_ADMIN init, logs, down leaves nothing
-	$(GO) test -tags cluster -count=1 -timeout 20m -v -run TestClusterSmoke ./test/cluster/
+.PHONY: cluster-verify-down
+cluster-verify-down: ## Fail, naming it, if anything cluster-up made is still there
+	@$(CLUSTER) verify-down

@@ -16,4 +16,5 @@ test-cluster: build kube-deps images ## Both charts on a one-node cluster: demo 
 	@$(GO) test -tags cluster -count=1 -timeout 45m -v $(NODE_TEST_ARGS) ./test/node/ > test/artifacts/test-cluster.log 2>&1; \
 		rc=$$?; grep -E '^(=== RUN|--- |\s+--- |PASS|FAIL|ok)|figure:' test/artifacts/test-cluster.log; \
 		[ $$rc -eq 0 ] || tail -150 test/artifacts/test-cluster.log; \
-		if [ "$(NODE_CLUSTER_AFTER)" = down ]; then $(MAKE) --no-print-directory cluster-down; fi; exit $$rc
+		if [ "$(NODE_CLUSTER_AFTER)" = down ]; then $(MAKE) --no-print-directory cluster-down && \
+			$(MAKE) --no-print-directory cluster-verify-down || rc=1; fi; exit $$rc

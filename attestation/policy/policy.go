@@ -17,7 +17,7 @@ import (
 	"strings"
 	"time"
 
-	"sigs.k8s.io/yaml"
+	"github.com/countersign/countersign/internal/strictdecode"
 
 	"github.com/countersign/countersign/attestation/token"
 )
@@ -135,7 +135,7 @@ func Parse(b []byte, baseDir string) (*Policy, error) {
 		return nil, fmt.Errorf("%d bytes, at most %d allowed", len(b), MaxPolicySize)
 	}
 	var p Policy
-	if err := yaml.UnmarshalStrict(b, &p); err != nil {
+	if err := strictdecode.YAML(b, &p); err != nil {
 		return nil, fmt.Errorf("not a valid policy document: %w", err)
 	}
 	for i := range p.Issuers {

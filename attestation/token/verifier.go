@@ -23,6 +23,7 @@ import (
 
 	"github.com/countersign/countersign/attestation"
 	"github.com/countersign/countersign/attestation/maa"
+	"github.com/countersign/countersign/internal/b64url"
 	"github.com/lestrrat-go/jwx/v3/jwa"
 	"github.com/lestrrat-go/jwx/v3/jws/jwsbb"
 	"github.com/valyala/fastjson"
@@ -207,6 +208,24 @@ func (t *Verified) Digest() [32]byte {
 // Expiry is the token's exp.
 func (t *Verified) Expiry() time.Time { return t.Claims.Expiry.Time() }
 
+// UnverifiedExpiry reads the exp claim of a compact token without verifying it: only for a
+// token already verified (from the certificate of a completed handshake).
+func UnverifiedExpiry(raw string) (time.Time, bool) {
+	parts := strings.Split(raw, ".")
+	if len(parts) != 3 {
+		return time.Time{}, false
+	}
+	b, err := b64url.DecodeString(parts[1])
+	if err != nil {
+		return time.Time{}, false
+	}
+	c, err := maa.ParseClaims(b)
+	if err != nil || c.Expiry == nil {
+		return time.Time{}, false
+	}
+	return c.Expiry.Time(), true
+}
+
 // Binds checks that the token's runtime data names exactly pub: a token proves a key only then.
 func (t *Verified) Binds(pub crypto.PublicKey) *attestation.Rejection {
 	if t.Runtime == nil {
@@ -321,9 +340,9 @@ func (v *Verifier) verify(ctx context.Context, raw string, now time.Time) (*Veri
 	if len(h64) > maxHeaderSize {
 		return malformed("protected header of %d bytes, at most %d accepted", len(h64), maxHeaderSize)
 	}
-	hb, err := base64.RawURLEncoding.DecodeString(h64)
+	hb, err := b64url.DecodeString(h64)
 	if err != nil {
-		return malformed("protected header is not unpadded base64url: %v", err)
+		return malformed("protected header: %v", err)
 	}
 	h, err := parseHeader(hb)
 	if err != nil {
@@ -351,9 +370,9 @@ func (v *Verifier) verify(ctx context.Context, raw string, now time.Time) (*Veri
 	if need := base64.RawURLEncoding.DecodedLen(len(p64)); cap(*bufp) < need {
 		*bufp = make([]byte, need)
 	}
-	n, err := base64.RawURLEncoding.Decode((*bufp)[:cap(*bufp)], unsafe.Slice(unsafe.StringData(p64), len(p64)))
+	n, err := b64url.Decode((*bufp)[:cap(*bufp)], unsafe.Slice(unsafe.StringData(p64), len(p64)))
 	if err != nil {
-		return malformed("payload is not unpadded base64url: %v", err)
+		return malformed("payload: %v", err)
 	}
 	claims, err := maa.ParseClaims((*bufp)[:n])
 	if err != nil {
@@ -371,9 +390,9 @@ func (v *Verifier) verify(ctx context.Context, raw string, now time.Time) (*Veri
 	if rej != nil {
 		return nil, nil, rej
 	}
-	sig, err := base64.RawURLEncoding.DecodeString(s64)
+	sig, err := b64url.DecodeString(s64)
 	if err != nil {
-		return malformed("signature is not unpadded base64url: %v", err)
+		return malformed("signature: %v", err)
 	}
 	// The signing input is read, never written: view the string's bytes without a copy.
 	signingInput := unsafe.Slice(unsafe.StringData(raw), len(h64)+1+len(p64))

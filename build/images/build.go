@@ -68,6 +68,9 @@ func Specs() []Spec {
 			Files:    inferenceFiles, Entrypoint: []string{"/inference-server"},
 			Env: []string{"ONNXRUNTIME_LIB=/usr/lib/onnxruntime/libonnxruntime.so.1"}},
 		{Name: "redis", Base: true, Groups: []string{"redis"}, Entrypoint: []string{"/usr/bin/redis-server"}},
+		// The on-node tests' client (test/node/cmd/probe): an unmodified app in a pod. Not in
+		// the charts.
+		{Name: "probe", Base: true, Binaries: []GoBinary{{Package: "./test/node/cmd/probe", Dest: "probe"}}, Entrypoint: []string{"/probe"}},
 	}
 }
 
@@ -195,8 +198,7 @@ func layerOf(t *Tree) (v1.Layer, error) {
 
 func (b *Builder) image(s Spec) (v1.Image, error) {
 	var layers []v1.Layer
-	var check *Tree // every file of the image, for the library check
-	check = NewTree()
+	check := NewTree() // every file of the image, for the library check
 	if s.Base {
 		t, err := b.baseTree()
 		if err != nil {

@@ -7,7 +7,6 @@ package modelrepo
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -15,6 +14,8 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+
+	"github.com/countersign/countersign/internal/strictdecode"
 )
 
 // ConfigFile is the name of a model's config inside its folder.
@@ -144,12 +145,11 @@ func Digests(models []*Model) map[string]string {
 	return out
 }
 
-// ParseConfig decodes and validates a config.json. Unknown fields are errors.
+// ParseConfig decodes and validates a config.json. Member names are exact: unknown fields,
+// members in another case and duplicates are errors (internal/strictdecode).
 func ParseConfig(raw []byte) (*Config, error) {
-	dec := json.NewDecoder(strings.NewReader(string(raw)))
-	dec.DisallowUnknownFields()
 	var c Config
-	if err := dec.Decode(&c); err != nil {
+	if err := strictdecode.JSON(raw, &c); err != nil {
 		return nil, err
 	}
 	if c.Version == "" {

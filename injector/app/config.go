@@ -133,7 +133,7 @@ func (c *Config) flags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.CertSyncInterval, "cert-sync-interval", c.CertSyncInterval, "self mode: how often the Secret and caBundle are checked")
 	fs.StringVar(&c.TLSCertFile, "tls-cert-file", c.TLSCertFile, "files mode: serving certificate (PEM), reloaded when it changes")
 	fs.StringVar(&c.TLSKeyFile, "tls-key-file", c.TLSKeyFile, "files mode: serving key (PEM)")
-	fs.StringVar(&c.ProxyImage, "proxy-image", c.ProxyImage, "proxy image for the sgx attester (EGo enclave), pinned by digest")
+	fs.StringVar(&c.ProxyImage, "proxy-image", c.ProxyImage, "proxy image for the sgx attester (EGo enclave), pinned by digest; empty refuses sgx pods (and needs --default-attester=sim)")
 	fs.StringVar(&c.ProxySimImage, "proxy-sim-image", c.ProxySimImage, "proxy image for the sim attester, pinned by digest")
 	fs.StringVar(&c.DefaultAttester, "default-attester", c.DefaultAttester, "attester when a pod does not say: sgx or sim")
 	fs.StringVar(&c.AttestationURL, "attestation-url", c.AttestationURL, "attestation service URL written into every proxy's configuration")

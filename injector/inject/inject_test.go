@@ -55,12 +55,37 @@ func TestValidateNamesSetting(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	c.DefaultAttester, c.AttestationURL, c.ProxyImage = "tdx", "ftp://x", ""
+	c.DefaultAttester, c.AttestationURL, c.ProxySimImage = "tdx", "ftp://x", ""
 	err := c.Validate()
-	for _, want := range []string{"default-attester", "attestation-url", "proxy-image"} {
+	for _, want := range []string{"default-attester", "attestation-url", "proxy-sim-image"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Validate() = %v, want it to name %s", err, want)
 		}
+	}
+	// No sgx image: fine for a sim injector, refused when sgx is the default.
+	c = testConfig()
+	c.ProxyImage = ""
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "proxy-image") {
+		t.Errorf("Validate() with default-attester sgx and no proxy-image = %v, want it to name proxy-image", err)
+	}
+	c.DefaultAttester = "sim"
+	if err := c.Validate(); err != nil {
+		t.Errorf("Validate() with default-attester sim and no proxy-image = %v", err)
+	}
+}
+
+// TestInjectSGXWithoutImageRefused: an injector with no sgx (EGo) image refuses a pod asking for
+// the sgx attester, naming the annotation, rather than injecting an empty image.
+func TestInjectSGXWithoutImageRefused(t *testing.T) {
+	c := testConfig()
+	c.ProxyImage, c.DefaultAttester = "", "sim"
+	_, err := c.ParseSettings(testPod(map[string]string{AnnotationAttester: "sgx"}))
+	var e *Error
+	if !errors.As(err, &e) || e.Reason != ReasonInvalidAnnotation || e.Annotation != AnnotationAttester || !strings.Contains(e.Message, "--proxy-image") {
+		t.Fatalf("ParseSettings(sgx, no image) = %v, want an %s rejection of %s naming --proxy-image", err, ReasonInvalidAnnotation, AnnotationAttester)
+	}
+	if _, err := c.ParseSettings(testPod(nil)); err != nil {
+		t.Errorf("ParseSettings(default sim) = %v", err)
 	}
 }
 

@@ -160,10 +160,14 @@ func parseIdentity(ann map[string]string) (string, error) {
 func (c *Config) parseAttester(ann map[string]string) (string, error) {
 	v, ok := ann[AnnotationAttester]
 	if !ok {
-		return c.DefaultAttester, nil
-	}
-	if v != attester.NameSGX && v != attester.NameSim {
+		v = c.DefaultAttester
+	} else if v != attester.NameSGX && v != attester.NameSim {
 		return "", annErr(AnnotationAttester, v, "expected sgx or sim")
+	}
+	if v == attester.NameSGX && c.ProxyImage == "" {
+		// The enclave image is built only where EGo's toolchain is (docs/images.md); without
+		// one the pod would get no proxy it could attest with.
+		return "", annErr(AnnotationAttester, v, "this injector has no image for the sgx (EGo enclave) proxy (its --proxy-image is not set); use %s=sim or install the chart with image.proxy", AnnotationAttester)
 	}
 	return v, nil
 }

@@ -9,7 +9,6 @@
 package xds
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -32,6 +31,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
+	"github.com/countersign/countersign/internal/strictdecode"
 	"github.com/countersign/countersign/proxy/xdsmeta"
 )
 
@@ -116,9 +116,7 @@ func translate(in Input) (map[resource.Type][]types.Resource, map[string][]strin
 		}
 		var narrow map[string]xdsmeta.Narrowing
 		if s := svc.Annotations[AnnotationNarrow]; s != "" {
-			dec := json.NewDecoder(strings.NewReader(s))
-			dec.DisallowUnknownFields()
-			if err := dec.Decode(&narrow); err != nil {
+			if err := strictdecode.JSON([]byte(s), &narrow); err != nil {
 				skipped = append(skipped, Skipped{key, fmt.Sprintf("annotation %s: %v", AnnotationNarrow, err)})
 				continue
 			}
@@ -132,9 +130,7 @@ func translate(in Input) (map[resource.Type][]types.Resource, map[string][]strin
 				}
 			}
 			if s := svc.Annotations[AnnotationAllowNarrow]; s != "" {
-				dec := json.NewDecoder(strings.NewReader(s))
-				dec.DisallowUnknownFields()
-				if err := dec.Decode(&inbound.Narrow); err != nil {
+				if err := strictdecode.JSON([]byte(s), &inbound.Narrow); err != nil {
 					skipped = append(skipped, Skipped{key, fmt.Sprintf("annotation %s: %v", AnnotationAllowNarrow, err)})
 					continue
 				}

@@ -35,6 +35,23 @@ type Rejecter func(listener string, rej *attestation.Rejection)
 // CodeNotAttested is the reason code for a peer certificate without a usable token.
 const CodeNotAttested attestation.Code = "peer_not_attested"
 
+// CodeCertOutlivesToken is the reason for a peer certificate valid beyond its token's exp.
+const CodeCertOutlivesToken attestation.Code = "certificate_outlives_token"
+
+// Expiry is when a connection authenticated with the attested certificate cert must end: the
+// earlier of its NotAfter and its token's exp (read from the token the handshake verified).
+func Expiry(cert *x509.Certificate) time.Time {
+	end := cert.NotAfter
+	raw, err := tokenOf(cert)
+	if err != nil {
+		return end
+	}
+	if exp, ok := token.UnverifiedExpiry(raw); ok && exp.Before(end) {
+		end = exp
+	}
+	return end
+}
+
 // CodeCheckTimeout is the reason when the check did not finish in time.
 const CodeCheckTimeout attestation.Code = "check_timeout"
 
@@ -64,6 +81,12 @@ func Verify(ctx context.Context, c Checker, cert *x509.Certificate, identities [
 	d, t := c.Check(ctx, raw, identities, cert.PublicKey)
 	if !d.Allowed() {
 		return nil, d.Rejection
+	}
+	// The peer chooses its certificate's NotAfter; the token's exp is the attestation
+	// service's. A certificate valid beyond its token would let a stream (closed at NotAfter)
+	// outlive the attestation that allowed it.
+	if exp := t.Expiry(); cert.NotAfter.After(exp) {
+		return nil, attestation.Reject(CodeCertOutlivesToken, "certificate NotAfter", cert.NotAfter.UTC().Format(time.RFC3339), "no later than the token's exp ("+exp.UTC().Format(time.RFC3339)+")")
 	}
 	return &Peer{Identity: d.Identity, Token: t, Key: cert.PublicKey}, nil
 }

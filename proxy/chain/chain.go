@@ -6,13 +6,14 @@
 package chain
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/big"
 	"strconv"
@@ -22,6 +23,8 @@ import (
 
 	"github.com/countersign/countersign/attestation"
 	"github.com/countersign/countersign/attestation/token"
+	"github.com/countersign/countersign/internal/b64url"
+	"github.com/countersign/countersign/internal/strictdecode"
 	"github.com/countersign/countersign/proxy/attestedtls"
 )
 
@@ -65,6 +68,21 @@ const (
 	CodeCountersig      attestation.Code = "countersignature_invalid"
 	CodeCountersigGone  attestation.Code = "countersignature_missing"
 	CodeReplayCacheFull attestation.Code = "replay_cache_full"
+	// CodeSigNotLowS: an ECDSA signature whose s is above n/2. (r, n-s) verifies as well as
+	// (r, s), so only the low-s form is accepted and produced: one statement, one encoding.
+	CodeSigNotLowS attestation.Code = "signature_not_low_s"
+)
+
+// errHighS is parseSigned's error for a signature that is not low-s.
+var errHighS = errors.New("the signature's s is above n/2 (only low-s signatures are accepted)")
+
+// p256HalfN is n/2 for P-256.
+var p256HalfN = new(big.Int).Rsh(elliptic.P256().Params().N, 1)
+
+// Member sets of the signed payloads: exactly these, each once, spelled exactly.
+var (
+	entryMembers      = []string{"v", "i", "prev", "tok", "req", "ts", "nonce"}
+	countersigMembers = []string{"v", "entry", "tok", "resp", "ts"}
 )
 
 var b64 = base64.RawURLEncoding
@@ -171,33 +189,48 @@ func sign(key *ecdsa.PrivateKey, context string, payload any) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	if s.Cmp(p256HalfN) > 0 { // low-s: (r, n-s) is the same signature's other encoding
+		s.Sub(key.Curve.Params().N, s)
+	}
 	sig := make([]byte, 64)
 	r.FillBytes(sig[:32])
 	s.FillBytes(sig[32:])
 	return p + "." + b64.EncodeToString(sig), nil
 }
 
-// parseSigned splits and decodes an encoded statement; it checks shape only.
-func parseSigned(enc string, v any) (payloadB64 string, sig []byte, err error) {
+// parseSigned splits and decodes an encoded statement; it checks shape only: canonical
+// base64url in both parts, a JSON object with exactly members (each once, in any case
+// spelling), a low-s signature.
+func parseSigned(enc string, v any, members []string) (payloadB64 string, sig []byte, err error) {
 	p, s, ok := strings.Cut(enc, ".")
 	if !ok || p == "" || strings.Contains(s, ".") {
 		return "", nil, fmt.Errorf("expected base64url(payload).base64url(signature)")
 	}
-	js, err := b64.DecodeString(p)
+	js, err := b64url.DecodeString(p)
 	if err != nil {
-		return "", nil, fmt.Errorf("payload is not base64url: %v", err)
-	}
-	sig, err = b64.DecodeString(s)
-	if err != nil || len(sig) != 64 {
-		return "", nil, fmt.Errorf("signature is not 64 bytes of base64url")
-	}
-	dec := json.NewDecoder(bytes.NewReader(js))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
 		return "", nil, fmt.Errorf("payload: %v", err)
 	}
-	if dec.More() {
-		return "", nil, fmt.Errorf("payload: trailing data")
+	sig, err = b64url.DecodeString(s)
+	if err != nil || len(sig) != 64 {
+		return "", nil, fmt.Errorf("signature is not 64 bytes of canonical base64url")
+	}
+	var m map[string]json.RawMessage
+	if err := strictdecode.JSON(js, &m); err != nil {
+		return "", nil, fmt.Errorf("payload: %v", err)
+	}
+	for _, k := range members {
+		if _, ok := m[k]; !ok {
+			return "", nil, fmt.Errorf("payload: member %q missing (exactly these members: %s)", k, strings.Join(members, ", "))
+		}
+	}
+	if len(m) != len(members) {
+		return "", nil, fmt.Errorf("payload: %d members, expected exactly these: %s", len(m), strings.Join(members, ", "))
+	}
+	if err := json.Unmarshal(js, v); err != nil {
+		return "", nil, fmt.Errorf("payload: %v", err)
+	}
+	if new(big.Int).SetBytes(sig[32:]).Cmp(p256HalfN) > 0 {
+		return "", nil, errHighS
 	}
 	return p, sig, nil
 }
@@ -210,7 +243,7 @@ func verifySig(pub *ecdsa.PublicKey, context, payloadB64 string, sig []byte) boo
 }
 
 func checkDigestField(name, v string) error {
-	b, err := b64.DecodeString(v)
+	b, err := b64url.DecodeString(v)
 	if err != nil || len(b) != 32 {
 		return fmt.Errorf("%s is not a base64url SHA-256", name)
 	}
@@ -220,7 +253,7 @@ func checkDigestField(name, v string) error {
 // ParseEntry parses an encoded entry's shape (not its signature).
 func ParseEntry(enc string) (*Entry, string, []byte, error) {
 	var e Entry
-	p, sig, err := parseSigned(enc, &e)
+	p, sig, err := parseSigned(enc, &e, entryMembers)
 	if err != nil {
 		return nil, "", nil, err
 	}
@@ -241,7 +274,7 @@ func ParseEntry(enc string) (*Entry, string, []byte, error) {
 	if err := checkDigestField("req", e.Req); err != nil {
 		return nil, "", nil, err
 	}
-	if n, err := b64.DecodeString(e.Nonce); err != nil || len(n) != 16 {
+	if n, err := b64url.DecodeString(e.Nonce); err != nil || len(n) != 16 {
 		return nil, "", nil, fmt.Errorf("nonce is not 16 bytes of base64url")
 	}
 	if e.TS <= 0 {
@@ -296,6 +329,8 @@ type Hop struct {
 	// sum is the SHA-256 of Encoded (when hasSum), computed once by VerifyEntries.
 	sum    [32]byte
 	hasSum bool
+	// signed is the digest the entry's signature is over, H(context || b64url(P)).
+	signed [32]byte
 }
 
 // Chain is a verified chain.
@@ -343,6 +378,23 @@ func (c *Chain) tailSum() [32]byte {
 	return sha256.Sum256([]byte(h.Encoded))
 }
 
+// TailSigned is the digest the last entry's signature is over: what replay protection keys.
+func (c *Chain) TailSigned() [32]byte {
+	h := &c.Hops[len(c.Hops)-1]
+	if h.signed == ([32]byte{}) {
+		if _, p, _, err := ParseEntry(h.Encoded); err == nil {
+			return signedDigest(ctxEntry, p)
+		}
+	}
+	return h.signed
+}
+
+// signedDigest is the digest an ECDSA signature over a payload is computed on:
+// H(context || b64url(payload)).
+func signedDigest(context, payloadB64 string) [32]byte {
+	return sha256.Sum256([]byte(context + payloadB64))
+}
+
 // Checker is attestedtls.Checker.
 type Checker = attestedtls.Checker
 
@@ -367,15 +419,21 @@ func VerifyEntries(ctx context.Context, c Checker, encoded []string, tokens map[
 	used := map[string]bool{}
 	for i, enc := range encoded {
 		e, p, sig, err := ParseEntry(enc)
+		if errors.Is(err, errHighS) {
+			return nil, attestation.Rejectf(CodeSigNotLowS, "entry %d: %v", i, err)
+		}
 		if err != nil {
 			return nil, attestation.Rejectf(CodeChainMalformed, "entry %d: %v", i, err)
 		}
 		sum := sha256.Sum256([]byte(enc))
 		d := b64.EncodeToString(sum[:])
-		if seen[d] {
+		// Duplicates and replays are keyed on what was signed (the signed digest), not on
+		// the encoding.
+		signed := signedDigest(ctxEntry, p)
+		if seen[string(signed[:])] {
 			return nil, attestation.Rejectf(CodeChainDuplicate, "entry %d repeats an earlier entry", i)
 		}
-		seen[d] = true
+		seen[string(signed[:])] = true
 		if e.Index != i {
 			return nil, attestation.Reject(CodeChainOrder, fmt.Sprintf("entry %d index", i), strconv.Itoa(e.Index), strconv.Itoa(i))
 		}
@@ -410,7 +468,7 @@ func VerifyEntries(ctx context.Context, c Checker, encoded []string, tokens map[
 		if signer == nil {
 			return nil, attestation.Rejectf(CodeChainSignature, "entry %d is not signed by a key its token names", i)
 		}
-		ch.Hops = append(ch.Hops, Hop{Entry: e, Encoded: enc, Identity: dec.Identity, Token: t, signer: signer, sum: sum, hasSum: true})
+		ch.Hops = append(ch.Hops, Hop{Entry: e, Encoded: enc, Identity: dec.Identity, Token: t, signer: signer, sum: sum, hasSum: true, signed: signed})
 		ch.Tokens[e.Token] = raw
 	}
 	for d := range tokens {
@@ -480,7 +538,7 @@ func Countersign(self Self, entryDigest string, resp [32]byte, now time.Time) (s
 // ParseCountersig parses an encoded countersignature's shape.
 func ParseCountersig(enc string) (*Countersig, string, []byte, error) {
 	var c Countersig
-	p, sig, err := parseSigned(enc, &c)
+	p, sig, err := parseSigned(enc, &c, countersigMembers)
 	if err != nil {
 		return nil, "", nil, err
 	}
@@ -505,6 +563,9 @@ func VerifyCountersig(enc, entryDigest, tokenDigest string, key *ecdsa.PublicKey
 		return nil, attestation.Rejectf(CodeCountersigGone, "the response carries no %s", HeaderCountersig)
 	}
 	c, p, sig, err := ParseCountersig(enc)
+	if errors.Is(err, errHighS) {
+		return nil, attestation.Rejectf(CodeSigNotLowS, "countersignature: %v", err)
+	}
 	if err != nil {
 		return nil, attestation.Rejectf(CodeCountersig, "%v", err)
 	}

@@ -4,6 +4,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"math/big"
 	"strings"
 	"testing"
 	"time"
@@ -33,6 +34,7 @@ func FuzzChainHeader(f *testing.F) {
 		{",,,", "a..b"},
 		{"eyJ2IjoxfQ.AAAA", ""},
 	}
+	seeds = append(seeds, canonicalSeeds()...)
 	if *fuzzcorpus.Update {
 		if err := fuzzcorpus.Write("FuzzChainHeader", seeds...); err != nil {
 			f.Fatal(err)
@@ -51,6 +53,10 @@ func FuzzChainHeader(f *testing.F) {
 				if e, _, sig, err := ParseEntry(p); err == nil {
 					if e.V != 1 || len(sig) != 64 || e.Index < 0 {
 						t.Fatalf("ParseEntry accepted %+v", e)
+					}
+					// One encoding per entry: canonical base64url, low-s.
+					if _, s64, _ := strings.Cut(p, "."); b64.EncodeToString(sig) != s64 || new(big.Int).SetBytes(sig[32:]).Cmp(p256HalfN) > 0 {
+						t.Fatalf("ParseEntry accepted a non-canonical signature: %q", p)
 					}
 				}
 			}

@@ -159,7 +159,7 @@ func (l *Live) Verify(ctx context.Context, chainHdr, tokensHdr []string, peer *a
 	if ts.Before(now.Add(-l.Window)) || ts.After(now.Add(l.Window)) {
 		return nil, attestation.Reject(CodeChainStale, "last entry ts", ts.UTC().Format(time.RFC3339Nano), "within "+l.Window.String()+" of now")
 	}
-	added, full := l.Replay.Add(ch.tailSum(), struct{}{}, ts.Add(2*l.Window), now)
+	added, full := l.Replay.Add(ch.TailSigned(), struct{}{}, ts.Add(2*l.Window), now)
 	if full {
 		return nil, attestation.Rejectf(CodeReplayCacheFull, "too many requests in the replay window")
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -12,6 +13,8 @@ import (
 
 	"github.com/countersign/countersign/attestation"
 	"github.com/countersign/countersign/attestation/token"
+	"github.com/countersign/countersign/internal/b64url"
+	"github.com/countersign/countersign/internal/strictdecode"
 )
 
 // MaxReceiptSize bounds a receipt.
@@ -61,16 +64,14 @@ func ParseReceipt(b []byte) (*Receipt, error) {
 	}
 	s := strings.TrimSpace(string(b))
 	if !strings.HasPrefix(s, "{") {
-		dec, err := base64.RawURLEncoding.DecodeString(s)
+		dec, err := b64url.DecodeString(s)
 		if err != nil {
-			return nil, fmt.Errorf("receipt is neither JSON nor base64url JSON")
+			return nil, fmt.Errorf("receipt is neither JSON nor canonical base64url JSON")
 		}
 		s = string(dec)
 	}
 	var r Receipt
-	dec := json.NewDecoder(strings.NewReader(s))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&r); err != nil {
+	if err := strictdecode.JSON([]byte(s), &r); err != nil {
 		return nil, fmt.Errorf("receipt: %v", err)
 	}
 	if r.V != 1 {
@@ -105,6 +106,9 @@ func VerifyReceipt(ctx context.Context, c Checker, r *Receipt, identities, answe
 		tokens[Digest(t)] = t
 	}
 	cs, p, sig, err := ParseCountersig(r.Countersignature)
+	if errors.Is(err, errHighS) {
+		return nil, attestation.Rejectf(CodeSigNotLowS, "countersignature: %v", err)
+	}
 	if err != nil {
 		return nil, attestation.Rejectf(CodeCountersig, "%v", err)
 	}
@@ -136,7 +140,7 @@ func VerifyReceipt(ctx context.Context, c Checker, r *Receipt, identities, answe
 	if cs.TS < ch.Hops[len(ch.Hops)-1].Entry.TS {
 		return nil, attestation.Rejectf(CodeCountersig, "the countersignature is older than the request entry")
 	}
-	body, err := b64.DecodeString(r.BodySHA256)
+	body, err := b64url.DecodeString(r.BodySHA256)
 	if err != nil || len(body) != 32 {
 		return nil, attestation.Rejectf(CodeCountersig, "bodySha256 is not a base64url SHA-256")
 	}

@@ -14,10 +14,10 @@ import (
 	"strings"
 	"time"
 
-	"sigs.k8s.io/yaml"
-
 	"github.com/countersign/countersign/attestation/attester"
 	"github.com/countersign/countersign/attestation/maa"
+	"github.com/countersign/countersign/attestation/token"
+	"github.com/countersign/countersign/internal/strictdecode"
 )
 
 // MaxConfigSize bounds the configuration file.
@@ -206,7 +206,7 @@ func Parse(b []byte, baseDir string) (*Config, error) {
 		return nil, fmt.Errorf("%d bytes, at most %d allowed", len(b), MaxConfigSize)
 	}
 	var c Config
-	if err := yaml.UnmarshalStrict(b, &c); err != nil {
+	if err := strictdecode.YAML(b, &c); err != nil {
 		return nil, fmt.Errorf("not a valid configuration: %w", err)
 	}
 	rel := func(p *string) {
@@ -313,8 +313,10 @@ func (c *Config) Validate() error {
 	}
 	if c.AttestationService.URL == "" {
 		add("attestationService.url", "required (https://host[:port])")
-	} else if !strings.HasPrefix(c.AttestationService.URL, "https://") && !strings.HasPrefix(c.AttestationService.URL, "http://") {
-		add("attestationService.url", "%q, expected https://host[:port]", c.AttestationService.URL)
+	} else if err := token.ValidateIssuerURL(c.AttestationService.URL); err != nil {
+		// Plain http would let anyone on the path hand the proxy keys and tokens; the proxy
+		// would then run unready forever, so it refuses to start instead.
+		add("attestationService.url", "%q, expected https://host[:port] (TLS is required; no path)", c.AttestationService.URL)
 	}
 	switch maa.Endpoint(c.AttestationService.Endpoint) {
 	case maa.EndpointSgxEnclave, maa.EndpointOpenEnclave:

@@ -64,7 +64,9 @@ type Deps struct {
 // ourHeaders are set only by proxies: never accepted from an app, and replaced on the way.
 var ourHeaders = []string{chain.HeaderChain, chain.HeaderTokens, chain.HeaderVerified, chain.HeaderCountersig, chain.HeaderReceipt, chain.HeaderReject, chain.HeaderRejectCause}
 
-func deleteOurs(h http.Header, keep ...string) {
+// deleteOurs deletes ourHeaders (but keep) and every other header spelled as a Countersign-
+// header (see isOurs); it returns how many of the latter it deleted.
+func deleteOurs(h http.Header, keep ...string) int {
 	for _, k := range ourHeaders {
 		skip := false
 		for _, kk := range keep {
@@ -76,6 +78,7 @@ func deleteOurs(h http.Header, keep ...string) {
 			h.Del(k)
 		}
 	}
+	return dropVariants(h)
 }
 
 // rejectHTTP writes a rejection: status, reason code header, log line, metric. All HTTP
@@ -114,6 +117,9 @@ func asRejection(err error, fallback attestation.Code) *attestation.Rejection {
 // Content-Length fields, so the framing guard (Framed, proxy/httpframe) is what refuses those
 // shapes on the listeners; these checks stay for requests that do not come through one.
 func hygiene(r *http.Request) *attestation.Rejection {
+	if isH2Preface(r) {
+		return attestation.Reject(CodeUpgrade, "request line", asciiOnly(r.Method+" "+r.RequestURI+" "+r.Proto, 64), "HTTP/1.1 (the HTTP/2 preface is refused)")
+	}
 	if r.Header.Get("Upgrade") != "" || headerHasToken(r.Header, "Connection", "upgrade") {
 		up := r.Header.Get("Upgrade")
 		if strings.Contains(strings.ToLower(up), "h2c") {

@@ -54,7 +54,8 @@ func NewInbound(d *Deps, cfg config.Inbound) *Inbound {
 			pr.Out.URL.Scheme, pr.Out.URL.Host = app.Scheme, app.Host
 			pr.Out.Host = pr.In.Host
 			pr.SetXForwarded()
-			deleteOurs(pr.Out.Header)
+			d.variantsDropped(cfg.Name, "request", deleteOurs(pr.Out.Header))
+			pr.Out.Body = d.filterTrailers(&pr.Out.Trailer, pr.Out.Body, cfg.Name)
 			if st, ok := pr.In.Context().Value(fwdKey{}).(*fwdHeaders); ok {
 				pr.Out.Header.Set(chain.HeaderChain, st.chain)
 				if st.tokens != "" {
@@ -90,12 +91,14 @@ func appTransport(l config.Limits) *http.Transport {
 }
 
 func (h *Inbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	w, done := h.d.counted(h.cfg.Name, w)
+	defer done()
 	if rej := hygiene(r); rej != nil {
 		h.d.rejectHTTP(w, r, h.cfg.Name, http.StatusBadRequest, rej)
 		return
 	}
 	if h.cfg.Public {
-		deleteOurs(r.Header)
+		h.d.variantsDropped(h.cfg.Name, "request", deleteOurs(r.Header))
 		if r.ContentLength > h.d.Limits.MaxBodyBytes {
 			h.d.rejectHTTP(w, r, h.cfg.Name, http.StatusRequestEntityTooLarge, attestation.Reject(CodeBodyTooLarge, "Content-Length", strconv.FormatInt(r.ContentLength, 10), fmt.Sprintf("at most %d", h.d.Limits.MaxBodyBytes)))
 			return
@@ -103,7 +106,7 @@ func (h *Inbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if r.Body != nil {
 			r.Body = http.MaxBytesReader(w, r.Body, h.d.Limits.MaxBodyBytes)
 		}
-		h.rp.ServeHTTP(w, r)
+		h.rp.ServeHTTP(interimFilter{w, h.d, h.cfg.Name}, r)
 		return
 	}
 	ctx := r.Context()
@@ -161,11 +164,12 @@ func (h *Inbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	fwd := &fwdHeaders{chain: ch.Header(), tokens: ch.TokensHeader(""), summary: summarize(peer.Identity, ch)}
 	ctx = context.WithValue(ctx, fwdKey{}, fwd)
 	ctx = context.WithValue(ctx, inKey{}, &inState{entryDigest: tail, self: self})
-	h.rp.ServeHTTP(w, r.WithContext(ctx))
+	h.rp.ServeHTTP(interimFilter{w, h.d, h.cfg.Name}, r.WithContext(ctx))
 }
 
 func (h *Inbound) modifyResponse(resp *http.Response) error {
-	deleteOurs(resp.Header)
+	h.d.variantsDropped(h.cfg.Name, "response", deleteOurs(resp.Header))
+	resp.Body = h.d.filterTrailers(&resp.Trailer, resp.Body, h.cfg.Name)
 	st, ok := resp.Request.Context().Value(inKey{}).(*inState)
 	if !ok {
 		return nil // public listener: nothing to countersign

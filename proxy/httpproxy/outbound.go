@@ -65,7 +65,8 @@ func NewOutbound(d *Deps, cfg config.Outbound) *Outbound {
 			st := pr.In.Context().Value(outKey{}).(*outState)
 			pr.Out.URL.Scheme, pr.Out.URL.Host = "https", cfg.Upstream
 			pr.Out.Host = authority
-			deleteOurs(pr.Out.Header)
+			d.variantsDropped(cfg.Name, "request", deleteOurs(pr.Out.Header))
+			pr.Out.Body = d.filterTrailers(&pr.Out.Trailer, pr.Out.Body, cfg.Name)
 			pr.Out.Header.Set(chain.HeaderChain, st.chainHdr)
 			if st.tokensHdr != "" {
 				pr.Out.Header.Set(chain.HeaderTokens, st.tokensHdr)
@@ -123,6 +124,8 @@ func (o *Outbound) generation(cur *identity.Current) *generation {
 }
 
 func (o *Outbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	w, done := o.d.counted(o.cfg.Name, w)
+	defer done()
 	if rej := hygiene(r); rej != nil {
 		o.d.rejectHTTP(w, r, o.cfg.Name, http.StatusBadRequest, rej)
 		return
@@ -150,7 +153,7 @@ func (o *Outbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	deleteOurs(r.Header)
+	o.d.variantsDropped(o.cfg.Name, "request", deleteOurs(r.Header))
 	bodySum, rej := readBody(r, w, o.d.Limits.MaxBodyBytes, true)
 	if rej != nil {
 		o.d.rejectHTTP(w, r, o.cfg.Name, http.StatusRequestEntityTooLarge, rej)
@@ -180,7 +183,7 @@ func (o *Outbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), o.d.Limits.RequestTimeout.D())
 	defer cancel()
-	o.rp.ServeHTTP(w, r.WithContext(context.WithValue(ctx, outKey{}, st)))
+	o.rp.ServeHTTP(interimFilter{w, o.d, o.cfg.Name}, r.WithContext(context.WithValue(ctx, outKey{}, st)))
 }
 
 func (o *Outbound) modifyResponse(resp *http.Response) error {
@@ -193,6 +196,7 @@ func (o *Outbound) modifyResponse(resp *http.Response) error {
 	if err != nil {
 		return attestation.Rejectf(attestedtls.CodeNotAttested, "%v", err)
 	}
+	resp.Body = o.d.filterTrailers(&resp.Trailer, resp.Body, o.cfg.Name)
 	b, sum, rej := bufferResponse(resp, o.d.Limits.MaxResponseBytes, "the upstream", CodeUpstream)
 	if rej != nil {
 		return rej
@@ -209,7 +213,7 @@ func (o *Outbound) modifyResponse(resp *http.Response) error {
 	if _, err := chain.VerifyCountersig(enc, st.entryDigest, peerTok, pk, chain.ResponseDigest(resp.StatusCode, sum[:])); err != nil {
 		return err
 	}
-	deleteOurs(resp.Header, chain.HeaderCountersig)
+	o.d.variantsDropped(o.cfg.Name, "response", deleteOurs(resp.Header, chain.HeaderCountersig))
 	st.tokens[peerTok] = peer.Token.Raw
 	rc := chain.Receipt{V: 1, Chain: st.chainHdr, Countersignature: enc, Status: resp.StatusCode, BodySHA256: b64(sum[:])}
 	for _, t := range st.tokens {

@@ -17,6 +17,9 @@ type Metrics struct {
 	Connections *prometheus.GaugeVec   // listener
 	Refreshes   *prometheus.CounterVec // result: ok | error
 	Ready       prometheus.Gauge
+	// HeaderVariants counts headers dropped because their name normalises to a Countersign-
+	// name they are not spelled as (listener; direction: request, response, interim, trailer).
+	HeaderVariants *prometheus.CounterVec
 }
 
 // New registers the metrics (and the Go and process collectors) on a new registry.
@@ -39,8 +42,11 @@ func New() *Metrics {
 		Ready: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "countersign_ready", Help: "1 when a valid attested identity is loaded.",
 		}),
+		HeaderVariants: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "countersign_header_variants_dropped_total", Help: "Headers dropped because their name normalises (case, '_' and other separators as '-') to a Countersign- header, by listener and direction.",
+		}, []string{"listener", "direction"}),
 	}
-	r.MustRegister(m.Rejections, m.Requests, m.Connections, m.Refreshes, m.Ready,
+	r.MustRegister(m.Rejections, m.Requests, m.Connections, m.Refreshes, m.Ready, m.HeaderVariants,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -51,6 +57,27 @@ func (m *Metrics) Reject(listener string, code attestation.Code) {
 		return
 	}
 	m.Rejections.WithLabelValues(listener, string(code)).Inc()
+}
+
+// Request counts one HTTP request answered on listener with status (class 2xx, 4xx, ...; none
+// when the connection ended before any status was written).
+func (m *Metrics) Request(listener string, status int) {
+	if m == nil {
+		return
+	}
+	class := "none"
+	if status >= 100 && status < 600 {
+		class = string(rune('0'+status/100)) + "xx"
+	}
+	m.Requests.WithLabelValues(listener, class).Inc()
+}
+
+// HeaderVariantsDropped counts n headers dropped for their Countersign- spelling.
+func (m *Metrics) HeaderVariantsDropped(listener, direction string, n int) {
+	if m == nil {
+		return
+	}
+	m.HeaderVariants.WithLabelValues(listener, direction).Add(float64(n))
 }
 
 // Refreshed counts a refresh attempt.

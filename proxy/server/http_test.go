@@ -123,6 +123,14 @@ func TestHTTPThroughTwoProxies(t *testing.T) {
 	if _, m := get(t, adm+"/metrics", nil); !strings.Contains(m, "countersign_ready 1") {
 		t.Errorf("metrics lack countersign_ready 1")
 	}
+	// Both proxies counted the two requests they answered (a metric nothing incremented
+	// before the on-node tests looked at it).
+	if got := counter(front.Metrics.Requests.WithLabelValues("to-back", "2xx")); got != 2 {
+		t.Errorf("front countersign_http_requests_total{listener=to-back,class=2xx} = %v, want 2", got)
+	}
+	if got := counter(back.Metrics.Requests.WithLabelValues("api", "2xx")); got != 2 {
+		t.Errorf("back countersign_http_requests_total{listener=api,class=2xx} = %v, want 2", got)
+	}
 }
 
 // TestForgedChainFromAppIsDropped: a chain header the app sends that this proxy did not hand

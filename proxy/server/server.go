@@ -548,8 +548,8 @@ func (s *Server) connGauge(name string) func(int) {
 	return func(d int) { g.Add(float64(d)) }
 }
 
-// peerLifetime is when a TCP connection must end: when the attested side's token (the peer's)
-// or this proxy's own token expires, whichever is first. Attestation is checked at the
+// peerLifetime is when a TCP connection must end: when the attested side's token (the peer's;
+// its certificate's NotAfter if earlier) or this proxy's own token expires, whichever is first. Attestation is checked at the
 // handshake; a stream does not outlive the tokens that allowed it.
 func (s *Server) peerLifetime(c net.Conn) time.Time {
 	var end time.Time
@@ -559,7 +559,7 @@ func (s *Server) peerLifetime(c net.Conn) time.Time {
 	if tc, ok := c.(*tls.Conn); ok {
 		cs := tc.ConnectionState()
 		if len(cs.PeerCertificates) == 1 {
-			if exp := cs.PeerCertificates[0].NotAfter; end.IsZero() || exp.Before(end) {
+			if exp := attestedtls.Expiry(cs.PeerCertificates[0]); end.IsZero() || exp.Before(end) {
 				end = exp
 			}
 		}

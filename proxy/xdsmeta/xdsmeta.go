@@ -7,7 +7,6 @@
 package xdsmeta
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +15,8 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/countersign/countersign/internal/strictdecode"
 )
 
 // FilterKey is the key of Countersign's entry in typed_filter_metadata.
@@ -99,9 +100,7 @@ func decode(a *anypb.Any, p any) error {
 	if err != nil {
 		return err
 	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(p); err != nil {
+	if err := strictdecode.JSON(b, p); err != nil {
 		return fmt.Errorf("%s: %v", FilterKey, err)
 	}
 	return nil
@@ -172,9 +171,7 @@ func DecodeNode(md *structpb.Struct) (n NodeInfo, ok bool, err error) {
 	if err != nil {
 		return n, false, err
 	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&n); err != nil {
+	if err := strictdecode.JSON(b, &n); err != nil {
 		return n, false, fmt.Errorf("node metadata %s: %v", NodeKey, err)
 	}
 	return n, true, nil

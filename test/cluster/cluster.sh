@@ -7,6 +7,7 @@
 #   cluster.sh down     stop all of it and remove every process, bridge, mount, netns, iptables
 #                       chain and sysctl change up made, and only those
 #   cluster.sh status   what runs; with --env, shell assignments a test can read
+#   cluster.sh verify-down  fail, naming it, if anything up made is still there
 # Everything lives under $CLUSTER_DIR (default .cache/cluster). Needs root (a kubelet).
 set -euo pipefail
 
@@ -457,6 +458,8 @@ up() {
   [ "$(id -u)" = 0 ] || die "needs root (kubelet, containerd, bridge, iptables)"
   local b; for b in etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl coredns; do bin "$b" >/dev/null; done
   if [ -f "$C/up" ] && healthy; then
+    # The images may be newer than the running cluster's: push what the registry lacks.
+    registry_images
     log "already up and healthy (node $NODE Ready); kubeconfig $KC"
     return
   fi
@@ -575,6 +578,25 @@ cgroups_clean() {
   done
 }
 
+# verify-down: exit non-zero, listing them, when anything up made is still there.
+verify_down() {
+  local left=() p pid
+  for p in $PROCS; do alive "$p" && left+=("process $p (pid $(pidof_ "$p"))"); done
+  for pid in $(pgrep -f containerd-shim 2>/dev/null || true); do
+    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "-address $SOCK" && left+=("containerd shim pid $pid")
+  done
+  ip link show "$BRIDGE" >/dev/null 2>&1 && left+=("bridge $BRIDGE")
+  iptables-save 2>/dev/null | grep -q 'KUBE-' && left+=("iptables KUBE-* rules")
+  awk -v c="$C" 'index($5, c) == 1 {print $5}' /proc/self/mountinfo | grep -q . && left+=("mounts under $C")
+  [ -n "$(ours_netns)" ] && left+=("network namespaces $(ours_netns | tr '\n' ' ')")
+  [ -f "$C/sysctl.saved" ] && left+=("sysctls not restored ($C/sysctl.saved)")
+  if [ ${#left[@]} -gt 0 ]; then
+    printf 'cluster: down left behind: %s\n' "${left[@]}" >&2
+    exit 1
+  fi
+  log "verified: no process, shim, bridge, mount, netns, KUBE- rule or sysctl change of ours remains"
+}
+
 status() {
   if [ "${1:-}" = --env ]; then
     cat <<EOF
@@ -602,5 +624,6 @@ case "${1:-}" in
   up) up ;;
   down) down ;;
   status) shift; status "$@" ;;
-  *) echo "usage: $0 up|down|status [--env]" >&2; exit 2 ;;
+  verify-down) verify_down ;;
+  *) echo "usage: $0 up|down|status [--env]|verify-down" >&2; exit 2 ;;
 esac

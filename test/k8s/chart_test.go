@@ -25,7 +25,9 @@ func chartDir(t *testing.T) string {
 func helmTemplate(t *testing.T, set ...string) (string, error) {
 	t.Helper()
 	args := []string{"template", "cs", chartDir(t), "--namespace", "countersign-system", "--kube-version", kubeVersion,
-		"--set", "injection.attestationURL=https://attest.example"}
+		"--set", "injection.attestationURL=https://attest.example",
+		// The sgx build is not made by make images (docs/images.md): the chart pins none.
+		"--set", "image.proxy.digest=sha256:" + strings.Repeat("5", 64)}
 	for _, s := range set {
 		args = append(args, "--set", s)
 	}
@@ -160,6 +162,8 @@ func TestChartRejectsBadValues(t *testing.T) {
 		{[]string{"unknownValue=1"}, "unknownValue"},
 		{[]string{"webhook.clientAuth.names={kube-apiserver}"}, "needs webhook.clientAuth.caConfigMap"},
 		{[]string{"webhook.clientAuth.caConfigMap=Not_A_Name"}, "caConfigMap"},
+		{[]string{"image.proxy.digest="}, "injection.defaultAttester=sgx needs image.proxy.digest"},
+		{[]string{"global.imageRegistry=bad@registry"}, "imageRegistry"},
 	} {
 		out, err := helmTemplate(t, tc.set...)
 		if err == nil {
@@ -198,8 +202,15 @@ func TestChartControlPlane(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if strings.Contains(out, "--xds-") || strings.Contains(out, "-xds") || strings.Contains(out, "--proxy-init-image") {
-		t.Error("the default render runs a control plane or names an init image")
+	if strings.Contains(out, "--xds-") {
+		t.Error("the default render runs a control plane")
+	}
+	// The init image is built and pinned (make images): transparent mode is on by default.
+	if !strings.Contains(out, "--proxy-init-image=ghcr.io/countersign/proxy-init@sha256:") {
+		t.Error("the default render names no init image")
+	}
+	if out, err := helmTemplate(t, "image.proxyInit.digest="); err != nil || strings.Contains(out, "--proxy-init-image") {
+		t.Errorf("an empty init digest still names an init image (or fails: %v)", err)
 	}
 	out, err = helmTemplate(t, "xds.enabled=true", "xds.tls.existingSecret=cs-xds-tls", "image.proxyInit.digest=sha256:"+strings.Repeat("e", 64))
 	if err != nil {
@@ -262,5 +273,39 @@ func TestChartControlPlane(t *testing.T) {
 		if err == nil || !strings.Contains(out, tc.want) {
 			t.Errorf("%v: %v, want a failure mentioning %q:\n%s", tc.set, err, tc.want, out)
 		}
+	}
+}
+
+// TestChartImages: the chart pins digests only; with no sgx build it renders for sim alone (no
+// --proxy-image, sgx pods refused by the injector); global.imageRegistry moves every image to a
+// mirror, keeping each digest; with xDS on, the xDS-capable sim build is injected and admitted.
+func TestChartImages(t *testing.T) {
+	out, err := helmTemplate(t, "image.proxy.digest=", "injection.defaultAttester=sim")
+	if err != nil {
+		t.Fatalf("sim without an sgx image: %v\n%s", err, out)
+	}
+	if strings.Contains(out, "--proxy-image=") {
+		t.Errorf("--proxy-image passed with no sgx digest:\n%s", out)
+	}
+	out, err = helmTemplate(t, "injection.defaultAttester=sim", "global.imageRegistry=127.0.0.1:5000/countersign/")
+	if err != nil {
+		t.Fatal(err, out)
+	}
+	d := docs(t, out)
+	dep := toJSON(t, d["Deployment/cs-countersign-injector"])
+	for _, want := range []string{`"image":"127.0.0.1:5000/countersign/injector@sha256:`, `--proxy-sim-image=127.0.0.1:5000/countersign/proxy-sim@sha256:`, `--proxy-image=127.0.0.1:5000/countersign/proxy@sha256:5555`} {
+		if !strings.Contains(dep, want) {
+			t.Errorf("deployment lacks %s:\n%s", want, dep)
+		}
+	}
+	if strings.Contains(out, "ghcr.io") {
+		t.Errorf("an image still names ghcr.io with global.imageRegistry set")
+	}
+	out, err = helmTemplate(t, "xds.enabled=true", "xds.tls.existingSecret=cs-xds-tls")
+	if err != nil {
+		t.Fatal(err, out)
+	}
+	if !strings.Contains(out, "--proxy-sim-image=ghcr.io/countersign/proxy-sim-xds@sha256:") {
+		t.Errorf("xds.enabled does not inject the xDS-capable sim build")
 	}
 }

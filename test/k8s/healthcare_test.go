@@ -134,7 +134,8 @@ func TestChartHealthcareDemoLintAndRender(t *testing.T) {
 			{"URLPlainHTTP", []string{"--set", "attestation.url=http://countersigndemo.weu.attest.azure.net"}, "at '/attestation/url'"},
 			{"IdentityNameUppercase", []string{"--set", "identities.recordsApi.name=Records"}, "at '/identities/recordsApi/name'"},
 			{"KeyFileNameNotContents", []string{"--set", "simPlatformKey.privateKey=platform.pem"}, "at '/simPlatformKey/privateKey'"},
-			{"NumericImageTag", []string{"--set", "redis.image.tag=7"}, "at '/redis/image/tag': got number, want string"},
+			{"ImageTagNotDigest", []string{"--set", "redis.image.tag=7.0"}, "at '/redis/image': additional properties 'tag' not allowed"},
+			{"ImageDigestNotSHA256", []string{"--set", "records.image.digest=latest"}, "at '/records/image/digest'"},
 			{"SelfSignedPortalNoHosts", []string{"--set-json", "portal.tls.hosts=[]"}, "at '/portal/tls/hosts': minItems"},
 		} {
 			t.Run(tc.name, func(t *testing.T) {

@@ -184,8 +184,15 @@ func (n *node) probe(t *testing.T, ns, pod string, timeout time.Duration, args .
 	return r
 }
 
+// lastLine is the probe's JSON line: the last line that is a JSON object (kubectl exec adds
+// "command terminated with exit code N" after it when the probe fails).
 func lastLine(s string) string {
 	lines := strings.Split(strings.TrimSpace(s), "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		if l := strings.TrimSpace(lines[i]); strings.HasPrefix(l, "{") {
+			return l
+		}
+	}
 	return lines[len(lines)-1]
 }
 

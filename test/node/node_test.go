@@ -40,7 +40,8 @@ import (
 
 const (
 	csNS     = "countersign-system"
-	csRel    = "countersign" // fullname = release name: Service countersign.countersign-system.svc
+	csRel    = "countersign"
+	csFull   = "countersign-injector" // the chart's fullname: Deployment and Service countersign-injector.countersign-system.svc
 	demoNS   = "demo"
 	hdRel    = "hd"
 	probesNS = "probes" // not opted in
@@ -72,6 +73,11 @@ func TestNode(t *testing.T) {
 		n.dumpPods(t)
 		t.FailNow()
 	}
+	// The portal, its sidecar's admin port and the attestation service on 127.0.0.1 for the
+	// whole run (the demo flow, the browser and the fault tests use them).
+	n.portForward(t, demoNS, "svc/"+hdRel+"-records", 9443, n.portal.portal)
+	n.portForward(t, demoNS, "svc/"+hdRel+"-records", 15020, n.portal.admin)
+	n.portForward(t, demoNS, "svc/"+hdRel+"-attestation", 8443, n.portal.certs)
 	for _, s := range []struct {
 		name string
 		fn   func(*testing.T)
@@ -132,7 +138,7 @@ func (n *node) install(t *testing.T, figs *figures) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	serving, err := certs.NewLeaf(ca, []string{csRel + "." + csNS + ".svc", csRel + "." + csNS + ".svc.cluster.local"}, now, now.Add(24*time.Hour))
+	serving, err := certs.NewLeaf(ca, []string{csFull + "." + csNS + ".svc", csFull + "." + csNS + ".svc.cluster.local"}, now, now.Add(24*time.Hour))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -195,7 +201,7 @@ type portalPorts struct{ portal, admin, certs int }
 
 // registryValues point a chart at the cluster's registry; the digests stay the chart's own.
 func (n *node) registryValues(chart string) []string {
-	return []string{"--set", "image.registry=" + n.registry + "/countersign"}
+	return []string{"--set", "global.imageRegistry=" + n.registry + "/countersign"}
 }
 
 // workloads are the demo's opted-in pods: name label -> the app container and its
@@ -317,9 +323,6 @@ func (n *node) portalClient(t *testing.T) *http.Client {
 // demoFlow is `make demo-smoke` through the cluster: create a patient, upload a scan, get the
 // diagnosis and verify its receipt offline with proxy verify --receipt.
 func (n *node) demoFlow(t *testing.T) {
-	n.portForward(t, demoNS, "svc/"+hdRel+"-records", 9443, n.portal.portal)
-	n.portForward(t, demoNS, "svc/"+hdRel+"-records", 15020, n.portal.admin)
-	n.portForward(t, demoNS, "svc/"+hdRel+"-attestation", 8443, n.portal.certs)
 	c := n.portalClient(t)
 	base := fmt.Sprintf("https://localhost:%d", n.portal.portal)
 	do := func(method, path, ctype string, body io.Reader, key string) []byte {
@@ -667,9 +670,9 @@ func (n *node) sidecarPatchRefused(t *testing.T) {
 	}
 }
 
-// proxyKilled: Redis's sidecar is killed (SIGKILL from the host) while the records API writes
-// through it; the writes fail closed meanwhile, the kubelet restarts the sidecar, traffic
-// recovers, and every write the API acknowledged is still there.
+// proxyKilled: Redis's sidecar is frozen, then killed (SIGSTOP, SIGKILL from the host) while the
+// records API writes through it; the writes fail closed meanwhile, the kubelet restarts the
+// sidecar, traffic recovers, and every write the API acknowledged is still there.
 func (n *node) proxyKilled(t *testing.T) {
 	redisPod := n.pods(t, demoNS, "app.kubernetes.io/name=redis")[0]
 	restarts := redisPod.Status.InitContainerStatuses[0].RestartCount
@@ -691,6 +694,14 @@ func (n *node) proxyKilled(t *testing.T) {
 	}()
 	time.Sleep(8 * time.Second)
 	pid := n.containerPID(t, redisPod.Status.InitContainerStatuses[0].ContainerID)
+	// A killed sidecar is back within a second (the kubelet restarts it at once and it
+	// attests in milliseconds), which the app's Redis client retries hide. So the sidecar is
+	// first frozen (SIGSTOP) for 8 s, an outage long enough for the app's writes to fail,
+	// which shows nothing goes around it; then killed, as a crash would.
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatalf("stop the redis sidecar (pid %d): %v", pid, err)
+	}
+	time.Sleep(8 * time.Second)
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatalf("kill the redis sidecar (pid %d): %v", pid, err)
 	}
@@ -871,10 +882,10 @@ func (n *node) inferenceImage(t *testing.T) string {
 // (failurePolicy Fail, and the admission policy behind it); plain pods still are.
 func (n *node) injectorDown(t *testing.T) {
 	ctx := context.Background()
-	n.mustKubectl(t, "-n", csNS, "scale", "deployment/"+csRel, "--replicas=0")
+	n.mustKubectl(t, "-n", csNS, "scale", "deployment/"+csFull, "--replicas=0")
 	t.Cleanup(func() {
-		n.mustKubectl(t, "-n", csNS, "scale", "deployment/"+csRel, "--replicas=2")
-		n.mustKubectl(t, "-n", csNS, "rollout", "status", "deployment/"+csRel, "--timeout=3m")
+		n.mustKubectl(t, "-n", csNS, "scale", "deployment/"+csFull, "--replicas=2")
+		n.mustKubectl(t, "-n", csNS, "rollout", "status", "deployment/"+csFull, "--timeout=3m")
 	})
 	waitFor(t, "the injector's pods to be gone", 2*time.Minute, func() (bool, string) {
 		ps := n.pods(t, csNS, "")

@@ -22,9 +22,16 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end }}
 {{- end -}}
 
-{{/* repository@digest */}}
+{{/* repository@digest; with global.imageRegistry set, <imageRegistry>/<last element of
+repository>@digest (a mirror holding the same images, such as the cluster of make cluster-up).
+args: dict "image" (the image's values) "global" (.Values.global) */}}
 {{- define "countersign.image" -}}
-{{- printf "%s@%s" .repository .digest -}}
+{{- $reg := "" -}}{{- with .global -}}{{- $reg = .imageRegistry | default "" -}}{{- end -}}
+{{- if $reg -}}
+{{- printf "%s/%s@%s" (trimSuffix "/" $reg) (base .image.repository) .image.digest -}}
+{{- else -}}
+{{- printf "%s@%s" .image.repository .image.digest -}}
+{{- end -}}
 {{- end -}}
 
 {{/* Namespaces never injected nor checked: the release's own and the configured ones. */}}

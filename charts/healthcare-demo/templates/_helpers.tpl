@@ -52,3 +52,13 @@ annotations:
   {{ printf "outbound.countersign.dev/%s" .name }}: {{ .spec | quote }}
   {{- end }}
 {{- end -}}
+{{/* repository@digest; with global.imageRegistry set, <imageRegistry>/<last element of
+repository>@digest. args: dict "image" "global" */}}
+{{- define "hd.image" -}}
+{{- $reg := "" -}}{{- with .global -}}{{- $reg = .imageRegistry | default "" -}}{{- end -}}
+{{- if $reg -}}
+{{- printf "%s/%s@%s" (trimSuffix "/" $reg) (base .image.repository) .image.digest -}}
+{{- else -}}
+{{- printf "%s@%s" .image.repository .image.digest -}}
+{{- end -}}
+{{- end -}}
