@@ -18,6 +18,7 @@ import (
 const (
 	ExitOK       = 0
 	ExitRejected = 1 // a verification said no
+	ExitFailed   = 1 // `run`: the proxy stopped serving (a listener failed or could not be bound)
 	ExitUsage    = 2 // usage, configuration or I/O error
 )
 

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 
 	"github.com/countersign/countersign/proxy/config"
@@ -38,11 +39,12 @@ func runRun(ctx context.Context, args []string, s Streams) error {
 	if err != nil {
 		return usagef("%v", err)
 	}
-	if err := srv.Start(ctx); err != nil {
-		return err
+	log.Info("proxy starting", "identity", cfg.Identity)
+	// Run returns on SIGTERM after draining (nil: exit 0), or on the first listener failure
+	// (exit 1, so that the kubelet restarts the sidecar instead of leaving a dead port behind).
+	if err := srv.Run(ctx); err != nil {
+		return &exitError{code: ExitFailed, err: fmt.Errorf("proxy stopped: %w", err)}
 	}
-	log.Info("proxy started", "identity", cfg.Identity)
-	<-ctx.Done()
-	log.Info("draining")
-	return srv.Wait()
+	log.Info("proxy stopped")
+	return nil
 }

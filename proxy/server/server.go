@@ -59,16 +59,19 @@ type Server struct {
 	cp       controlPlane // the xDS side (proxy/mesh); nil without a control plane
 	listen   func(name, addr string) (net.Listener, error)
 
-	addrs map[string]string
-	tasks []task // the data path's listeners, bound by Start
+	addrMu sync.Mutex
+	addrs  map[string]string
+	tasks  []task // the data path's listeners, bound by Start
 
-	group     *errgroup.Group
-	admin     func(ctx context.Context) error
-	adminDone chan struct{}
-	adminErr  error
-	stopAdmin context.CancelFunc
-	stopping  atomic.Bool                  // serving has ended or is ending: not ready
-	failure   atomic.Pointer[failureCause] // the first listener failure
+	group       *errgroup.Group
+	serveCtx    context.Context         // ends when serving must stop: ctx ended or a listener failed
+	cancelServe context.CancelCauseFunc // called by fail
+	admin       func(ctx context.Context) error
+	adminDone   chan struct{}
+	adminErr    error
+	stopAdmin   context.CancelFunc
+	stopping    atomic.Bool                  // serving has ended or is ending: not ready
+	failure     atomic.Pointer[failureCause] // the first listener failure
 }
 
 // task is one listener's serving loop: it returns nil once ctx has ended and it has drained,
@@ -186,7 +189,12 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 }
 
 // Addr returns the bound address of the listener called name ("admin" for the admin listener).
-func (s *Server) Addr(name string) string { return s.addrs[name] }
+// It is safe to call while Run binds them, and "" until then.
+func (s *Server) Addr(name string) string {
+	s.addrMu.Lock()
+	defer s.addrMu.Unlock()
+	return s.addrs[name]
+}
 
 func (s *Server) onReject(listener string, rej *attestation.Rejection) {
 	s.Metrics.Reject(listener, rej.Code)
@@ -212,6 +220,7 @@ func (s *Server) Start(ctx context.Context) error {
 		s.log.Warn("cannot fetch the attestation service's keys yet", "err", err)
 	}
 	cancel()
+	s.serveCtx, s.cancelServe = context.WithCancelCause(ctx)
 	var bound []net.Listener
 	fail := func(err error) error {
 		for _, l := range bound {
@@ -225,8 +234,10 @@ func (s *Server) Start(ctx context.Context) error {
 			return nil, fmt.Errorf("listener %s: %w", name, err)
 		}
 		bound = append(bound, ln)
+		s.addrMu.Lock()
 		s.addrs[name] = ln.Addr().String()
-		return ln, nil
+		s.addrMu.Unlock()
+		return &watchedListener{Listener: ln, name: name, s: s}, nil
 	}
 	for _, in := range s.cfg.Inbound {
 		ln, err := listen(in.Name, in.Listen)
@@ -256,7 +267,7 @@ func (s *Server) Start(ctx context.Context) error {
 		s.admin = s.serveHTTP(srv, ln)
 	}
 
-	g, gctx := errgroup.WithContext(ctx)
+	g, gctx := errgroup.WithContext(s.serveCtx)
 	s.group = g
 	for _, t := range s.tasks {
 		g.Go(func() error {
@@ -331,8 +342,37 @@ func (s *Server) fail(err error) error {
 		s.stopping.Store(true)
 		s.Metrics.Ready.Set(0)
 		s.log.Error("a listener failed: stopping the proxy", "err", err)
+		s.cancelServe(err) // every other listener drains now, not when this one has drained
 	}
 	return err
+}
+
+// watchedListener reports its listener's failure the moment Accept fails for good, so that
+// /readyz turns false and the other listeners start draining at once (not when this
+// listener's own connections have drained). Errors after serving was told to stop are ours.
+type watchedListener struct {
+	net.Listener
+	name string
+	s    *Server
+}
+
+func (l *watchedListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil && l.s.serveCtx.Err() == nil && !transient(err) {
+		l.s.fail(fmt.Errorf("listener %s: %w", l.name, err))
+	}
+	return c, err
+}
+
+// transient is whether an accept error is one the serving loops back off from and retry
+// (EMFILE, ECONNABORTED, a timeout), as net/http's server does.
+func transient(err error) bool {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return true
+	}
+	var tmp interface{ Temporary() bool }
+	return errors.As(err, &tmp) && tmp.Temporary()
 }
 
 // Ready is whether the proxy holds a valid token and is serving (not draining, no listener
@@ -357,6 +397,9 @@ func (r readiness) Ready() bool                { return r.s.Ready() }
 // stops the admin listener; it returns the first listener failure.
 func (s *Server) Wait() error {
 	err := s.group.Wait()
+	if f := s.Failure(); f != nil {
+		err = f
+	}
 	if s.stopAdmin != nil {
 		s.stopAdmin()
 	}
@@ -379,14 +422,19 @@ func (s *Server) httpServer(h http.Handler, tlsCfg *tls.Config) *http.Server {
 }
 
 // serveHTTP returns the serving loop of srv on ln: it shuts srv down (closing what is left
-// after the drain time) when ctx ends.
+// after the drain time) when ctx ends or ln fails; a failure is returned after the drain.
 func (s *Server) serveHTTP(srv *http.Server, ln net.Listener) func(ctx context.Context) error {
 	return func(ctx context.Context) error {
 		errc := make(chan error, 1)
 		go func() { errc <- srv.Serve(ln) }()
+		var failed error
 		select {
-		case err := <-errc:
-			return err
+		case failed = <-errc:
+			// The listener died: drain what it had accepted like a shutdown, so that no
+			// connection outlives the server, and report why.
+			if failed == nil || errors.Is(failed, http.ErrServerClosed) {
+				failed = errors.New("stopped serving")
+			}
 		case <-ctx.Done():
 		}
 		dctx, cancel := context.WithTimeout(context.Background(), s.cfg.Limits.ShutdownTimeout.D())
@@ -394,6 +442,9 @@ func (s *Server) serveHTTP(srv *http.Server, ln net.Listener) func(ctx context.C
 		err := srv.Shutdown(dctx)
 		if errors.Is(err, context.DeadlineExceeded) {
 			srv.Close()
+		}
+		if failed != nil {
+			return failed
 		}
 		if e := <-errc; e != nil && !errors.Is(e, http.ErrServerClosed) {
 			return e

@@ -85,8 +85,11 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener, drain time.Duration)
 				p.shutdown(drain)
 				return nil
 			}
+			// Transient accept errors (EMFILE, ECONNABORTED, a timeout) back off and retry,
+			// as net/http's server does; anything else ends the listener, and the proxy.
+			var tmp interface{ Temporary() bool }
 			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
+			if (errors.As(err, &ne) && ne.Timeout()) || (errors.As(err, &tmp) && tmp.Temporary()) {
 				tempDelay = min(max(2*tempDelay, 5*time.Millisecond), time.Second)
 				time.Sleep(tempDelay)
 				continue
