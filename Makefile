@@ -38,6 +38,7 @@ lint: ## gofmt, go vet and staticcheck
 		if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) vet -tags cluster ./test/node/ ./test/cluster/
+	$(GO) vet -tags noxds ./proxy/...
 	$(GO) tool staticcheck ./...
 
 .PHONY: deps
@@ -47,6 +48,8 @@ deps: ## Install the Debian packages the tests and the demo use (scripts/deps.d;
 .PHONY: test
 test: deps lint build $(TEST_DEPS) ## The README's test command: lint, build, every unit, fuzz-seed and integration test
 	$(GO) test -race -count=1 -timeout 30m ./...
+	@echo "the lean proxy build (-tags noxds), which proxy-sim images hold:"
+	$(GO) test -count=1 -timeout 10m -tags noxds ./proxy/...
 	@for t in $(TEST_AFTER); do $(MAKE) --no-print-directory $$t || exit 1; done
 
 .PHONY: test-short

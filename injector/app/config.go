@@ -56,6 +56,7 @@ type Config struct {
 
 	ProxyImage           string
 	ProxySimImage        string
+	ProxySimXDSImage     string
 	DefaultAttester      string
 	AttestationURL       string
 	AttestationCAKey     string
@@ -134,7 +135,8 @@ func (c *Config) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.TLSCertFile, "tls-cert-file", c.TLSCertFile, "files mode: serving certificate (PEM), reloaded when it changes")
 	fs.StringVar(&c.TLSKeyFile, "tls-key-file", c.TLSKeyFile, "files mode: serving key (PEM)")
 	fs.StringVar(&c.ProxyImage, "proxy-image", c.ProxyImage, "proxy image for the sgx attester (EGo enclave), pinned by digest; empty refuses sgx pods (and needs --default-attester=sim)")
-	fs.StringVar(&c.ProxySimImage, "proxy-sim-image", c.ProxySimImage, "proxy image for the sim attester, pinned by digest")
+	fs.StringVar(&c.ProxySimImage, "proxy-sim-image", c.ProxySimImage, "proxy image for the sim attester, pinned by digest: the lean build without the xDS client, for pods that do not use the control plane")
+	fs.StringVar(&c.ProxySimXDSImage, "proxy-sim-xds-image", c.ProxySimXDSImage, "proxy image for the sim attester with the xDS client, pinned by digest, for pods that use the control plane (required with --xds-listen)")
 	fs.StringVar(&c.DefaultAttester, "default-attester", c.DefaultAttester, "attester when a pod does not say: sgx or sim")
 	fs.StringVar(&c.AttestationURL, "attestation-url", c.AttestationURL, "attestation service URL written into every proxy's configuration")
 	fs.StringVar(&c.AttestationCAKey, "attestation-ca-key", c.AttestationCAKey, "key in the policy ConfigMap with PEM roots for the attestation service (empty: system roots)")
@@ -287,7 +289,7 @@ func (c *Config) Inject() *inject.Config {
 		ex = append(ex, c.Namespace)
 	}
 	ic := &inject.Config{
-		ProxyImage: c.ProxyImage, ProxySimImage: c.ProxySimImage, DefaultAttester: c.DefaultAttester,
+		ProxyImage: c.ProxyImage, ProxySimImage: c.ProxySimImage, ProxySimXDSImage: c.ProxySimXDSImage, DefaultAttester: c.DefaultAttester,
 		AttestationURL: c.AttestationURL, AttestationCAKey: c.AttestationCAKey,
 		PolicyConfigMap: c.PolicyConfigMap, SimPlatformKeySecret: c.SimPlatformKeySecret,
 		CPU: q(c.ProxyCPU), Memory: q(c.ProxyMemory), EPC: q(c.SGXEPC), ExcludedNamespaces: ex,

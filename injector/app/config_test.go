@@ -75,6 +75,10 @@ func TestValidateNamesFlags(t *testing.T) {
 
 func TestXDSFlags(t *testing.T) {
 	files := []string{"--xds-listen=:15010", "--xds-tls-cert-file=x.crt", "--xds-tls-key-file=x.key", "--xds-client-ca-file=ca.pem"}
+	if _, err := Load(append(append([]string{}, required...), files...), func(string) string { return "" }, io.Discard); err == nil || !strings.Contains(err.Error(), "--proxy-sim-xds-image") {
+		t.Errorf("--xds-listen without --proxy-sim-xds-image: %v, want it refused naming the flag", err)
+	}
+	files = append(files, "--proxy-sim-xds-image=x@sha256:3")
 	c, err := Load(append(append([]string{}, required...), files...), func(string) string { return "" }, io.Discard)
 	if err != nil {
 		t.Fatal(err)

@@ -44,9 +44,12 @@ const (
 type Config struct {
 	// ProxyImage runs the proxy in an EGo enclave (attester sgx; empty refuses sgx pods, as the
 	// image is not built everywhere: docs/images.md); ProxySimImage is the plain
-	// build for the sim attester. Both pinned by digest in production.
-	ProxyImage    string
-	ProxySimImage string
+	// build for the sim attester without the xDS client (-tags noxds), and ProxySimXDSImage
+	// the sim build with it, for pods whose proxy uses the control plane (required with XDS).
+	// All pinned by digest in production.
+	ProxyImage       string
+	ProxySimImage    string
+	ProxySimXDSImage string
 	// DefaultAttester is used when a pod has no countersign.dev/attester annotation.
 	DefaultAttester string
 	// AttestationURL is the attestation service (MAA or the local service).
@@ -78,6 +81,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ProxySimImage == "" {
 		errs = append(errs, errors.New("proxy-sim-image: required"))
+	}
+	if c.XDS != nil && c.ProxySimXDSImage == "" {
+		errs = append(errs, errors.New("proxy-sim-xds-image: required with xds-listen (the lean proxy-sim image has no xDS client)"))
 	}
 	if c.DefaultAttester != attester.NameSGX && c.DefaultAttester != attester.NameSim {
 		errs = append(errs, fmt.Errorf("default-attester: %q, expected sgx or sim", c.DefaultAttester))
@@ -296,7 +302,10 @@ func (c *Config) container(s *Settings, sgx bool) corev1.Container {
 	always := corev1.ContainerRestartPolicyAlways
 	yes, no := true, false
 	uid := int64(65532)
-	image := c.ProxySimImage
+	image := c.ProxySimImage // the lean build, without the xDS client
+	if c.XDS != nil && s.XDS {
+		image = c.ProxySimXDSImage
+	}
 	req := corev1.ResourceList{corev1.ResourceCPU: cpu, corev1.ResourceMemory: mem}
 	lim := corev1.ResourceList{corev1.ResourceMemory: mem}
 	if sgx {

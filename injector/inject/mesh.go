@@ -38,6 +38,11 @@ const (
 	// may require of their upstreams (the proxy's xds.upstreamIdentities). Without it the
 	// control plane can only narrow policy and move the endpoints of named clusters.
 	AnnotationXDSUpstreamIdentities = "countersign.dev/xds-upstream-identities"
+	// AnnotationXDS (enabled or disabled) says whether the pod's proxy subscribes to the
+	// control plane. Default: enabled when the injector runs one. A pod that does not gets
+	// the lean proxy build without the xDS client (--proxy-sim-image); one that does gets the
+	// xDS-capable build (--proxy-sim-xds-image).
+	AnnotationXDS = "countersign.dev/xds"
 )
 
 // Names and paths of what transparent mode and xDS add.
@@ -194,7 +199,7 @@ func (c *Config) meshConfig(s *Settings, pc *config.Config) {
 		}
 		pc.Transparent = ct
 	}
-	if c.XDS != nil {
+	if c.XDS != nil && s.XDS {
 		pc.XDS = &config.XDS{
 			Server:             c.XDS.Address,
 			ServerName:         c.XDS.ServerName,

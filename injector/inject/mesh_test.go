@@ -20,6 +20,7 @@ import (
 func meshConfigForTest() *Config {
 	c := testConfig()
 	c.ProxyInitImage = "registry.example/countersign/proxy-init@sha256:" + strings.Repeat("d", 64)
+	c.ProxySimXDSImage = "registry.example/countersign/proxy-sim-xds@sha256:" + strings.Repeat("e", 64)
 	c.XDS = &XDS{Address: "cs-injector.countersign-system.svc:15010", ServerName: "cs-injector.countersign-system.svc", ClientSecret: "countersign-xds-client"}
 	return c
 }
@@ -192,6 +193,11 @@ func TestInjectTransparentRejects(t *testing.T) {
 		}, ReasonInvalidConfig, []string{"runAsUser is 1337"}},
 		{"upstream identities without a control plane", nil, func(c *Config) { c.XDS = nil }, nil, ReasonInvalidAnnotation, []string{AnnotationXDSUpstreamIdentities, "--xds-listen"}},
 		{"bad upstream identity", map[string]string{AnnotationXDSUpstreamIdentities: "Redis"}, nil, nil, ReasonInvalidAnnotation, []string{AnnotationXDSUpstreamIdentities, "not a policy identity name"}},
+		{"xds neither enabled nor disabled", map[string]string{AnnotationXDS: "yes"}, nil, nil, ReasonInvalidAnnotation, []string{AnnotationXDS, `"yes"`, "enabled or disabled"}},
+		{"xds enabled without a control plane", map[string]string{AnnotationXDS: ValueEnabled}, func(c *Config) { c.XDS = nil }, func(p *corev1.Pod) {
+			delete(p.Annotations, AnnotationXDSUpstreamIdentities)
+		}, ReasonInvalidAnnotation, []string{AnnotationXDS, "--xds-listen"}},
+		{"upstream identities with xds disabled", map[string]string{AnnotationXDS: ValueDisabled}, nil, nil, ReasonInvalidAnnotation, []string{AnnotationXDSUpstreamIdentities, AnnotationXDS + "=disabled"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := meshConfigForTest()

@@ -40,6 +40,9 @@ type Settings struct {
 	Outbound []Listener
 	// Transparent is nil unless countersign.dev/transparent=enabled.
 	Transparent *Transparent
+	// XDS is whether the proxy subscribes to the control plane (countersign.dev/xds; default:
+	// whether the injector runs one), and so which proxy build the pod gets.
+	XDS bool
 	// XDSUpstreamIdentities are what the control plane's clusters may require of upstreams.
 	XDSUpstreamIdentities []string
 	// AppImage is the first app container's image, claimed (not measured) runtime data.
@@ -89,6 +92,7 @@ var boundedAnnotations = []string{
 	AnnotationEPC, AnnotationAdminPort, AnnotationAttestationURL, AnnotationAttestationCAKey,
 	AnnotationSimMREnclave, AnnotationTransparent, AnnotationExcludeInboundPorts,
 	AnnotationExcludeOutboundPorts, AnnotationExcludeOutboundCIDRs, AnnotationXDSUpstreamIdentities,
+	AnnotationXDS,
 }
 
 // ParseSettings decodes and checks the pod's annotations. A bad annotation is an *Error naming
@@ -124,7 +128,7 @@ func (c *Config) ParseSettings(pod *corev1.Pod) (*Settings, error) {
 		return nil, &Error{Reason: ReasonInvalidAnnotation, Message: fmt.Sprintf(
 			"no listeners: at least one %s<name> or %s<name> annotation, or %s=%s, is required", InboundPrefix, OutboundPrefix, AnnotationTransparent, ValueEnabled)}
 	}
-	if s.XDSUpstreamIdentities, err = c.parseXDS(ann); err != nil {
+	if s.XDS, s.XDSUpstreamIdentities, err = c.parseXDS(ann); err != nil {
 		return nil, err
 	}
 	if s.AttestationURL, s.AttestationCAKey, err = c.parseAttestationService(ann); err != nil {
@@ -211,16 +215,35 @@ func (c *Config) parseResources(ann map[string]string, s *Settings) error {
 	return nil
 }
 
-// parseXDS reads the upstream identities xDS clusters may require; nil without the annotation.
-func (c *Config) parseXDS(ann map[string]string) ([]string, error) {
+// parseXDS reads whether the proxy uses the control plane and the upstream identities xDS
+// clusters may require (nil without the annotation).
+func (c *Config) parseXDS(ann map[string]string) (bool, []string, error) {
+	use := c.XDS != nil
+	if v, ok := ann[AnnotationXDS]; ok {
+		switch v {
+		case ValueEnabled:
+			if c.XDS == nil {
+				return false, nil, annErr(AnnotationXDS, v, "this injector runs no control plane (its --xds-listen is not set)")
+			}
+			use = true
+		case ValueDisabled:
+			use = false
+		default:
+			return false, nil, annErr(AnnotationXDS, v, "expected %s or %s", ValueEnabled, ValueDisabled)
+		}
+	}
 	v, ok := ann[AnnotationXDSUpstreamIdentities]
 	if !ok {
-		return nil, nil
+		return use, nil, nil
 	}
 	if c.XDS == nil {
-		return nil, annErr(AnnotationXDSUpstreamIdentities, v, "this injector runs no control plane (its --xds-listen is not set)")
+		return false, nil, annErr(AnnotationXDSUpstreamIdentities, v, "this injector runs no control plane (its --xds-listen is not set)")
 	}
-	return parseIdentities(AnnotationXDSUpstreamIdentities, v, "identities", v)
+	if !use {
+		return false, nil, annErr(AnnotationXDSUpstreamIdentities, v, "only meaningful when the proxy uses the control plane (this pod has %s=%s)", AnnotationXDS, ValueDisabled)
+	}
+	ids, err := parseIdentities(AnnotationXDSUpstreamIdentities, v, "identities", v)
+	return use, ids, err
 }
 
 // listenerNames returns the sorted keys of ann that start with one of the prefixes.

@@ -37,6 +37,7 @@ var goldenCases = map[string]goldenCase{
 	"excluded-namespace": {nsOptIn: true},
 	"transparent":        {mesh: true},
 	"xds":                {mesh: true},
+	"xds-disabled":       {mesh: true},
 	"custom-ports":       {},
 	"public-listener":    {},
 	"already-injected":   {},
@@ -58,6 +59,7 @@ type goldenAnswer struct {
 func meshTestConfig() *inject.Config {
 	c := testConfig()
 	c.ProxyInitImage = "proxy-init@sha256:" + strings.Repeat("d", 64)
+	c.ProxySimXDSImage = "proxy-sim-xds@sha256:" + strings.Repeat("e", 64)
 	c.XDS = &inject.XDS{
 		Address:      "cs-injector.countersign-system.svc:15010",
 		ServerName:   "cs-injector.countersign-system.svc",

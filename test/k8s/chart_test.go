@@ -305,7 +305,7 @@ func TestChartImages(t *testing.T) {
 	if err != nil {
 		t.Fatal(err, out)
 	}
-	if !strings.Contains(out, "--proxy-sim-image=ghcr.io/countersign/proxy-sim-xds@sha256:") {
-		t.Errorf("xds.enabled does not inject the xDS-capable sim build")
+	if !strings.Contains(out, "--proxy-sim-xds-image=ghcr.io/countersign/proxy-sim-xds@sha256:") || !strings.Contains(out, "--proxy-sim-image=ghcr.io/countersign/proxy-sim@sha256:") {
+		t.Errorf("xds.enabled does not pass both sim builds (lean for pods without the control plane, xDS-capable for the others)")
 	}
 }
