@@ -35,6 +35,10 @@ const (
 	HeaderVerified    = "Countersign-Verified"
 	HeaderCountersig  = "Countersign-Countersignature"
 	HeaderReceipt     = "Countersign-Receipt"
+	// HeaderWantReceipt is the app's request to its outbound listener for the receipt of this
+	// call (value ReceiptInline); without it the response carries none.
+	HeaderWantReceipt = "Countersign-Want-Receipt"
+	ReceiptInline     = "inline"
 	HeaderReject      = "Countersign-Reject"
 	HeaderRejectCause = "Countersign-Reject-Detail"
 )

@@ -39,6 +39,7 @@ const (
 	CodeApp            attestation.Code = "app_unavailable"
 	CodeChainForged    attestation.Code = "chain_from_app_unknown"
 	CodeBadCountersign attestation.Code = "countersignature_invalid"
+	CodeWantReceipt    attestation.Code = "receipt_request_invalid"
 )
 
 // Identity is what the data path needs of identity.Source.
@@ -62,7 +63,7 @@ type Deps struct {
 }
 
 // ourHeaders are set only by proxies: never accepted from an app, and replaced on the way.
-var ourHeaders = []string{chain.HeaderChain, chain.HeaderTokens, chain.HeaderVerified, chain.HeaderCountersig, chain.HeaderReceipt, chain.HeaderReject, chain.HeaderRejectCause}
+var ourHeaders = []string{chain.HeaderChain, chain.HeaderTokens, chain.HeaderVerified, chain.HeaderCountersig, chain.HeaderReceipt, chain.HeaderWantReceipt, chain.HeaderReject, chain.HeaderRejectCause}
 
 // deleteOurs deletes ourHeaders (but keep) and every other header spelled as a Countersign-
 // header (see isOurs); it returns how many of the latter it deleted.

@@ -58,9 +58,6 @@ func NewInbound(d *Deps, cfg config.Inbound) *Inbound {
 			pr.Out.Body = d.filterTrailers(&pr.Out.Trailer, pr.Out.Body, cfg.Name)
 			if st, ok := pr.In.Context().Value(fwdKey{}).(*fwdHeaders); ok {
 				pr.Out.Header.Set(chain.HeaderChain, st.chain)
-				if st.tokens != "" {
-					pr.Out.Header.Set(chain.HeaderTokens, st.tokens)
-				}
 				pr.Out.Header.Set(chain.HeaderVerified, st.summary)
 			}
 		},
@@ -75,7 +72,10 @@ func NewInbound(d *Deps, cfg config.Inbound) *Inbound {
 	return h
 }
 
-type fwdHeaders struct{ chain, tokens, summary string }
+// fwdHeaders are what the app is handed: the verified chain, enough to continue it (the
+// outbound side keeps its tokens while the request is in flight), and its summary. The
+// tokens themselves reach an app only in the receipts it asks for.
+type fwdHeaders struct{ chain, summary string }
 type fwdKey struct{}
 
 func appTransport(l config.Limits) *http.Transport {
@@ -161,7 +161,7 @@ func (h *Inbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.d.Logger.Warn("too many chains in flight to remember this one; the app's onward calls will start new chains",
 			"listener", h.cfg.Name, "in_flight", h.d.Forwarded.Len())
 	}
-	fwd := &fwdHeaders{chain: ch.Header(), tokens: ch.TokensHeader(""), summary: summarize(peer.Identity, ch)}
+	fwd := &fwdHeaders{chain: ch.Header(), summary: summarize(peer.Identity, ch)}
 	ctx = context.WithValue(ctx, fwdKey{}, fwd)
 	ctx = context.WithValue(ctx, inKey{}, &inState{entryDigest: tail, self: self})
 	h.rp.ServeHTTP(interimFilter{w, h.d, h.cfg.Name}, r.WithContext(ctx))

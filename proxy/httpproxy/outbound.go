@@ -43,6 +43,7 @@ type outState struct {
 	tokens      map[string]string // every token the receipt needs, by digest
 	tokensHdr   string
 	entryDigest string
+	wantReceipt bool // the app asked for the receipt (Countersign-Want-Receipt: inline)
 }
 
 type outKey struct{}
@@ -153,6 +154,15 @@ func (o *Outbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	// Only the exact spelling asks for a receipt; variants are dropped below with the rest.
+	wantReceipt := false
+	if vals, ok := r.Header[chain.HeaderWantReceipt]; ok {
+		if len(vals) != 1 || vals[0] != chain.ReceiptInline {
+			o.d.rejectHTTP(w, r, o.cfg.Name, http.StatusBadRequest, attestation.Reject(CodeWantReceipt, chain.HeaderWantReceipt, fmt.Sprintf("%q", vals), fmt.Sprintf("one value, %q", chain.ReceiptInline)))
+			return
+		}
+		wantReceipt = true
+	}
 	o.d.variantsDropped(o.cfg.Name, "request", deleteOurs(r.Header))
 	bodySum, rej := readBody(r, w, o.d.Limits.MaxBodyBytes, true)
 	if rej != nil {
@@ -170,11 +180,16 @@ func (o *Outbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		o.d.rejectHTTP(w, r, o.cfg.Name, http.StatusInternalServerError, attestation.Rejectf(CodeNoIdentity, "signing the chain entry: %v", err))
 		return
 	}
-	st := &outState{gen: o.generation(cur), chainHdr: hdr, entryDigest: entry, tokens: map[string]string{chain.TokenDigest(self.Token): self.Token}}
+	st := &outState{gen: o.generation(cur), chainHdr: hdr, entryDigest: entry, wantReceipt: wantReceipt}
+	if wantReceipt {
+		st.tokens = map[string]string{chain.TokenDigest(self.Token): self.Token}
+	}
 	if prev != nil {
 		st.tokensHdr = prev.TokensHeader("")
-		for k, v := range prev.Tokens {
-			st.tokens[k] = v
+		if wantReceipt {
+			for k, v := range prev.Tokens {
+				st.tokens[k] = v
+			}
 		}
 	}
 	if n := len(hdr) + len(st.tokensHdr); n > o.d.Chain.MaxBytes {
@@ -214,6 +229,12 @@ func (o *Outbound) modifyResponse(resp *http.Response) error {
 		return err
 	}
 	o.d.variantsDropped(o.cfg.Name, "response", deleteOurs(resp.Header, chain.HeaderCountersig))
+	// The countersignature is verified; the app sees it only inside the receipt it asked for.
+	resp.Header.Del(chain.HeaderCountersig)
+	if !st.wantReceipt {
+		setBody(resp, b)
+		return nil
+	}
 	st.tokens[peerTok] = peer.Token.Raw
 	rc := chain.Receipt{V: 1, Chain: st.chainHdr, Countersignature: enc, Status: resp.StatusCode, BodySHA256: b64(sum[:])}
 	for _, t := range st.tokens {

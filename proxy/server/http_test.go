@@ -87,6 +87,26 @@ func TestHTTPThroughTwoProxies(t *testing.T) {
 	if r2.StatusCode != 200 || !strings.HasSuffix(string(b2), "body=1000") {
 		t.Fatalf("POST: %d %s %s", r2.StatusCode, r2.Header.Get(chain.HeaderRejectCause), b2)
 	}
+	// Receipts when asked: an app that does not ask gets none, and never the peer's raw
+	// countersignature (it is checked by the proxy and travels only inside receipts).
+	if h := resp.Header; h.Get(chain.HeaderReceipt) != "" || h.Get(chain.HeaderCountersig) != "" {
+		t.Errorf("unasked: the answer carries a receipt (%d bytes) or a countersignature (%d bytes)", len(h.Get(chain.HeaderReceipt)), len(h.Get(chain.HeaderCountersig)))
+	}
+	if h := *app.last.Load(); h.Get(chain.HeaderTokens) != "" {
+		t.Errorf("the app was handed %s; tokens reach apps only inside receipts", chain.HeaderTokens)
+	}
+	// Only the exact spelling and value ask; a variant is dropped (no receipt), a bad value
+	// is refused.
+	if r, _ := get(t, url+"/records/7?x=1", map[string]string{"Countersign_Want_Receipt": "inline"}); r.StatusCode != 200 || r.Header.Get(chain.HeaderReceipt) != "" {
+		t.Errorf("a variant spelling of %s: status %d, receipt %q; want 200 without a receipt", chain.HeaderWantReceipt, r.StatusCode, r.Header.Get(chain.HeaderReceipt))
+	}
+	if r, _ := get(t, url+"/records/7?x=1", map[string]string{chain.HeaderWantReceipt: "yes"}); r.StatusCode != 400 || r.Header.Get(chain.HeaderReject) != "receipt_request_invalid" {
+		t.Errorf("%s: yes: status %d, reject %q; want 400 receipt_request_invalid", chain.HeaderWantReceipt, r.StatusCode, r.Header.Get(chain.HeaderReject))
+	}
+	resp, body = get(t, url+"/records/7?x=1", map[string]string{chain.HeaderWantReceipt: chain.ReceiptInline})
+	if resp.StatusCode != 200 {
+		t.Fatalf("asking for a receipt: status %d (%s): %s", resp.StatusCode, resp.Header.Get(chain.HeaderReject), body)
+	}
 	// The receipt verifies offline and names both hops.
 	rc, err := chain.ParseReceipt([]byte(resp.Header.Get(chain.HeaderReceipt)))
 	if err != nil {
@@ -123,13 +143,13 @@ func TestHTTPThroughTwoProxies(t *testing.T) {
 	if _, m := get(t, adm+"/metrics", nil); !strings.Contains(m, "countersign_ready 1") {
 		t.Errorf("metrics lack countersign_ready 1")
 	}
-	// Both proxies counted the two requests they answered (a metric nothing incremented
-	// before the on-node tests looked at it).
-	if got := counter(front.Metrics.Requests.WithLabelValues("to-back", "2xx")); got != 2 {
-		t.Errorf("front countersign_http_requests_total{listener=to-back,class=2xx} = %v, want 2", got)
+	// Both proxies counted the four requests they answered (a metric nothing incremented
+	// before the on-node tests looked at it); the refused one is a 4xx of front's.
+	if got := counter(front.Metrics.Requests.WithLabelValues("to-back", "2xx")); got != 4 {
+		t.Errorf("front countersign_http_requests_total{listener=to-back,class=2xx} = %v, want 4", got)
 	}
-	if got := counter(back.Metrics.Requests.WithLabelValues("api", "2xx")); got != 2 {
-		t.Errorf("back countersign_http_requests_total{listener=api,class=2xx} = %v, want 2", got)
+	if got := counter(back.Metrics.Requests.WithLabelValues("api", "2xx")); got != 4 {
+		t.Errorf("back countersign_http_requests_total{listener=api,class=2xx} = %v, want 4", got)
 	}
 }
 

@@ -392,7 +392,7 @@ transparent:
 	}
 
 	// 1. Unmodified curl, as the app's UID, to the server's plain address.
-	out, err := execIn(tp.client, appUID, "curl", "-sS", "-m", "10", "-D", "-", fmt.Sprintf("http://%s:8080/records/7", tp.serverIP))
+	out, err := execIn(tp.client, appUID, "curl", "-sS", "-m", "10", "-D", "-", "-H", chain.HeaderWantReceipt+": "+chain.ReceiptInline, fmt.Sprintf("http://%s:8080/records/7", tp.serverIP))
 	if err != nil {
 		t.Fatalf("curl through the interception: %v\n%s", err, out)
 	}

@@ -98,7 +98,10 @@ func TestReceiptVerifiedOffline(t *testing.T) {
 	startProxy(t, dir, "front", common("records-api", mrFront, frontAdmin)+fmt.Sprintf(
 		"outbound:\n  - {name: inference, listen: %s, protocol: http, upstream: %s, upstreamIdentity: [inference]}\n", frontOut, backIn), frontAdmin)
 
-	resp, err := http.Post("http://"+frontOut+"/v2/models/x/infer", "application/json", strings.NewReader(`{"inputs":[]}`))
+	req, _ := http.NewRequest(http.MethodPost, "http://"+frontOut+"/v2/models/x/infer", strings.NewReader(`{"inputs":[]}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Countersign-Want-Receipt", "inline")
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,6 +20,9 @@ import (
 // ReceiptHeader is the header a Countersign sidecar adds to responses it has checked.
 const ReceiptHeader = "Countersign-Receipt"
 
+// WantReceiptHeader asks the sidecar for that receipt (value "inline"); without it there is none.
+const WantReceiptHeader = "Countersign-Want-Receipt"
+
 // MaxResponseBytes bounds an inference response.
 const MaxResponseBytes = 1 << 20
 
@@ -117,6 +120,8 @@ func (c *OIP) Diagnose(ctx context.Context, id string, t []float32, side int) (*
 		return nil, err
 	}
 	req.Header.Set("Content-Type", "application/json")
+	// Ask the sidecar for the receipt of this call: the diagnosis is stored with it.
+	req.Header.Set(WantReceiptHeader, "inline")
 	hc := c.HTTP
 	if hc == nil {
 		hc = &http.Client{Timeout: 30 * time.Second}
