@@ -30,11 +30,11 @@ import (
 
 // Header names.
 const (
-	HeaderChain       = "Countersign-Chain"
-	HeaderTokens      = "Countersign-Chain-Tokens"
-	HeaderVerified    = "Countersign-Verified"
-	HeaderCountersig  = "Countersign-Countersignature"
-	HeaderReceipt     = "Countersign-Receipt"
+	HeaderChain      = "Countersign-Chain"
+	HeaderTokens     = "Countersign-Chain-Tokens"
+	HeaderVerified   = "Countersign-Verified"
+	HeaderCountersig = "Countersign-Countersignature"
+	HeaderReceipt    = "Countersign-Receipt"
 	// HeaderWantReceipt is the app's request to its outbound listener for the receipt of this
 	// call (value ReceiptInline); without it the response carries none.
 	HeaderWantReceipt = "Countersign-Want-Receipt"
@@ -180,67 +180,98 @@ func ResponseDigest(status int, bodySHA256 []byte) [32]byte {
 	return sha256.Sum256([]byte(s))
 }
 
-// sign returns b64url(payload) "." b64url(r||s) with the signature over SHA-256(context ||
-// b64url(payload)).
-func sign(key *ecdsa.PrivateKey, context string, payload any) (string, error) {
+// sign encodes a statement of kind (ctxEntry or ctxCountersig) in the signer's version: v1
+// is b64url(P) "." b64url(r||s) with the signature over SHA-256(context || b64url(P)); v2 is
+// b64url(P) "." b64url(r||s) "." b64url(proof), the signature over the root of the batch the
+// statement was signed in (batch.go).
+func sign(self Self, kind string, payload any) (string, error) {
 	js, err := json.Marshal(payload)
 	if err != nil {
 		return "", err
 	}
 	p := b64.EncodeToString(js)
-	h := sha256.Sum256([]byte(context + p))
-	r, s, err := ecdsa.Sign(rand.Reader, key, h[:])
+	if self.version() == 1 {
+		sig, err := signDigest(self.Key, sha256.Sum256([]byte(kind+p)))
+		if err != nil {
+			return "", err
+		}
+		return p + "." + b64.EncodeToString(sig), nil
+	}
+	st := &signed{payload: p, proof: &inclusion{}}
+	sig, proof, err := batcherFor(self.Key).sign(leafHash(st.context(kind), p))
 	if err != nil {
 		return "", err
 	}
-	if s.Cmp(p256HalfN) > 0 { // low-s: (r, n-s) is the same signature's other encoding
-		s.Sub(key.Curve.Params().N, s)
-	}
-	sig := make([]byte, 64)
-	r.FillBytes(sig[:32])
-	s.FillBytes(sig[32:])
-	return p + "." + b64.EncodeToString(sig), nil
+	return p + "." + b64.EncodeToString(sig) + "." + encodeProof(proof), nil
 }
 
 // parseSigned splits and decodes an encoded statement; it checks shape only: canonical
-// base64url in both parts, a JSON object with exactly members (each once, in any case
-// spelling), a low-s signature.
-func parseSigned(enc string, v any, members []string) (payloadB64 string, sig []byte, err error) {
-	p, s, ok := strings.Cut(enc, ".")
-	if !ok || p == "" || strings.Contains(s, ".") {
-		return "", nil, fmt.Errorf("expected base64url(payload).base64url(signature)")
+// base64url in every part, a JSON object with exactly members (each once, in any case
+// spelling), a low-s signature, and for v2 (three parts) a well-formed inclusion proof.
+func parseSigned(enc string, v any, members []string) (*signed, error) {
+	parts := strings.Split(enc, ".")
+	if (len(parts) != 2 && len(parts) != 3) || parts[0] == "" {
+		return nil, fmt.Errorf("expected base64url(payload).base64url(signature) (v1) or base64url(payload).base64url(signature).base64url(proof) (v2)")
 	}
+	p := parts[0]
 	js, err := b64url.DecodeString(p)
 	if err != nil {
-		return "", nil, fmt.Errorf("payload: %v", err)
+		return nil, fmt.Errorf("payload: %v", err)
 	}
-	sig, err = b64url.DecodeString(s)
+	sig, err := b64url.DecodeString(parts[1])
 	if err != nil || len(sig) != 64 {
-		return "", nil, fmt.Errorf("signature is not 64 bytes of canonical base64url")
+		return nil, fmt.Errorf("signature is not 64 bytes of canonical base64url")
+	}
+	st := &signed{payload: p, sig: sig}
+	if len(parts) == 3 {
+		if st.proof, err = parseProof(parts[2]); err != nil {
+			return nil, err
+		}
 	}
 	var m map[string]json.RawMessage
 	if err := strictdecode.JSON(js, &m); err != nil {
-		return "", nil, fmt.Errorf("payload: %v", err)
+		return nil, fmt.Errorf("payload: %v", err)
 	}
 	for _, k := range members {
 		if _, ok := m[k]; !ok {
-			return "", nil, fmt.Errorf("payload: member %q missing (exactly these members: %s)", k, strings.Join(members, ", "))
+			return nil, fmt.Errorf("payload: member %q missing (exactly these members: %s)", k, strings.Join(members, ", "))
 		}
 	}
 	if len(m) != len(members) {
-		return "", nil, fmt.Errorf("payload: %d members, expected exactly these: %s", len(m), strings.Join(members, ", "))
+		return nil, fmt.Errorf("payload: %d members, expected exactly these: %s", len(m), strings.Join(members, ", "))
 	}
 	if err := json.Unmarshal(js, v); err != nil {
-		return "", nil, fmt.Errorf("payload: %v", err)
+		return nil, fmt.Errorf("payload: %v", err)
 	}
 	if new(big.Int).SetBytes(sig[32:]).Cmp(p256HalfN) > 0 {
-		return "", nil, errHighS
+		return nil, errHighS
 	}
-	return p, sig, nil
+	return st, nil
+}
+
+// checkVersion requires the payload's v to match the encoding: 1 with two parts, 2 with three.
+func checkVersion(v int, st *signed) error {
+	switch {
+	case v == 1 && st.proof == nil, v == 2 && st.proof != nil:
+		return nil
+	case v == 1 || v == 2:
+		return fmt.Errorf("version %d in a %d-part encoding (v1 has two parts, v2 three)", v, 2+btoi(st.proof != nil))
+	}
+	return fmt.Errorf("version %d, expected 1 or 2", v)
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 func verifySig(pub *ecdsa.PublicKey, context, payloadB64 string, sig []byte) bool {
-	h := sha256.Sum256([]byte(context + payloadB64))
+	return verifyDigest(pub, sha256.Sum256([]byte(context+payloadB64)), sig)
+}
+
+func verifyDigest(pub *ecdsa.PublicKey, h [32]byte, sig []byte) bool {
 	r := new(big.Int).SetBytes(sig[:32])
 	s := new(big.Int).SetBytes(sig[32:])
 	return ecdsa.Verify(pub, h[:], r, s)
@@ -254,37 +285,46 @@ func checkDigestField(name, v string) error {
 	return nil
 }
 
-// ParseEntry parses an encoded entry's shape (not its signature).
+// ParseEntry parses an encoded entry's shape (not its signature): the entry, b64url(P) and
+// the signature bytes.
 func ParseEntry(enc string) (*Entry, string, []byte, error) {
-	var e Entry
-	p, sig, err := parseSigned(enc, &e, entryMembers)
+	e, st, err := parseEntry(enc)
 	if err != nil {
 		return nil, "", nil, err
 	}
-	if e.V != 1 {
-		return nil, "", nil, fmt.Errorf("version %d, expected 1", e.V)
+	return e, st.payload, st.sig, nil
+}
+
+func parseEntry(enc string) (*Entry, *signed, error) {
+	var e Entry
+	st, err := parseSigned(enc, &e, entryMembers)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := checkVersion(e.V, st); err != nil {
+		return nil, nil, err
 	}
 	if e.Index < 0 {
-		return nil, "", nil, fmt.Errorf("negative index")
+		return nil, nil, fmt.Errorf("negative index")
 	}
 	if e.Prev != "" {
 		if err := checkDigestField("prev", e.Prev); err != nil {
-			return nil, "", nil, err
+			return nil, nil, err
 		}
 	}
 	if err := checkDigestField("tok", e.Token); err != nil {
-		return nil, "", nil, err
+		return nil, nil, err
 	}
 	if err := checkDigestField("req", e.Req); err != nil {
-		return nil, "", nil, err
+		return nil, nil, err
 	}
 	if n, err := b64url.DecodeString(e.Nonce); err != nil || len(n) != 16 {
-		return nil, "", nil, fmt.Errorf("nonce is not 16 bytes of base64url")
+		return nil, nil, fmt.Errorf("nonce is not 16 bytes of base64url")
 	}
 	if e.TS <= 0 {
-		return nil, "", nil, fmt.Errorf("timestamp missing")
+		return nil, nil, fmt.Errorf("timestamp missing")
 	}
-	return &e, p, sig, nil
+	return &e, st, nil
 }
 
 // Split splits a chain header value into encoded entries, checking the bounds.
@@ -386,8 +426,8 @@ func (c *Chain) tailSum() [32]byte {
 func (c *Chain) TailSigned() [32]byte {
 	h := &c.Hops[len(c.Hops)-1]
 	if h.signed == ([32]byte{}) {
-		if _, p, _, err := ParseEntry(h.Encoded); err == nil {
-			return signedDigest(ctxEntry, p)
+		if _, st, err := parseEntry(h.Encoded); err == nil {
+			return st.digest(ctxEntry)
 		}
 	}
 	return h.signed
@@ -422,7 +462,7 @@ func VerifyEntries(ctx context.Context, c Checker, encoded []string, tokens map[
 	prevDigest := ""
 	used := map[string]bool{}
 	for i, enc := range encoded {
-		e, p, sig, err := ParseEntry(enc)
+		e, st, err := parseEntry(enc)
 		if errors.Is(err, errHighS) {
 			return nil, attestation.Rejectf(CodeSigNotLowS, "entry %d: %v", i, err)
 		}
@@ -433,7 +473,7 @@ func VerifyEntries(ctx context.Context, c Checker, encoded []string, tokens map[
 		d := b64.EncodeToString(sum[:])
 		// Duplicates and replays are keyed on what was signed (the signed digest), not on
 		// the encoding.
-		signed := signedDigest(ctxEntry, p)
+		signed := st.digest(ctxEntry)
 		if seen[string(signed[:])] {
 			return nil, attestation.Rejectf(CodeChainDuplicate, "entry %d repeats an earlier entry", i)
 		}
@@ -468,7 +508,7 @@ func VerifyEntries(ctx context.Context, c Checker, encoded []string, tokens map[
 			r.Detail = strings.TrimPrefix(r.Detail+fmt.Sprintf("; chain entry %d", i), "; ")
 			return nil, &r
 		}
-		signer := signedByToken(t, ctxEntry, p, sig)
+		signer := signedByToken(t, ctxEntry, st)
 		if signer == nil {
 			return nil, attestation.Rejectf(CodeChainSignature, "entry %d is not signed by a key its token names", i)
 		}
@@ -490,23 +530,32 @@ func orNone(s string) string {
 	return s
 }
 
-// signedByToken returns the key named by t that sig verifies with, or nil.
-func signedByToken(t *token.Verified, context, payload string, sig []byte) *ecdsa.PublicKey {
+// signedByToken returns the key named by t that the statement of kind verifies with, or nil.
+func signedByToken(t *token.Verified, kind string, st *signed) *ecdsa.PublicKey {
 	if t.Runtime == nil {
 		return nil
 	}
 	for _, k := range t.Runtime.PublicKeys() {
-		if ek, err := attestedtls.CheckKey(k); err == nil && verifySig(ek, context, payload, sig) {
+		if ek, err := attestedtls.CheckKey(k); err == nil && st.verify(ek, kind) {
 			return ek
 		}
 	}
 	return nil
 }
 
-// Self is what a hop signs with: its current key and token.
+// Self is what a hop signs with: its current key and token, and the protocol version of the
+// statements it signs (0 means 2, the current one; 1 for peers that predate v2).
 type Self struct {
-	Key   *ecdsa.PrivateKey
-	Token string
+	Key     *ecdsa.PrivateKey
+	Token   string
+	Version int
+}
+
+func (s Self) version() int {
+	if s.Version == 1 {
+		return 1
+	}
+	return 2
 }
 
 // Append signs a new entry for a request with digest req after prev (nil starts a chain). It
@@ -516,7 +565,7 @@ func Append(prev *Chain, self Self, req [32]byte, now time.Time) (header, entryD
 	if _, err := rand.Read(nonce); err != nil {
 		return "", "", err
 	}
-	e := Entry{V: 1, Token: TokenDigest(self.Token), Req: b64.EncodeToString(req[:]), TS: now.UnixMilli(), Nonce: b64.EncodeToString(nonce)}
+	e := Entry{V: self.version(), Token: TokenDigest(self.Token), Req: b64.EncodeToString(req[:]), TS: now.UnixMilli(), Nonce: b64.EncodeToString(nonce)}
 	if prev != nil && len(prev.Hops) > 0 {
 		e.Index = len(prev.Hops)
 		e.Prev = prev.Tail()
@@ -524,7 +573,7 @@ func Append(prev *Chain, self Self, req [32]byte, now time.Time) (header, entryD
 			e.TS = last
 		}
 	}
-	enc, err := sign(self.Key, ctxEntry, e)
+	enc, err := sign(self, ctxEntry, e)
 	if err != nil {
 		return "", "", err
 	}
@@ -536,28 +585,37 @@ func Append(prev *Chain, self Self, req [32]byte, now time.Time) (header, entryD
 
 // Countersign signs the answer to the entry whose digest is entryDigest.
 func Countersign(self Self, entryDigest string, resp [32]byte, now time.Time) (string, error) {
-	return sign(self.Key, ctxCountersig, Countersig{V: 1, Entry: entryDigest, Token: TokenDigest(self.Token), Resp: b64.EncodeToString(resp[:]), TS: now.UnixMilli()})
+	return sign(self, ctxCountersig, Countersig{V: self.version(), Entry: entryDigest, Token: TokenDigest(self.Token), Resp: b64.EncodeToString(resp[:]), TS: now.UnixMilli()})
 }
 
-// ParseCountersig parses an encoded countersignature's shape.
+// ParseCountersig parses an encoded countersignature's shape: the statement, b64url(C) and
+// the signature bytes.
 func ParseCountersig(enc string) (*Countersig, string, []byte, error) {
-	var c Countersig
-	p, sig, err := parseSigned(enc, &c, countersigMembers)
+	c, st, err := parseCountersig(enc)
 	if err != nil {
 		return nil, "", nil, err
 	}
-	if c.V != 1 {
-		return nil, "", nil, fmt.Errorf("version %d, expected 1", c.V)
+	return c, st.payload, st.sig, nil
+}
+
+func parseCountersig(enc string) (*Countersig, *signed, error) {
+	var c Countersig
+	st, err := parseSigned(enc, &c, countersigMembers)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := checkVersion(c.V, st); err != nil {
+		return nil, nil, err
 	}
 	for _, f := range []struct{ n, v string }{{"entry", c.Entry}, {"tok", c.Token}, {"resp", c.Resp}} {
 		if err := checkDigestField(f.n, f.v); err != nil {
-			return nil, "", nil, err
+			return nil, nil, err
 		}
 	}
 	if c.TS <= 0 {
-		return nil, "", nil, fmt.Errorf("timestamp missing")
+		return nil, nil, fmt.Errorf("timestamp missing")
 	}
-	return &c, p, sig, nil
+	return &c, st, nil
 }
 
 // VerifyCountersig checks enc answers entryDigest with response digest resp, signed by key
@@ -566,7 +624,7 @@ func VerifyCountersig(enc, entryDigest, tokenDigest string, key *ecdsa.PublicKey
 	if enc == "" {
 		return nil, attestation.Rejectf(CodeCountersigGone, "the response carries no %s", HeaderCountersig)
 	}
-	c, p, sig, err := ParseCountersig(enc)
+	c, st, err := parseCountersig(enc)
 	if errors.Is(err, errHighS) {
 		return nil, attestation.Rejectf(CodeSigNotLowS, "countersignature: %v", err)
 	}
@@ -582,7 +640,7 @@ func VerifyCountersig(enc, entryDigest, tokenDigest string, key *ecdsa.PublicKey
 	if c.Resp != b64.EncodeToString(resp[:]) {
 		return nil, attestation.Reject(CodeCountersig, "resp", c.Resp, "the digest of the response received")
 	}
-	if !verifySig(key, ctxCountersig, p, sig) {
+	if !st.verify(key, ctxCountersig) {
 		return nil, attestation.Rejectf(CodeCountersig, "signature does not verify under the answering peer's key")
 	}
 	return c, nil

@@ -177,6 +177,6 @@ func signedWith(h Hop, pk *ecdsa.PublicKey) bool {
 	if h.signer != nil && h.signer.Equal(pk) {
 		return true
 	}
-	_, p, sig, err := ParseEntry(h.Encoded)
-	return err == nil && verifySig(pk, ctxEntry, p, sig)
+	_, st, err := parseEntry(h.Encoded)
+	return err == nil && st.verify(pk, ctxEntry)
 }

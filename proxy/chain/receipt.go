@@ -105,7 +105,7 @@ func VerifyReceipt(ctx context.Context, c Checker, r *Receipt, identities, answe
 		}
 		tokens[Digest(t)] = t
 	}
-	cs, p, sig, err := ParseCountersig(r.Countersignature)
+	cs, st, err := parseCountersig(r.Countersignature)
 	if errors.Is(err, errHighS) {
 		return nil, attestation.Rejectf(CodeSigNotLowS, "countersignature: %v", err)
 	}
@@ -152,7 +152,7 @@ func VerifyReceipt(ctx context.Context, c Checker, r *Receipt, identities, answe
 	if !d.Allowed() {
 		return nil, d.Rejection
 	}
-	if signedByToken(t, ctxCountersig, p, sig) == nil {
+	if signedByToken(t, ctxCountersig, st) == nil {
 		return nil, attestation.Rejectf(CodeCountersig, "the countersignature is not signed by a key its token names")
 	}
 	return &ReceiptResult{Chain: ch, Answerer: d.Identity, AnswerTok: t, Countersig: cs}, nil

@@ -1,6 +1,10 @@
 package httpproxy
 
-import "net/http"
+import (
+	"net/http"
+
+	"github.com/countersign/countersign/proxy/chain"
+)
 
 // countingWriter remembers the final status a request was answered with, for
 // countersign_http_requests_total (listener, status class).
@@ -30,5 +34,6 @@ func (c *countingWriter) Unwrap() http.ResponseWriter { return c.ResponseWriter 
 // counted wraps w; done counts the request on listener once it has been answered.
 func (d *Deps) counted(listener string, w http.ResponseWriter) (cw *countingWriter, done func()) {
 	cw = &countingWriter{ResponseWriter: w}
-	return cw, func() { d.Metrics.Request(listener, cw.status) }
+	end := chain.Begin()
+	return cw, func() { end(); d.Metrics.Request(listener, cw.status) }
 }

@@ -19,15 +19,16 @@ import (
 
 // highS returns enc with its signature (r, s) replaced by (r, n-s), which verifies as well.
 func highS(t *testing.T, enc string) string {
-	p, s64, _ := strings.Cut(enc, ".")
-	sig, err := base64.RawURLEncoding.DecodeString(s64)
+	parts := strings.Split(enc, ".") // v1: payload.sig, v2: payload.sig.proof
+	sig, err := base64.RawURLEncoding.DecodeString(parts[1])
 	if err != nil {
 		t.Fatal(err)
 	}
 	s := new(big.Int).SetBytes(sig[32:])
 	s.Sub(elliptic.P256().Params().N, s)
 	s.FillBytes(sig[32:])
-	return p + "." + base64.RawURLEncoding.EncodeToString(sig)
+	parts[1] = base64.RawURLEncoding.EncodeToString(sig)
+	return strings.Join(parts, ".")
 }
 
 // spareBits returns enc with the unused low bits of its signature's last base64url character

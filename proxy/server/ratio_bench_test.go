@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
+	"github.com/countersign/countersign/proxy/chain"
 	"io"
 	"net"
 	"net/http"
@@ -68,6 +69,7 @@ func compare(b *testing.B, workers int, base, ours func(worker int) error, baseN
 	}
 	const rounds = 4
 	var mb, mo benchratio.Load
+	st0, sg0 := chain.SignStats()
 	b.ResetTimer()
 	for r := range rounds {
 		n := b.N / rounds
@@ -85,6 +87,9 @@ func compare(b *testing.B, workers int, base, ours func(worker int) error, baseN
 		mo.CPU += y.CPU
 	}
 	b.StopTimer()
+	if st, sg := chain.SignStats(); sg > sg0 {
+		b.ReportMetric(float64(st-st0)/float64(sg-sg0), "statements/signature")
+	}
 	per := func(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) / float64(b.N) }
 	b.ReportMetric(per(mb.Wall), baseName+"-µs/op")
 	b.ReportMetric(per(mo.Wall), "ours-µs/op")
