@@ -161,6 +161,10 @@ type Chain struct {
 	MaxAge   Duration `json:"maxAge,omitempty"`   // oldest first entry accepted, default 5m
 	// Identities every hop must satisfy (any one); default: the listener's allow list.
 	Identities []string `json:"identities,omitempty"`
+	// SignVersion is the protocol version of the chain entries this proxy signs: 2 (default,
+	// group signatures, docs/protocol.md section 10) or 1, for upstreams that predate v2.
+	// Countersignatures answer in the version of the entry they answer.
+	SignVersion int `json:"signVersion,omitempty"`
 }
 
 // Duration is a time.Duration written as "30s".
@@ -445,6 +449,9 @@ func (c *Config) Validate() error {
 	}
 	if l.MaxResponseBytes < 1 {
 		add("limits.maxResponseBytes", "%d, expected at least 1", l.MaxResponseBytes)
+	}
+	if c.Chain.SignVersion != 0 && c.Chain.SignVersion != 1 && c.Chain.SignVersion != 2 {
+		add("chain.signVersion", "%d, expected 1 or 2", c.Chain.SignVersion)
 	}
 	if c.Chain.MaxHops < 1 || c.Chain.MaxHops > 32 {
 		add("chain.maxHops", "%d, expected 1 to 32", c.Chain.MaxHops)

@@ -163,6 +163,7 @@ func (h *Inbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	fwd := &fwdHeaders{chain: ch.Header(), summary: summarize(peer.Identity, ch)}
 	ctx = context.WithValue(ctx, fwdKey{}, fwd)
+	self.Version = ch.Hops[len(ch.Hops)-1].Entry.V // answer in the version the caller speaks
 	ctx = context.WithValue(ctx, inKey{}, &inState{entryDigest: tail, self: self})
 	h.rp.ServeHTTP(interimFilter{w, h.d, h.cfg.Name}, r.WithContext(ctx))
 }

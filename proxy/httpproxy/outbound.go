@@ -175,6 +175,7 @@ func (o *Outbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	reqDigest := chain.RequestDigest(r.Method, authority, r.URL.RequestURI(), bodySum)
 	self := selfFromCert(cur)
+	self.Version = o.d.Chain.SignVersion
 	hdr, entry, err := chain.Append(prev, self, reqDigest, now)
 	if err != nil {
 		o.d.rejectHTTP(w, r, o.cfg.Name, http.StatusInternalServerError, attestation.Rejectf(CodeNoIdentity, "signing the chain entry: %v", err))

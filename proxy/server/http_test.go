@@ -446,3 +446,44 @@ func counter(c interface{ Write(*dto.Metric) error }) float64 {
 	}
 	return m.Counter.GetValue()
 }
+
+// TestV1CallerInteroperates: a front proxy that signs v1 (chain.signVersion: 1, for
+// upstreams that predate v2) and a back proxy that signs v2 by default work together: the
+// back verifies the v1 entry and answers with a v1 countersignature (the version of the entry
+// it answers), so a v1 caller can check it. A default pair speaks v2 both ways. Both
+// receipts verify offline.
+func TestV1CallerInteroperates(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		version int
+		parts   int // of the entry and of the countersignature
+	}{{"v1 caller", 1, 2}, {"default (v2)", 0, 3}} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, time.Hour)
+			a, last := newApp(t)
+			bc := e.cfg("back", mrBack)
+			bc.Inbound = []config.Inbound{{Name: "api", Listen: "127.0.0.1:0", Protocol: "http", ForwardTo: strings.TrimPrefix(a.URL, "http://"), Allow: []string{"front"}}}
+			back := e.start(bc)
+			fc := frontTo(e, back.Addr("api"))
+			fc.Chain.SignVersion = tc.version
+			front := e.start(fc)
+			resp, body := get(t, "http://"+front.Addr("to-back")+"/x", map[string]string{chain.HeaderWantReceipt: chain.ReceiptInline})
+			if resp.StatusCode != 200 {
+				t.Fatalf("status %d (%s %s): %s", resp.StatusCode, resp.Header.Get(chain.HeaderReject), resp.Header.Get(chain.HeaderRejectCause), body)
+			}
+			if got := strings.Count((*last.Load()).Get(chain.HeaderChain), ".") + 1; got != tc.parts {
+				t.Errorf("the entry the app was handed has %d parts, want %d", got, tc.parts)
+			}
+			rc, err := chain.ParseReceipt([]byte(resp.Header.Get(chain.HeaderReceipt)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := strings.Count(rc.Countersignature, ".") + 1; got != tc.parts {
+				t.Errorf("the countersignature has %d parts, want %d (the version of the entry it answers)", got, tc.parts)
+			}
+			if _, err := chain.VerifyReceipt(context.Background(), back.Engine, rc, []string{"front"}, []string{"back"}, 8); err != nil {
+				t.Errorf("receipt: %v", err)
+			}
+		})
+	}
+}
