@@ -32,8 +32,13 @@ func verifyReceipt(ctx context.Context, s Streams, p *policy.Policy, receiptFile
 	}
 	r, err := chain.ParseReceipt(raw)
 	if err != nil {
-		fmt.Fprintf(s.Out, "rejected: %s\n  %v\n", chain.CodeChainMalformed, err)
-		return &exitError{code: ExitRejected, err: fmt.Errorf("receipt rejected: %v", err)}
+		code, why := chain.CodeReceiptMalformed, err.Error()
+		var rej *attestation.Rejection
+		if errors.As(err, &rej) {
+			code, why = rej.Code, rej.Sentence()
+		}
+		fmt.Fprintf(s.Out, "rejected: %s\n  %s\n", code, why)
+		return &exitError{code: ExitRejected, err: fmt.Errorf("receipt rejected: %s", code)}
 	}
 	when := chain.ReceiptTime(r)
 	if when.IsZero() {
