@@ -118,8 +118,12 @@ type ReceiptResult struct {
 // time and satisfying one of identities (any policy identity when empty), the links and
 // signatures, and the countersignature over the last entry and the response digest by a token
 // that satisfies one of answerer (any when empty). c's clock must be the receipt's time: use
-// ReceiptTime.
+// ReceiptTime. The order of the checks is that of docs/protocol.md section 9.
 func VerifyReceipt(ctx context.Context, c Checker, r *Receipt, identities, answerer []string, maxHops int) (*ReceiptResult, error) {
+	cs, p, sig, err := parseReceiptCountersig(r.Countersignature)
+	if err != nil {
+		return nil, err
+	}
 	encoded, err := Split(r.Chain, maxHops)
 	if err != nil {
 		return nil, err
@@ -130,13 +134,6 @@ func VerifyReceipt(ctx context.Context, c Checker, r *Receipt, identities, answe
 			return nil, attestation.Rejectf(CodeReceiptMalformed, "receipt lists a token twice")
 		}
 		tokens[Digest(t)] = t
-	}
-	cs, p, sig, err := ParseCountersig(r.Countersignature)
-	if errors.Is(err, errHighS) {
-		return nil, attestation.Rejectf(CodeSigNotLowS, "countersignature: %v", err)
-	}
-	if err != nil {
-		return nil, attestation.Rejectf(CodeCountersig, "%v", err)
 	}
 	ansRaw, ok := tokens[cs.Token]
 	if !ok {
@@ -186,11 +183,24 @@ func VerifyReceipt(ctx context.Context, c Checker, r *Receipt, identities, answe
 	return &ReceiptResult{Chain: ch, Answerer: d.Identity, AnswerTok: t, Countersig: cs}, nil
 }
 
-// ReceiptTime is the time a receipt speaks for (its countersignature's timestamp), or zero.
-func ReceiptTime(r *Receipt) time.Time {
-	cs, _, _, err := ParseCountersig(r.Countersignature)
+// ReceiptTime is the time a receipt speaks for (its countersignature's timestamp), or the
+// rejection VerifyReceipt gives when the countersignature does not parse.
+func ReceiptTime(r *Receipt) (time.Time, error) {
+	cs, _, _, err := parseReceiptCountersig(r.Countersignature)
 	if err != nil {
-		return time.Time{}
+		return time.Time{}, err
 	}
-	return time.UnixMilli(cs.TS)
+	return time.UnixMilli(cs.TS), nil
+}
+
+// parseReceiptCountersig is ParseCountersig with its errors as rejections.
+func parseReceiptCountersig(enc string) (*Countersig, string, []byte, error) {
+	cs, p, sig, err := ParseCountersig(enc)
+	if errors.Is(err, errHighS) {
+		return nil, "", nil, attestation.Rejectf(CodeSigNotLowS, "countersignature: %v", err)
+	}
+	if err != nil {
+		return nil, "", nil, attestation.Rejectf(CodeCountersig, "countersignature: %v", err)
+	}
+	return cs, p, sig, nil
 }
