@@ -213,7 +213,9 @@ func (o *Outbound) modifyResponse(resp *http.Response) error {
 	if _, err := chain.VerifyCountersig(enc, st.entryDigest, peerTok, pk, chain.ResponseDigest(resp.StatusCode, sum[:])); err != nil {
 		return err
 	}
-	o.d.variantsDropped(o.cfg.Name, "response", deleteOurs(resp.Header, chain.HeaderCountersig))
+	// The countersignature is verified and goes to the app inside the receipt, not as a
+	// header of its own (docs/protocol.md section 9).
+	o.d.variantsDropped(o.cfg.Name, "response", deleteOurs(resp.Header))
 	st.tokens[peerTok] = peer.Token.Raw
 	rc := chain.Receipt{V: 1, Chain: st.chainHdr, Countersignature: enc, Status: resp.StatusCode, BodySHA256: b64(sum[:])}
 	for _, t := range st.tokens {
