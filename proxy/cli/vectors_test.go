@@ -510,6 +510,9 @@ func generateVectors(t *testing.T) map[string][]byte {
 	bad("receipt-member-case", "receipt_malformed", "The receipt spells bodySha256 as bodysha256.", append(r1.del("bodySha256"), kv{"bodysha256", r1.get("bodySha256")}))
 	bad("receipt-member-twice", "receipt_malformed", "The receipt's status appears twice (200, then 500).", append(slices.Clone(r1), kv{"status", 500}))
 	bad("receipt-status-string", "receipt_malformed", "The receipt's status is the string \"200\".", r1.set("status", "200"))
+	bad("receipt-status-out-of-range", "receipt_malformed", "The receipt's status is 1000.", r1.set("status", 1000))
+	bad("receipt-chain-empty", "chain_missing", "The receipt's chain is the empty string.", r1.set("chain", ""))
+	bad("receipt-chain-trailing-comma", "chain_malformed", "The receipt's chain ends in a comma: an empty entry.", r1.set("chain", one.entries[0]+","))
 	bad("receipt-body-not-digest", "receipt_malformed", "bodySha256 is 31 bytes.", r1.set("bodySha256", vb64.EncodeToString(h("x")[:31])))
 	js := mustJSON(t, r1)
 	for vb64.EncodedLen(len(js))%4 == 0 { // JSON may end in white space: find a length with spare bits
@@ -580,6 +583,8 @@ func generateVectors(t *testing.T) map[string][]byte {
 	add("hop-token-debuggable-missing", "records-api's token has no x-ms-sgx-is-debuggable; the hop required to be records-api.",
 		tokScene(g.token("records-api", func(c obj) obj { return c.del("x-ms-sgx-is-debuggable") }, "", nil)), "rejected", "claim_missing", rec, nil)
 	bad("hop-token-svn-string", "claim_type", "records-api's token has x-ms-sgx-svn as the string \"2\".", tokScene(g.token("records-api", func(c obj) obj { return c.set("x-ms-sgx-svn", "2") }, "", nil)))
+	add("hop-token-no-attestation-type", "records-api's token has no x-ms-attestation-type; the hop required to be records-api.",
+		tokScene(g.token("records-api", func(c obj) obj { return c.del("x-ms-attestation-type") }, "", nil)), "rejected", "attestation_type_not_allowed", rec, nil)
 	bad("hop-token-unknown-kid", "kid_unknown", "records-api's token names a kid the issuer's key set does not have.", tokScene(g.token("records-api", nil, digest("another key"), nil)))
 	bad("hop-token-untrusted-issuer", "issuer_untrusted", "records-api's token has iss with a trailing slash.", tokScene(g.token("records-api", func(c obj) obj { return c.set("iss", vecIssuer+"/") }, "", nil)))
 	bad("hop-token-no-runtime", "chain_signature_invalid", "records-api's token has no x-ms-runtime: no key to check the entry with.", tokScene(g.token("records-api", func(c obj) obj { return c.del("x-ms-runtime") }, "", nil)))
