@@ -605,12 +605,21 @@ func TestDiscovery(t *testing.T) {
 		"jwks_uri":                              testIssuer + "/certs",
 		"id_token_signing_alg_values_supported": []any{"RS256"},
 		"response_types_supported":              []any{"token", "none"},
-		"revocation_endpoint":                   testIssuer + "/revoke",
 	}
 	for k, v := range want {
 		if fmt.Sprint(oc[k]) != fmt.Sprint(v) {
 			t.Errorf("%s = %v, want %v", k, oc[k], v)
 		}
+	}
+	// Every member is in docs/attestation-service.md's table, and nothing advertises an
+	// endpoint the service does not serve (revocation_endpoint was a 404).
+	for k := range oc {
+		if _, ok := want[k]; !ok && k != "claims_supported" {
+			t.Errorf("openid-configuration advertises %s, which the page does not list", k)
+		}
+	}
+	if res := do(t, s.Handler(), "GET", "/revoke", "", nil, nil); res.status == 200 {
+		t.Errorf("GET /revoke answers 200: document it in the endpoint table")
 	}
 	claims, _ := oc["claims_supported"].([]any)
 	for _, c := range []string{"x-ms-sgx-mrenclave", "x-ms-policy-hash", "x-countersign-sim", "maa-ehd"} {

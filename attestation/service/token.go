@@ -83,18 +83,18 @@ var ClaimsSupported = []string{
 
 func (s *Service) openIDConfig() ([]byte, error) {
 	return marshal(struct {
-		Issuer            string   `json:"issuer"`
-		JWKSURI           string   `json:"jwks_uri"`
-		SigningAlgs       []string `json:"id_token_signing_alg_values_supported"`
-		ResponseTypes     []string `json:"response_types_supported"`
-		ClaimsSupported   []string `json:"claims_supported"`
-		RevocationEndpint string   `json:"revocation_endpoint"`
+		Issuer          string   `json:"issuer"`
+		JWKSURI         string   `json:"jwks_uri"`
+		SigningAlgs     []string `json:"id_token_signing_alg_values_supported"`
+		ResponseTypes   []string `json:"response_types_supported"`
+		ClaimsSupported []string `json:"claims_supported"`
+		// No revocation_endpoint: MAA advertises {issuer}/revoke, but this service has no
+		// revocation to serve and advertised only a 404 (issue 17). Its clients ignore it.
 	}{
-		Issuer:            s.issuer,
-		JWKSURI:           s.issuer + maa.PathCerts,
-		SigningAlgs:       []string{"RS256"},
-		ResponseTypes:     []string{"token", "none"},
-		ClaimsSupported:   ClaimsSupported,
-		RevocationEndpint: s.issuer + "/revoke",
+		Issuer:          s.issuer,
+		JWKSURI:         s.issuer + maa.PathCerts,
+		SigningAlgs:     []string{"RS256"},
+		ResponseTypes:   []string{"token", "none"},
+		ClaimsSupported: ClaimsSupported,
 	})
 }

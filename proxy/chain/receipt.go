@@ -6,7 +6,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"strings"
 	"sync"
 	"time"
@@ -19,6 +18,14 @@ import (
 
 // MaxReceiptSize bounds a receipt.
 const MaxReceiptSize = 256 << 10
+
+// CodeReceiptMalformed: a receipt that does not parse (neither JSON nor canonical base64url
+// JSON, a member missing, unknown or repeated, a wrong type, `v` other than 1) or whose token
+// list does not match its chain (a token twice, or one nothing names).
+const CodeReceiptMalformed attestation.Code = "receipt_malformed"
+
+// receiptMembers is the receipt's member set: exactly these, each once, spelled exactly.
+var receiptMembers = []string{"v", "chain", "tokens", "countersignature", "status", "bodySha256"}
 
 // Receipt is the evidence a caller keeps: the chain as sent, every token it names, and the
 // answering hop's countersignature over the last entry and the response.
@@ -57,25 +64,44 @@ func (r *Receipt) Encode() (string, error) {
 
 var receiptBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
-// ParseReceipt accepts the JSON or the header form (base64url of the JSON).
+// ParseReceipt accepts the JSON or the header form (base64url of the JSON). Its errors are
+// rejections with CodeReceiptMalformed.
 func ParseReceipt(b []byte) (*Receipt, error) {
 	if len(b) > MaxReceiptSize {
-		return nil, fmt.Errorf("receipt of %d bytes, at most %d allowed", len(b), MaxReceiptSize)
+		return nil, attestation.Rejectf(CodeReceiptMalformed, "receipt of %d bytes, at most %d allowed", len(b), MaxReceiptSize)
 	}
 	s := strings.TrimSpace(string(b))
 	if !strings.HasPrefix(s, "{") {
 		dec, err := b64url.DecodeString(s)
 		if err != nil {
-			return nil, fmt.Errorf("receipt is neither JSON nor canonical base64url JSON")
+			return nil, attestation.Rejectf(CodeReceiptMalformed, "receipt is neither JSON nor canonical base64url JSON")
 		}
 		s = string(dec)
 	}
+	var m map[string]json.RawMessage
+	if err := strictdecode.JSON([]byte(s), &m); err != nil {
+		return nil, attestation.Rejectf(CodeReceiptMalformed, "receipt: %v", err)
+	}
+	for _, k := range receiptMembers {
+		if _, ok := m[k]; !ok {
+			return nil, attestation.Rejectf(CodeReceiptMalformed, "receipt: member %q missing (exactly these members: %s)", k, strings.Join(receiptMembers, ", "))
+		}
+	}
 	var r Receipt
 	if err := strictdecode.JSON([]byte(s), &r); err != nil {
-		return nil, fmt.Errorf("receipt: %v", err)
+		return nil, attestation.Rejectf(CodeReceiptMalformed, "receipt: %v (exactly these members: %s)", err, strings.Join(receiptMembers, ", "))
 	}
 	if r.V != 1 {
-		return nil, fmt.Errorf("receipt version %d, expected 1", r.V)
+		return nil, attestation.Rejectf(CodeReceiptMalformed, "receipt member v is %d, expected 1 (the only receipt version)", r.V)
+	}
+	if len(r.Tokens) == 0 {
+		return nil, attestation.Rejectf(CodeReceiptMalformed, "receipt member tokens is empty, expected every token the chain and the countersignature name")
+	}
+	if b, err := b64url.DecodeString(r.BodySHA256); err != nil || len(b) != 32 {
+		return nil, attestation.Rejectf(CodeReceiptMalformed, "receipt member bodySha256 is %q, expected the canonical base64url of 32 bytes (a SHA-256)", r.BodySHA256)
+	}
+	if r.Status < 100 || r.Status > 999 {
+		return nil, attestation.Rejectf(CodeReceiptMalformed, "receipt member status is %d, expected an HTTP status code (100 to 999)", r.Status)
 	}
 	return &r, nil
 }
@@ -92,8 +118,12 @@ type ReceiptResult struct {
 // time and satisfying one of identities (any policy identity when empty), the links and
 // signatures, and the countersignature over the last entry and the response digest by a token
 // that satisfies one of answerer (any when empty). c's clock must be the receipt's time: use
-// ReceiptTime.
+// ReceiptTime. The order of the checks is that of docs/protocol.md section 9.
 func VerifyReceipt(ctx context.Context, c Checker, r *Receipt, identities, answerer []string, maxHops int) (*ReceiptResult, error) {
+	cs, st, err := parseReceiptCountersig(r.Countersignature)
+	if err != nil {
+		return nil, err
+	}
 	encoded, err := Split(r.Chain, maxHops)
 	if err != nil {
 		return nil, err
@@ -101,16 +131,9 @@ func VerifyReceipt(ctx context.Context, c Checker, r *Receipt, identities, answe
 	tokens := map[string]string{}
 	for _, t := range r.Tokens {
 		if _, dup := tokens[Digest(t)]; dup {
-			return nil, attestation.Rejectf(CodeChainMalformed, "receipt lists a token twice")
+			return nil, attestation.Rejectf(CodeReceiptMalformed, "receipt lists a token twice")
 		}
 		tokens[Digest(t)] = t
-	}
-	cs, st, err := parseCountersig(r.Countersignature)
-	if errors.Is(err, errHighS) {
-		return nil, attestation.Rejectf(CodeSigNotLowS, "countersignature: %v", err)
-	}
-	if err != nil {
-		return nil, attestation.Rejectf(CodeCountersig, "%v", err)
 	}
 	ansRaw, ok := tokens[cs.Token]
 	if !ok {
@@ -124,15 +147,17 @@ func VerifyReceipt(ctx context.Context, c Checker, r *Receipt, identities, answe
 			}
 		}
 	}
-	for d := range tokens {
-		if _, ok := chainTokens[d]; !ok && d != cs.Token {
-			return nil, attestation.Rejectf(CodeChainMalformed, "receipt carries a token nothing names")
-		}
-	}
 	when := time.UnixMilli(cs.TS)
 	ch, err := VerifyEntries(ctx, c, encoded, chainTokens, identities, when, Limits{MaxHops: maxHops, Skew: time.Minute})
 	if err != nil {
 		return nil, err
+	}
+	// After the chain, so that a chain cut at the front is chain_order_invalid whether or not
+	// the receipt still carries the dropped hop's token.
+	for d := range tokens {
+		if _, ok := chainTokens[d]; !ok && d != cs.Token {
+			return nil, attestation.Rejectf(CodeReceiptMalformed, "receipt carries a token that neither an entry nor the countersignature names")
+		}
 	}
 	if cs.Entry != ch.Tail() {
 		return nil, attestation.Reject(CodeCountersig, "entry", cs.Entry, "the digest of the chain's last entry ("+ch.Tail()+")")
@@ -142,7 +167,7 @@ func VerifyReceipt(ctx context.Context, c Checker, r *Receipt, identities, answe
 	}
 	body, err := b64url.DecodeString(r.BodySHA256)
 	if err != nil || len(body) != 32 {
-		return nil, attestation.Rejectf(CodeCountersig, "bodySha256 is not a base64url SHA-256")
+		return nil, attestation.Rejectf(CodeReceiptMalformed, "bodySha256 is not the canonical base64url of a SHA-256")
 	}
 	resp := ResponseDigest(r.Status, body)
 	if cs.Resp != b64.EncodeToString(resp[:]) {
@@ -158,11 +183,24 @@ func VerifyReceipt(ctx context.Context, c Checker, r *Receipt, identities, answe
 	return &ReceiptResult{Chain: ch, Answerer: d.Identity, AnswerTok: t, Countersig: cs}, nil
 }
 
-// ReceiptTime is the time a receipt speaks for (its countersignature's timestamp), or zero.
-func ReceiptTime(r *Receipt) time.Time {
-	cs, _, _, err := ParseCountersig(r.Countersignature)
+// ReceiptTime is the time a receipt speaks for (its countersignature's timestamp), or the
+// rejection VerifyReceipt gives when the countersignature does not parse.
+func ReceiptTime(r *Receipt) (time.Time, error) {
+	cs, _, err := parseReceiptCountersig(r.Countersignature)
 	if err != nil {
-		return time.Time{}
+		return time.Time{}, err
 	}
-	return time.UnixMilli(cs.TS)
+	return time.UnixMilli(cs.TS), nil
+}
+
+// parseReceiptCountersig is parseCountersig with its errors as rejections.
+func parseReceiptCountersig(enc string) (*Countersig, *signed, error) {
+	cs, st, err := parseCountersig(enc)
+	if errors.Is(err, errHighS) {
+		return nil, nil, attestation.Rejectf(CodeSigNotLowS, "countersignature: %v", err)
+	}
+	if err != nil {
+		return nil, nil, attestation.Rejectf(CodeCountersig, "countersignature: %v", err)
+	}
+	return cs, st, nil
 }

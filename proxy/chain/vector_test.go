@@ -5,7 +5,9 @@ import (
 	"crypto/elliptic"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"math/big"
+	"os"
 	"strings"
 	"testing"
 )
@@ -44,5 +46,22 @@ func TestProtocolVector(t *testing.T) {
 	}
 	if _, _, _, err := ParseEntry(flipS(t, vectorEntry)); err == nil || !strings.Contains(err.Error(), "low-s") {
 		t.Errorf("(r, n-s): %v", err)
+	}
+	// The published vectors (docs/vectors, checked by TestVectors in proxy/cli) sign the first
+	// hop's entries with this same key.
+	b, err := os.ReadFile("../../docs/vectors/keys.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keys struct {
+		Hops []struct{ Name, X, Y string }
+	}
+	if err := json.Unmarshal(b, &keys); err != nil || len(keys.Hops) == 0 {
+		t.Fatalf("docs/vectors/keys.json: %v", err)
+	}
+	x, _ := hex.DecodeString(vectorX)
+	y, _ := hex.DecodeString(vectorY)
+	if h := keys.Hops[0]; h.Name != "records-api" || h.X != b64.EncodeToString(x) || h.Y != b64.EncodeToString(y) {
+		t.Errorf("docs/vectors/keys.json: first hop %s (%s, %s), want records-api with the RFC 6979 A.2.5 key", h.Name, h.X, h.Y)
 	}
 }

@@ -32,13 +32,22 @@ func verifyReceipt(ctx context.Context, s Streams, p *policy.Policy, receiptFile
 	}
 	r, err := chain.ParseReceipt(raw)
 	if err != nil {
-		fmt.Fprintf(s.Out, "rejected: %s\n  %v\n", chain.CodeChainMalformed, err)
-		return &exitError{code: ExitRejected, err: fmt.Errorf("receipt rejected: %v", err)}
+		code, why := chain.CodeReceiptMalformed, err.Error()
+		var rej *attestation.Rejection
+		if errors.As(err, &rej) {
+			code, why = rej.Code, rej.Sentence()
+		}
+		fmt.Fprintf(s.Out, "rejected: %s\n  %s\n", code, why)
+		return &exitError{code: ExitRejected, err: fmt.Errorf("receipt rejected: %s", code)}
 	}
-	when := chain.ReceiptTime(r)
-	if when.IsZero() {
-		fmt.Fprintf(s.Out, "rejected: %s\n  the countersignature does not parse, so the receipt has no time\n", chain.CodeCountersig)
-		return &exitError{code: ExitRejected, err: errors.New("receipt rejected: no countersignature time")}
+	when, err := chain.ReceiptTime(r)
+	if err != nil {
+		var rej *attestation.Rejection
+		if !errors.As(err, &rej) {
+			return usagef("%v", err)
+		}
+		fmt.Fprintf(s.Out, "rejected: %s\n  %s (so the receipt has no time)\n", rej.Code, rej.Sentence())
+		return &exitError{code: ExitRejected, err: fmt.Errorf("receipt rejected: %s", rej.Code)}
 	}
 	log := slog.New(slog.NewTextHandler(s.Err, &slog.HandlerOptions{Level: slog.LevelError}))
 	var tweakErr error

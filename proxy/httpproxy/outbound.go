@@ -229,9 +229,9 @@ func (o *Outbound) modifyResponse(resp *http.Response) error {
 	if _, err := chain.VerifyCountersig(enc, st.entryDigest, peerTok, pk, chain.ResponseDigest(resp.StatusCode, sum[:])); err != nil {
 		return err
 	}
-	o.d.variantsDropped(o.cfg.Name, "response", deleteOurs(resp.Header, chain.HeaderCountersig))
-	// The countersignature is verified; the app sees it only inside the receipt it asked for.
-	resp.Header.Del(chain.HeaderCountersig)
+	// The countersignature is verified and goes to the app only inside the receipt it asked
+	// for, not as a header of its own (docs/protocol.md section 9).
+	o.d.variantsDropped(o.cfg.Name, "response", deleteOurs(resp.Header))
 	if !st.wantReceipt {
 		setBody(resp, b)
 		return nil
