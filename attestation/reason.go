@@ -47,6 +47,16 @@ const (
 	CodeKeyNotBound Code = "key_not_bound"
 )
 
+// Codes lists every reason code of this package (tokens, policy, binding), for metrics that
+// start every label at zero and for the test that keeps docs/protocol.md complete.
+var Codes = []Code{
+	CodeTooLarge, CodeMalformed, CodeAlgorithm, CodeCritUnsupported, CodeKidMissing, CodeKidUnknown,
+	CodeSignature, CodeIssuer, CodeKeysUnavailable, CodeKeysStale, CodeClaimMissing, CodeClaimType,
+	CodeExpired, CodeNotYetValid, CodeIssuedInFuture, CodeDebug, CodeMREnclave, CodeMRSigner,
+	CodeProductID, CodeSVN, CodeAttestationType, CodePolicyHash, CodeTokenTooOld, CodeUnknownIdentity,
+	CodeNoIdentity, CodeRuntimeData, CodeKeyNotBound,
+}
+
 // Rejection says why a token, a chain or a peer was refused: a reason code, the claim
 // concerned, the value seen and what was expected.
 type Rejection struct {

@@ -228,3 +228,6 @@ func RecordedFrom(ctx context.Context) *Recorded {
 func Dialer(src CertSource, c Checker, serverName string, timeout time.Duration, opts Options) *tls.Dialer {
 	return &tls.Dialer{NetDialer: &net.Dialer{Timeout: timeout}, Config: ClientConfig(src, c, serverName, opts)}
 }
+
+// Codes lists every reason code of this package (docs/protocol.md section 6).
+var Codes = []attestation.Code{CodeNotAttested, CodeCertOutlivesToken, CodeCheckTimeout}

@@ -204,3 +204,11 @@ func parseReceiptCountersig(enc string) (*Countersig, *signed, error) {
 	}
 	return cs, st, nil
 }
+
+// Codes lists every reason code of this package (docs/protocol.md sections 6, 8 and 9).
+var Codes = []attestation.Code{
+	CodeChainMissing, CodeChainMalformed, CodeChainTooLong, CodeChainTooLarge, CodeChainLink,
+	CodeChainOrder, CodeChainSignature, CodeChainToken, CodeChainLastHop, CodeChainRequest,
+	CodeChainStale, CodeChainReplay, CodeChainDuplicate, CodeCountersig, CodeCountersigGone,
+	CodeReplayCacheFull, CodeSigNotLowS, CodeReceiptMalformed,
+}

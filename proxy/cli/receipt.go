@@ -27,6 +27,9 @@ const maxReceiptHops = 32
 // The issuers' keys come from their /certs or, fully offline, from files (--issuer-keys).
 func verifyReceipt(ctx context.Context, s Streams, p *policy.Policy, receiptFile string, hopIDs, answerer []string, issuerKeys map[string]string) error {
 	raw, err := readInput(receiptFile, s, chain.MaxReceiptSize)
+	if rerr, ok := rejectTooLarge(s, "receipt", chain.CodeReceiptMalformed, err); ok {
+		return rerr
+	}
 	if err != nil {
 		return usagef("--receipt: %v", err)
 	}

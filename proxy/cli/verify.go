@@ -59,6 +59,9 @@ func runVerify(ctx context.Context, args []string, s Streams) error {
 		return usagef("--answerer and --issuer-keys apply to --receipt only")
 	}
 	raw, err := readInput(*tokenFile, s, token.DefaultMaxTokenSize*2)
+	if rerr, ok := rejectTooLarge(s, "token", attestation.CodeTooLarge, err); ok {
+		return rerr
+	}
 	if err != nil {
 		return usagef("--token: %v", err)
 	}

@@ -38,7 +38,6 @@ const (
 	CodeUpstream       attestation.Code = "upstream_unavailable"
 	CodeApp            attestation.Code = "app_unavailable"
 	CodeChainForged    attestation.Code = "chain_from_app_unknown"
-	CodeBadCountersign attestation.Code = "countersignature_invalid"
 	CodeWantReceipt    attestation.Code = "receipt_request_invalid"
 )
 
@@ -82,10 +81,10 @@ func deleteOurs(h http.Header, keep ...string) int {
 	return dropVariants(h)
 }
 
-// rejectHTTP writes a rejection: status, reason code header, log line, metric. All HTTP
+// Reject writes a rejection: status, reason code header, log line, metric. All HTTP
 // rejections go through here. When the framing guard has found a smuggling shape in the
 // request (its body read then fails), that is the reason reported.
-func (d *Deps) rejectHTTP(w http.ResponseWriter, r *http.Request, listener string, status int, rej *attestation.Rejection) {
+func (d *Deps) Reject(w http.ResponseWriter, r *http.Request, listener string, status int, rej *attestation.Rejection) {
 	if why := framingVerdict(r); why != httpframe.OK && rej.Code != CodeSmuggling {
 		status, rej = http.StatusBadRequest, framingRejection(why)
 	}
@@ -299,3 +298,6 @@ func setBody(resp *http.Response, b []byte) {
 	resp.Header.Del("Transfer-Encoding")
 	resp.TransferEncoding = nil
 }
+
+// Codes lists every reason code of the HTTP layer (docs/protocol.md section 6).
+var Codes = []attestation.Code{CodeUpgrade, CodeSmuggling, CodeBodyTooLarge, CodeRespTooLarge, CodeNoIdentity, CodeUpstream, CodeApp, CodeChainForged, CodeWantReceipt}

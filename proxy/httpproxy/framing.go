@@ -19,11 +19,11 @@ func (d *Deps) Framed(listener string, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c := httpframe.FromContext(r.Context())
 		if c == nil { // wiring error: fail closed
-			d.rejectHTTP(w, r, listener, http.StatusInternalServerError, attestation.Rejectf(CodeSmuggling, "this listener has no framing guard"))
+			d.Reject(w, r, listener, http.StatusInternalServerError, attestation.Rejectf(CodeSmuggling, "this listener has no framing guard"))
 			return
 		}
 		if why := c.Begin(r); why != httpframe.OK {
-			d.rejectHTTP(w, r, listener, http.StatusBadRequest, framingRejection(why))
+			d.Reject(w, r, listener, http.StatusBadRequest, framingRejection(why))
 			return
 		}
 		if r.Method == http.MethodOptions && r.RequestURI == "*" {

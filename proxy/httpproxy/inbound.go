@@ -65,7 +65,7 @@ func NewInbound(d *Deps, cfg config.Inbound) *Inbound {
 		BufferPool:     &bufferPool,
 		ModifyResponse: h.modifyResponse,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-			d.rejectHTTP(w, r, cfg.Name, http.StatusBadGateway, asRejection(err, CodeApp))
+			d.Reject(w, r, cfg.Name, http.StatusBadGateway, asRejection(err, CodeApp))
 		},
 		ErrorLog: nil,
 	}
@@ -94,13 +94,13 @@ func (h *Inbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w, done := h.d.counted(h.cfg.Name, w)
 	defer done()
 	if rej := hygiene(r); rej != nil {
-		h.d.rejectHTTP(w, r, h.cfg.Name, http.StatusBadRequest, rej)
+		h.d.Reject(w, r, h.cfg.Name, http.StatusBadRequest, rej)
 		return
 	}
 	if h.cfg.Public {
 		h.d.variantsDropped(h.cfg.Name, "request", deleteOurs(r.Header))
 		if r.ContentLength > h.d.Limits.MaxBodyBytes {
-			h.d.rejectHTTP(w, r, h.cfg.Name, http.StatusRequestEntityTooLarge, attestation.Reject(CodeBodyTooLarge, "Content-Length", strconv.FormatInt(r.ContentLength, 10), fmt.Sprintf("at most %d", h.d.Limits.MaxBodyBytes)))
+			h.d.Reject(w, r, h.cfg.Name, http.StatusRequestEntityTooLarge, attestation.Reject(CodeBodyTooLarge, "Content-Length", strconv.FormatInt(r.ContentLength, 10), fmt.Sprintf("at most %d", h.d.Limits.MaxBodyBytes)))
 			return
 		}
 		if r.Body != nil {
@@ -116,7 +116,7 @@ func (h *Inbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	peer, err := attestedtls.PeerOf(ctx, checker, r.TLS, allow)
 	if err != nil {
-		h.d.rejectHTTP(w, r, h.cfg.Name, http.StatusForbidden, asRejection(err, attestedtls.CodeNotAttested))
+		h.d.Reject(w, r, h.cfg.Name, http.StatusForbidden, asRejection(err, attestedtls.CodeNotAttested))
 		return
 	}
 	rec := attestedtls.RecordedFrom(ctx)
@@ -137,18 +137,18 @@ func (h *Inbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if self.Key == nil {
-		h.d.rejectHTTP(w, r, h.cfg.Name, http.StatusServiceUnavailable, attestation.Rejectf(CodeNoIdentity, "cannot tell which certificate this connection presented"))
+		h.d.Reject(w, r, h.cfg.Name, http.StatusServiceUnavailable, attestation.Rejectf(CodeNoIdentity, "cannot tell which certificate this connection presented"))
 		return
 	}
 	bodySum, rej := readBody(r, w, h.d.Limits.MaxBodyBytes, false)
 	if rej != nil {
-		h.d.rejectHTTP(w, r, h.cfg.Name, http.StatusRequestEntityTooLarge, rej)
+		h.d.Reject(w, r, h.cfg.Name, http.StatusRequestEntityTooLarge, rej)
 		return
 	}
 	reqDigest := chain.RequestDigest(r.Method, r.Host, r.RequestURI, bodySum)
 	ch, err := h.d.Live.Verify(ctx, r.Header.Values(chain.HeaderChain), r.Header.Values(chain.HeaderTokens), peer, reqDigest, h.chainIDs, h.d.Now())
 	if err != nil {
-		h.d.rejectHTTP(w, r, h.cfg.Name, http.StatusForbidden, asRejection(err, chain.CodeChainMalformed))
+		h.d.Reject(w, r, h.cfg.Name, http.StatusForbidden, asRejection(err, chain.CodeChainMalformed))
 		return
 	}
 	tail := ch.Tail()

@@ -79,7 +79,7 @@ func NewOutbound(d *Deps, cfg config.Outbound) *Outbound {
 		BufferPool:     &bufferPool,
 		ModifyResponse: o.modifyResponse,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-			d.rejectHTTP(w, r, cfg.Name, http.StatusBadGateway, asRejection(err, CodeUpstream))
+			d.Reject(w, r, cfg.Name, http.StatusBadGateway, asRejection(err, CodeUpstream))
 		},
 	}
 	return o
@@ -128,12 +128,12 @@ func (o *Outbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w, done := o.d.counted(o.cfg.Name, w)
 	defer done()
 	if rej := hygiene(r); rej != nil {
-		o.d.rejectHTTP(w, r, o.cfg.Name, http.StatusBadRequest, rej)
+		o.d.Reject(w, r, o.cfg.Name, http.StatusBadRequest, rej)
 		return
 	}
 	cur := o.d.Identity.Current()
 	if cur == nil {
-		o.d.rejectHTTP(w, r, o.cfg.Name, http.StatusServiceUnavailable, attestation.Rejectf(CodeNoIdentity, "%v", identity.ErrNoIdentity))
+		o.d.Reject(w, r, o.cfg.Name, http.StatusServiceUnavailable, attestation.Rejectf(CodeNoIdentity, "%v", identity.ErrNoIdentity))
 		return
 	}
 	now := o.d.Now()
@@ -150,7 +150,7 @@ func (o *Outbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			o.d.Logger.Warn("dropping a chain header from the app that this proxy did not hand it", "listener", o.cfg.Name)
 			o.d.Metrics.Reject(o.cfg.Name, CodeChainForged)
 		} else if len(prev.Hops) >= o.d.Chain.MaxHops {
-			o.d.rejectHTTP(w, r, o.cfg.Name, http.StatusForbidden, attestation.Reject(chain.CodeChainTooLong, "", strconv.Itoa(len(prev.Hops)+1)+" entries", fmt.Sprintf("at most %d", o.d.Chain.MaxHops)))
+			o.d.Reject(w, r, o.cfg.Name, http.StatusForbidden, attestation.Reject(chain.CodeChainTooLong, "", strconv.Itoa(len(prev.Hops)+1)+" entries", fmt.Sprintf("at most %d", o.d.Chain.MaxHops)))
 			return
 		}
 	}
@@ -158,7 +158,7 @@ func (o *Outbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	wantReceipt := false
 	if vals, ok := r.Header[chain.HeaderWantReceipt]; ok {
 		if len(vals) != 1 || vals[0] != chain.ReceiptInline {
-			o.d.rejectHTTP(w, r, o.cfg.Name, http.StatusBadRequest, attestation.Reject(CodeWantReceipt, chain.HeaderWantReceipt, fmt.Sprintf("%q", vals), fmt.Sprintf("one value, %q", chain.ReceiptInline)))
+			o.d.Reject(w, r, o.cfg.Name, http.StatusBadRequest, attestation.Reject(CodeWantReceipt, chain.HeaderWantReceipt, fmt.Sprintf("%q", vals), fmt.Sprintf("one value, %q", chain.ReceiptInline)))
 			return
 		}
 		wantReceipt = true
@@ -166,7 +166,7 @@ func (o *Outbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	o.d.variantsDropped(o.cfg.Name, "request", deleteOurs(r.Header))
 	bodySum, rej := readBody(r, w, o.d.Limits.MaxBodyBytes, true)
 	if rej != nil {
-		o.d.rejectHTTP(w, r, o.cfg.Name, http.StatusRequestEntityTooLarge, rej)
+		o.d.Reject(w, r, o.cfg.Name, http.StatusRequestEntityTooLarge, rej)
 		return
 	}
 	authority := o.cfg.Authority
@@ -178,7 +178,7 @@ func (o *Outbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	self.Version = o.d.Chain.SignVersion
 	hdr, entry, err := chain.Append(prev, self, reqDigest, now)
 	if err != nil {
-		o.d.rejectHTTP(w, r, o.cfg.Name, http.StatusInternalServerError, attestation.Rejectf(CodeNoIdentity, "signing the chain entry: %v", err))
+		o.d.Reject(w, r, o.cfg.Name, http.StatusInternalServerError, attestation.Rejectf(CodeNoIdentity, "signing the chain entry: %v", err))
 		return
 	}
 	st := &outState{gen: o.generation(cur), chainHdr: hdr, entryDigest: entry, wantReceipt: wantReceipt}
@@ -194,7 +194,7 @@ func (o *Outbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if n := len(hdr) + len(st.tokensHdr); n > o.d.Chain.MaxBytes {
-		o.d.rejectHTTP(w, r, o.cfg.Name, http.StatusForbidden, attestation.Reject(chain.CodeChainTooLarge, "", fmt.Sprintf("%d bytes", n), fmt.Sprintf("at most %d", o.d.Chain.MaxBytes)))
+		o.d.Reject(w, r, o.cfg.Name, http.StatusForbidden, attestation.Reject(chain.CodeChainTooLarge, "", fmt.Sprintf("%d bytes", n), fmt.Sprintf("at most %d", o.d.Chain.MaxBytes)))
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), o.d.Limits.RequestTimeout.D())

@@ -28,7 +28,6 @@ import (
 	"github.com/countersign/countersign/attestation"
 	"github.com/countersign/countersign/attestation/policy"
 	"github.com/countersign/countersign/proxy/attestedtls"
-	"github.com/countersign/countersign/proxy/chain"
 	"github.com/countersign/countersign/proxy/config"
 	"github.com/countersign/countersign/proxy/httpproxy"
 	"github.com/countersign/countersign/proxy/identity"
@@ -193,7 +192,7 @@ func (m *Mesh) Route(dst netip.AddrPort) (ok, isHTTP bool) {
 func (m *Mesh) ServeRoute(w http.ResponseWriter, r *http.Request, listener string, dst netip.AddrPort) {
 	cl, ok := m.xds.State().RouteTo(dst)
 	if !ok {
-		m.rejectPlain(w, listener, http.StatusServiceUnavailable, attestation.Rejectf(CodeNoEndpoints, "the route to %s is gone", dst))
+		m.cfg.Deps.Reject(w, r, listener, http.StatusServiceUnavailable, attestation.Rejectf(CodeNoEndpoints, "the route to %s is gone", dst))
 		return
 	}
 	m.ServeCluster(w, r, listener, cl.Name, "", nil)
@@ -224,17 +223,6 @@ func (m *Mesh) Outbound(out config.Outbound) (http.Handler, func(ctx context.Con
 	}), nil
 }
 
-// rejectPlain writes a rejection in the format of the HTTP data path.
-func (m *Mesh) rejectPlain(w http.ResponseWriter, listener string, status int, rej *attestation.Rejection) {
-	m.cfg.Logger.Warn("request refused", "listener", listener, "reason", string(rej.Code), "detail", rej.Sentence())
-	m.cfg.Metrics.Reject(listener, rej.Code)
-	w.Header().Set(chain.HeaderReject, string(rej.Code))
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	w.Header().Set("Connection", "close")
-	w.WriteHeader(status)
-	fmt.Fprintf(w, "countersign: %s: %s\n", rej.Code, rej.Sentence())
-}
-
 // clusterNow returns the cluster's current state, re-checking (defence in depth) that its
 // identities are within floor when the listener pins one.
 func (m *Mesh) clusterNow(name string, floor []string) (*xdsclient.Cluster, *attestation.Rejection) {
@@ -256,12 +244,12 @@ func (m *Mesh) clusterNow(name string, floor []string) (*xdsclient.Cluster, *att
 func (m *Mesh) ServeCluster(w http.ResponseWriter, r *http.Request, listener, cluster, authority string, floor []string) {
 	cl, rej := m.clusterNow(cluster, floor)
 	if rej != nil {
-		m.rejectPlain(w, listener, http.StatusServiceUnavailable, rej)
+		m.cfg.Deps.Reject(w, r, listener, http.StatusServiceUnavailable, rej)
 		return
 	}
 	ep, ok := cl.Pick()
 	if !ok {
-		m.rejectPlain(w, listener, http.StatusServiceUnavailable, attestation.Rejectf(CodeNoEndpoints, "cluster %s has no endpoints", cluster))
+		m.cfg.Deps.Reject(w, r, listener, http.StatusServiceUnavailable, attestation.Rejectf(CodeNoEndpoints, "cluster %s has no endpoints", cluster))
 		return
 	}
 	if authority == "" {
@@ -358,3 +346,6 @@ func (m *Mesh) pipeCluster(ctx context.Context, c net.Conn, listener, cluster st
 	defer g(-1)
 	tcpproxy.Pipe(c, up, l.IdleTimeout.D())
 }
+
+// Codes lists every reason code of this package (docs/protocol.md section 6).
+var Codes = []attestation.Code{CodeNoEndpoints}

@@ -267,6 +267,15 @@ func (s *Server) Start(ctx context.Context) error {
 		s.admin = s.serveHTTP(srv, ln)
 	}
 
+	// Every reason code starts at zero on every data-path listener, so that a rate or an
+	// alert on a code exists before the first rejection.
+	for name := range s.addrs {
+		if name != "admin" {
+			for _, c := range Codes() {
+				s.Metrics.Rejections.WithLabelValues(name, string(c))
+			}
+		}
+	}
 	g, gctx := errgroup.WithContext(s.serveCtx)
 	s.group = g
 	for _, t := range s.tasks {
@@ -334,6 +343,23 @@ func (s *Server) Start(ctx context.Context) error {
 		}
 	})
 	return nil
+}
+
+// Codes is every reason code this proxy can report (in Countersign-Reject, the rejection
+// metric's reason label and logs), each package's list joined; docs/protocol.md section 6
+// documents each (TestReasonCodesDocumented).
+func Codes() []attestation.Code {
+	seen := map[attestation.Code]bool{}
+	var out []attestation.Code
+	for _, l := range [][]attestation.Code{attestation.Codes, attestedtls.Codes, chain.Codes, httpproxy.Codes, tcpproxy.Codes, {CodeNoRoute}, meshCodes} {
+		for _, c := range l {
+			if !seen[c] {
+				seen[c] = true
+				out = append(out, c)
+			}
+		}
+	}
+	return out
 }
 
 // fail records the first listener failure (readiness turns false at once) and returns err.

@@ -12,6 +12,9 @@ import (
 // HasXDS is whether this build links the xDS client.
 const HasXDS = true
 
+// meshCodes are the control plane side's reason codes.
+var meshCodes = mesh.Codes
+
 func (s *Server) newControlPlane() (controlPlane, error) {
 	return mesh.New(mesh.Config{
 		Proxy: s.cfg, Engine: s.Engine, Identity: s.Identity, Metrics: s.Metrics, Logger: s.log,

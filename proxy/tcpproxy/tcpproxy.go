@@ -259,3 +259,6 @@ func closeBoth(a, b net.Conn) {
 	a.Close()
 	b.Close()
 }
+
+// Codes lists every reason code of this package (docs/protocol.md section 6).
+var Codes = []attestation.Code{CodeConnLimit, CodeUpstream}

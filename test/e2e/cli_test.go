@@ -68,6 +68,16 @@ func TestTryItByHand(t *testing.T) {
 	if r.code != 1 || !strings.Contains(r.stdout, "rejected: ") {
 		t.Fatalf("verify tampered: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
+	// A token over the size cap is a rejection of that token (token_too_large, exit 1), not an
+	// input error; so is a receipt over its cap (receipt_malformed).
+	r = runBin(t, dir, "proxy", strings.NewReader(strings.Repeat("a", 2<<20)), "verify", "--policy", "policy.yaml", "--token", "-")
+	if r.code != 1 || !strings.Contains(r.stdout, "rejected: token_too_large") {
+		t.Fatalf("verify a 2 MiB token: exit %d (want 1, token_too_large)\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	r = runBin(t, dir, "proxy", strings.NewReader(strings.Repeat("a", 2<<20)), "verify", "--policy", "policy.yaml", "--receipt", "-")
+	if r.code != 1 || !strings.Contains(r.stdout, "rejected: receipt_malformed") {
+		t.Fatalf("verify a 2 MiB receipt: exit %d (want 1, receipt_malformed)\n%s%s", r.code, r.stdout, r.stderr)
+	}
 	// Usage and configuration errors exit 2.
 	for _, args := range [][]string{
 		{"verify", "--token", "token.jwt"},
