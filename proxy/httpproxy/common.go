@@ -30,15 +30,15 @@ import (
 
 // Reason codes of the HTTP layer.
 const (
-	CodeUpgrade        attestation.Code = "upgrade_refused"
-	CodeSmuggling      attestation.Code = "request_smuggling_shape"
-	CodeBodyTooLarge   attestation.Code = "body_too_large"
-	CodeRespTooLarge   attestation.Code = "response_too_large"
-	CodeNoIdentity     attestation.Code = "identity_unavailable"
-	CodeUpstream       attestation.Code = "upstream_unavailable"
-	CodeApp            attestation.Code = "app_unavailable"
-	CodeChainForged    attestation.Code = "chain_from_app_unknown"
-	CodeWantReceipt    attestation.Code = "receipt_request_invalid"
+	CodeUpgrade      attestation.Code = "upgrade_refused"
+	CodeSmuggling    attestation.Code = "request_smuggling_shape"
+	CodeBodyTooLarge attestation.Code = "body_too_large"
+	CodeRespTooLarge attestation.Code = "response_too_large"
+	CodeNoIdentity   attestation.Code = "identity_unavailable"
+	CodeUpstream     attestation.Code = "upstream_unavailable"
+	CodeApp          attestation.Code = "app_unavailable"
+	CodeChainForged  attestation.Code = "chain_from_app_unknown"
+	CodeWantReceipt  attestation.Code = "receipt_request_invalid"
 )
 
 // Identity is what the data path needs of identity.Source.
