@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/countersign/countersign/injector/certs"
+	"github.com/countersign/countersign/internal/cmdexit"
 )
 
 // syncBuffer is a bytes.Buffer the logger and the test share.
@@ -130,7 +132,47 @@ func TestServeFailsOnBusyPort(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "--admin-listen") {
 			t.Errorf("error %v, want one naming --admin-listen", err)
 		}
+		if code := cmdexit.Code(err); code != cmdexit.Failure {
+			t.Errorf("exit %d for a port in use, want %d (not a usage error)", code, cmdexit.Failure)
+		}
 	case <-time.After(15 * time.Second):
 		t.Fatal("Serve did not return")
+	}
+}
+
+// TestRunExitCodes: configuration mistakes are usage errors (exit 2), naming the flag or
+// variable; -h is not an error.
+func TestRunExitCodes(t *testing.T) {
+	cfg := filesConfig(t)
+	env := map[string]string{
+		EnvPrefix + "PROXY_IMAGE":     cfg.ProxyImage,
+		EnvPrefix + "PROXY_SIM_IMAGE": cfg.ProxySimImage,
+		EnvPrefix + "ATTESTATION_URL": cfg.AttestationURL,
+		"POD_NAMESPACE":               "countersign",
+	}
+	base := []string{"--tls-mode=files", "--tls-cert-file", cfg.TLSCertFile, "--tls-key-file", cfg.TLSKeyFile}
+	for _, c := range []struct {
+		name string
+		args []string
+		env  map[string]string
+		code int
+		msg  string
+	}{
+		{"help", []string{"-h"}, env, cmdexit.OK, ""},
+		{"unknown flag", []string{"--nope"}, env, cmdexit.Usage, "-nope"},
+		{"stray argument", append(base, "x"), env, cmdexit.Usage, "unexpected arguments"},
+		{"bad log level", append(base, "--log-level", "loud"), env, cmdexit.Usage, "--log-level"},
+		{"invalid configuration", []string{"--tls-mode=nope"}, env, cmdexit.Usage, "tls-mode"},
+		{"bad environment", base, map[string]string{EnvPrefix + "HTTP2": "maybe"}, cmdexit.Usage, EnvPrefix + "HTTP2"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			err := Run(context.Background(), c.args, func(k string) string { return c.env[k] }, io.Discard)
+			if got := cmdexit.Code(err); got != c.code {
+				t.Errorf("exit %d (%v), want %d", got, err, c.code)
+			}
+			if c.msg != "" && (err == nil || !strings.Contains(err.Error(), c.msg)) {
+				t.Errorf("error %v does not say %q", err, c.msg)
+			}
+		})
 	}
 }
