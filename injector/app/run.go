@@ -123,11 +123,12 @@ func Serve(ctx context.Context, cfg *Config, log *slog.Logger) (err error) {
 	if err != nil {
 		return fmt.Errorf("--listen: %w", err)
 	}
+	defer whLn.Close() // on an early return; Shutdown closes it otherwise
 	adLn, err := net.Listen("tcp", cfg.AdminListen)
 	if err != nil {
-		whLn.Close()
 		return fmt.Errorf("--admin-listen: %w", err)
 	}
+	defer adLn.Close()
 	wh := &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 5 * time.Second,
