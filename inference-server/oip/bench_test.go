@@ -31,6 +31,27 @@ func BenchmarkDecodeScanBuffers(b *testing.B) {
 	}
 }
 
+// BenchmarkDecodeInt32 decodes 4096 INT32 elements (the generic integer path).
+func BenchmarkDecodeInt32(b *testing.B) {
+	r := rand.New(rand.NewPCG(2, 2))
+	var sb strings.Builder
+	sb.WriteString(`{"inputs":[{"name":"x","datatype":"INT32","shape":[4096],"data":[`)
+	for i := range 4096 {
+		if i > 0 {
+			sb.WriteByte(',')
+		}
+		sb.WriteString(strconv.Itoa(int(r.Int32()) - 1<<30))
+	}
+	sb.WriteString(`]}]}`)
+	body := []byte(sb.String())
+	b.SetBytes(int64(len(body)))
+	for b.Loop() {
+		if _, err := DecodeInferRequest(body, DefaultLimits); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 // scanBody is a 64×64 FP32 scan as a JSON request (43 KB): 8-bit pixels scaled to [0, 1], from
 // a fixed-seed generator (a repeating ramp would let the branch predictor learn the digits).
 func scanBody() []byte {

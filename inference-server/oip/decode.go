@@ -986,68 +986,30 @@ func (d *decoder) data(datatype string, want int) (any, bool, error) {
 			return f32, nonFinite, err
 		}
 		return f64, nonFinite, err
-	case INT8, INT16, INT32, INT64:
-		bits := map[string]int{INT8: 8, INT16: 16, INT32: 32, INT64: 64}[datatype]
-		vals := make([]int64, 0, want)
-		leaf = func() error {
-			if count >= want {
-				return tooMany()
-			}
-			n, err := d.number()
-			if err != nil {
-				return err
-			}
-			v, err := strconv.ParseInt(unsafe.String(&n[0], len(n)), 10, bits)
-			if err != nil {
-				return errorf("%s is not a valid %s", n, datatype)
-			}
-			vals = append(vals, v)
-			count++
-			return nil
-		}
-		if err := d.flatten(0, leaf); err != nil {
-			return nil, false, err
-		}
-		switch bits {
-		case 8:
-			return convert[int8](vals), false, nil
-		case 16:
-			return convert[int16](vals), false, nil
-		case 32:
-			return convert[int32](vals), false, nil
-		}
-		return vals, false, nil
-	case UINT8, UINT16, UINT32, UINT64:
-		bits := map[string]int{UINT8: 8, UINT16: 16, UINT32: 32, UINT64: 64}[datatype]
-		vals := make([]uint64, 0, want)
-		leaf = func() error {
-			if count >= want {
-				return tooMany()
-			}
-			n, err := d.number()
-			if err != nil {
-				return err
-			}
-			v, err := strconv.ParseUint(unsafe.String(&n[0], len(n)), 10, bits)
-			if err != nil {
-				return errorf("%s is not a valid %s", n, datatype)
-			}
-			vals = append(vals, v)
-			count++
-			return nil
-		}
-		if err := d.flatten(0, leaf); err != nil {
-			return nil, false, err
-		}
-		switch bits {
-		case 8:
-			return convert[uint8](vals), false, nil
-		case 16:
-			return convert[uint16](vals), false, nil
-		case 32:
-			return convert[uint32](vals), false, nil
-		}
-		return vals, false, nil
+	case INT8:
+		v, err := integers[int8](d, datatype, want)
+		return v, false, err
+	case INT16:
+		v, err := integers[int16](d, datatype, want)
+		return v, false, err
+	case INT32:
+		v, err := integers[int32](d, datatype, want)
+		return v, false, err
+	case INT64:
+		v, err := integers[int64](d, datatype, want)
+		return v, false, err
+	case UINT8:
+		v, err := integers[uint8](d, datatype, want)
+		return v, false, err
+	case UINT16:
+		v, err := integers[uint16](d, datatype, want)
+		return v, false, err
+	case UINT32:
+		v, err := integers[uint32](d, datatype, want)
+		return v, false, err
+	case UINT64:
+		v, err := integers[uint64](d, datatype, want)
+		return v, false, err
 	case BOOL:
 		vals := make([]bool, 0, want)
 		leaf = func() error {
@@ -1087,12 +1049,45 @@ func (d *decoder) data(datatype string, want int) (any, bool, error) {
 	return nil, false, errorf("unknown datatype %q", datatype)
 }
 
-func convert[T int8 | int16 | int32 | uint8 | uint16 | uint32, S int64 | uint64](in []S) []T {
-	out := make([]T, len(in))
-	for i, v := range in {
-		out[i] = T(v)
+// integer is the element type of an INT or UINT datatype.
+type integer interface {
+	int8 | int16 | int32 | int64 | uint8 | uint16 | uint32 | uint64
+}
+
+// integers parses the data of an integer datatype (T is its Go type), flattening nested
+// arrays: each element a JSON integer within T's range, at most want of them.
+func integers[T integer](d *decoder, datatype string, want int) ([]T, error) {
+	var zero T
+	bits := int(unsafe.Sizeof(zero)) * 8
+	signed := ^zero < 0
+	vals := make([]T, 0, want)
+	err := d.flatten(0, func() error {
+		if len(vals) >= want {
+			return errorf("data has more elements than the shape's %d", want)
+		}
+		n, err := d.number()
+		if err != nil {
+			return err
+		}
+		s := unsafe.String(&n[0], len(n))
+		var v T
+		if signed {
+			i, perr := strconv.ParseInt(s, 10, bits)
+			v, err = T(i), perr
+		} else {
+			u, perr := strconv.ParseUint(s, 10, bits)
+			v, err = T(u), perr
+		}
+		if err != nil {
+			return errorf("%s is not a valid %s", n, datatype)
+		}
+		vals = append(vals, v)
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
-	return out
+	return vals, nil
 }
 
 // errNotPlain makes flatFloat32 hand over to the general path.

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -24,26 +26,39 @@ import (
 	"github.com/countersign/countersign/injector/metrics"
 	"github.com/countersign/countersign/injector/webhook"
 	"github.com/countersign/countersign/injector/xds"
+	"github.com/countersign/countersign/internal/cmdexit"
 )
 
 // Run loads the configuration from args and the environment and serves until ctx ends.
 func Run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
 	cfg, err := Load(args, getenv, stderr)
 	if err != nil {
-		return err
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return cmdexit.UsageError(err)
 	}
 	var lv slog.Level
 	if err := lv.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
-		return fmt.Errorf("--log-level: %v", err)
+		return cmdexit.Usagef("--log-level: %v", err)
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: lv}))
 	return Serve(ctx, cfg, log)
 }
 
-// Serve runs the injector with a validated configuration.
-func Serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
+// Serve runs the injector with a validated configuration. Every goroutine it starts (the
+// certificate reloaders, the event recorder, the control plane, the two servers) runs in one
+// errgroup, and Serve returns only after all of them have: the first to fail stops the rest.
+func Serve(ctx context.Context, cfg *Config, log *slog.Logger) (err error) {
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	g, ctx := errgroup.WithContext(ctx)
+	defer func() {
+		// Any return, early or not, stops and joins what was started.
+		cancel()
+		if werr := g.Wait(); err == nil {
+			err = werr
+		}
+	}()
 	m := metrics.New()
 	var client kubernetes.Interface
 	if cfg.TLSMode == TLSSelf || cfg.Events || cfg.XDSListen != "" {
@@ -77,28 +92,27 @@ func Serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		if err := mgr.Validate(); err != nil {
 			return err
 		}
-		go mgr.Run(ctx)
+		g.Go(func() error { mgr.Run(ctx); return nil })
 		src = mgr
 	case TLSFiles:
 		fsrc := &certs.FileSource{CertFile: cfg.TLSCertFile, KeyFile: cfg.TLSKeyFile, Log: log, Loaded: loaded}
 		if err := fsrc.Reload(); err != nil {
 			return fmt.Errorf("--tls-cert-file: %w", err)
 		}
-		go fsrc.Run(ctx, 10*time.Second)
+		g.Go(func() error { fsrc.Run(ctx, 10*time.Second); return nil })
 		src = fsrc
 	}
 	h := &webhook.Handler{Config: cfg.Inject(), Log: log, Metrics: m}
 	if cfg.Events {
 		rec := events.New(client, log, 256, m.EventsDropped.Inc)
-		go rec.Run(ctx)
+		g.Go(func() error { rec.Run(ctx); return nil })
 		h.Events = rec
 	}
 	mux := http.NewServeMux()
 	h.Mux(mux)
 	ready := src
-	errc := make(chan error, 3)
 	if cfg.XDSListen != "" {
-		cp, xsrc, err := startXDS(ctx, cfg, client, log, m, errc)
+		cp, xsrc, err := startXDS(ctx, g, cfg, client, log, m)
 		if err != nil {
 			return err
 		}
@@ -109,11 +123,12 @@ func Serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("--listen: %w", err)
 	}
+	defer whLn.Close() // on an early return; Shutdown closes it otherwise
 	adLn, err := net.Listen("tcp", cfg.AdminListen)
 	if err != nil {
-		whLn.Close()
 		return fmt.Errorf("--admin-listen: %w", err)
 	}
+	defer adLn.Close()
 	wh := &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 5 * time.Second,
@@ -138,23 +153,30 @@ func Serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		if err := cas.Reload(); err != nil {
 			return fmt.Errorf("--client-ca-file: %w", err)
 		}
-		go cas.Run(ctx, 10*time.Second)
+		g.Go(func() error { cas.Run(ctx, 10*time.Second); return nil })
 		RequireClientCert(wh.TLSConfig, cas.Pool, cfg.ClientNames)
 	}
 	admin := &http.Server{Handler: AdminHandler(ready, m), ReadHeaderTimeout: 5 * time.Second, MaxHeaderBytes: 16 << 10}
-	go func() { errc <- wh.ServeTLS(whLn, "", "") }()
-	go func() { errc <- admin.Serve(adLn) }()
-	log.Info("injector started", "listen", whLn.Addr().String(), "admin", adLn.Addr().String(), "tls_mode", cfg.TLSMode, "namespace", cfg.Namespace)
-	select {
-	case <-ctx.Done():
-	case err = <-errc:
+	serve := func(name string, serve func() error) {
+		g.Go(func() error {
+			if err := serve(); !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+			return nil
+		})
 	}
-	cancel() // stops the control plane, if any
+	serve("webhook", func() error { return wh.ServeTLS(whLn, "", "") })
+	serve("admin", func() error { return admin.Serve(adLn) })
+	log.Info("injector started", "listen", whLn.Addr().String(), "admin", adLn.Addr().String(), "tls_mode", cfg.TLSMode, "namespace", cfg.Namespace)
+	// On SIGTERM, or when any goroutine of the group fails: stop the rest (the control plane
+	// and reloaders by the context), drain the servers, and join everything.
+	<-ctx.Done()
+	cancel()
 	sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer scancel()
 	_ = wh.Shutdown(sctx)
 	_ = admin.Shutdown(sctx)
-	if err != nil && !errors.Is(err, http.ErrServerClosed) {
+	if err := g.Wait(); err != nil {
 		return err
 	}
 	log.Info("injector stopped")
@@ -163,8 +185,8 @@ func Serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
 
 // startXDS binds and runs the control plane: its serving certificate from files (reloaded),
 // client certificates required and verified against --xds-client-ca-file (reloaded). Its
-// error, if it stops by itself, goes to errc.
-func startXDS(ctx context.Context, cfg *Config, client kubernetes.Interface, log *slog.Logger, m *metrics.Metrics, errc chan<- error) (*xds.Server, certs.Source, error) {
+// goroutines run in g; an error of the control plane while ctx is live fails the group.
+func startXDS(ctx context.Context, g *errgroup.Group, cfg *Config, client kubernetes.Interface, log *slog.Logger, m *metrics.Metrics) (*xds.Server, certs.Source, error) {
 	fsrc := &certs.FileSource{CertFile: cfg.XDSTLSCertFile, KeyFile: cfg.XDSTLSKeyFile, Name: "control plane", Log: log}
 	if err := fsrc.Reload(); err != nil {
 		return nil, nil, fmt.Errorf("--xds-tls-cert-file: %w", err)
@@ -173,8 +195,8 @@ func startXDS(ctx context.Context, cfg *Config, client kubernetes.Interface, log
 	if err := cas.Reload(); err != nil {
 		return nil, nil, fmt.Errorf("--xds-client-ca-file: %w", err)
 	}
-	go fsrc.Run(ctx, 10*time.Second)
-	go cas.Run(ctx, 10*time.Second)
+	g.Go(func() error { fsrc.Run(ctx, 10*time.Second); return nil })
+	g.Go(func() error { cas.Run(ctx, 10*time.Second); return nil })
 	cp, err := xds.New(xds.Config{
 		Listen: cfg.XDSListen, TLS: XDSTLS(fsrc.GetCertificate, cas.Pool), Client: client, Namespace: cfg.XDSWatchNamespace,
 		Debounce: cfg.XDSDebounce, Logger: log,
@@ -190,11 +212,13 @@ func startXDS(ctx context.Context, cfg *Config, client kubernetes.Interface, log
 	if err != nil {
 		return nil, nil, fmt.Errorf("--xds-listen: %w", err)
 	}
-	go func() {
-		if err := cp.Run(ctx); err != nil {
-			errc <- fmt.Errorf("control plane: %w", err)
+	g.Go(func() error {
+		// After ctx ends (shutdown, or another goroutine failed) its error is not news.
+		if err := cp.Run(ctx); err != nil && ctx.Err() == nil {
+			return fmt.Errorf("control plane: %w", err)
 		}
-	}()
+		return nil
+	})
 	return cp, fsrc, nil
 }
 

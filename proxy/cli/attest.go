@@ -15,14 +15,8 @@ import (
 
 	"github.com/countersign/countersign/attestation/attester"
 	"github.com/countersign/countersign/attestation/maa"
+	"github.com/countersign/countersign/internal/cmdexit"
 )
-
-func init() {
-	Commands["attest"] = Command{
-		Summary: "get a fresh attestation token from MAA or the local attestation service",
-		Run:     runAttest,
-	}
-}
 
 func runAttest(ctx context.Context, args []string, s Streams) error {
 	fs := newFlagSet("attest", s)
@@ -42,10 +36,10 @@ func runAttest(ctx context.Context, args []string, s Streams) error {
 		return err
 	}
 	if *svc == "" {
-		return usagef("--service URL is required")
+		return cmdexit.Usagef("--service URL is required")
 	}
 	if *productID > 0xffff || *svn > 0xffff {
-		return usagef("--product-id and --svn must be at most 65535")
+		return cmdexit.Usagef("--product-id and --svn must be at most 65535")
 	}
 	id := attester.SimIdentity{ProductID: uint16(*productID), SVN: uint16(*svn)}
 	for _, m := range []struct {
@@ -57,49 +51,49 @@ func runAttest(ctx context.Context, args []string, s Streams) error {
 		}
 		v, err := attester.ParseMeasurement(m.val)
 		if err != nil {
-			return usagef("%s: %v", m.flag, err)
+			return cmdexit.Usagef("%s: %v", m.flag, err)
 		}
 		*m.dst = v
 	}
 	a, err := attester.New(*name, attester.Options{SimPlatformKey: *simKey, SimIdentity: id})
 	if err != nil {
-		return usagef("--attester: %v", err)
+		return cmdexit.Usagef("--attester: %v", err)
 	}
 
 	var runtimeData []byte
 	if *rdFile != "" {
 		if *keyOut != "" {
-			return usagef("--key-out applies only when no --runtime-data is given")
+			return cmdexit.Usagef("--key-out applies only when no --runtime-data is given")
 		}
 		runtimeData, err = readInput(*rdFile, s, maa.MaxRuntimeDataSize)
 		if err != nil {
-			return usagef("--runtime-data: %v", err)
+			return cmdexit.Usagef("--runtime-data: %v", err)
 		}
 		var obj map[string]json.RawMessage
 		if err := json.Unmarshal(runtimeData, &obj); err != nil {
-			return usagef("--runtime-data %s: expected a JSON object: %v", *rdFile, err)
+			return cmdexit.Usagef("--runtime-data %s: expected a JSON object: %v", *rdFile, err)
 		}
 	} else {
 		runtimeData, err = freshRuntimeData(*keyOut)
 		if err != nil {
-			return usagef("%v", err)
+			return cmdexit.Usagef("%v", err)
 		}
 	}
 
 	httpc, err := maa.NewHTTPClient(*ca, *timeout)
 	if err != nil {
-		return usagef("--ca: %v", err)
+		return cmdexit.Usagef("--ca: %v", err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
 	q, err := a.Quote(ctx, runtimeData)
 	if err != nil {
-		return &exitError{code: ExitRejected, err: err}
+		return cmdexit.WithCode(ExitRejected, err)
 	}
 	c := &maa.Client{BaseURL: *svc, Endpoint: maa.Endpoint(*endpoint), HTTP: httpc}
 	tok, err := c.Attest(ctx, q, runtimeData, maa.DataTypeJSON)
 	if err != nil {
-		return &exitError{code: ExitRejected, err: err}
+		return cmdexit.WithCode(ExitRejected, err)
 	}
 	fmt.Fprintln(s.Out, tok)
 	return nil

@@ -1,5 +1,6 @@
-// Package cli implements the proxy binary's subcommands. Each is a function from arguments and
-// standard streams to an error; Main maps errors to exit codes, so only main exits.
+// Package cli implements the proxy binary's subcommands, listed in one table (commands). Each
+// is a function from arguments and standard streams to an error; Main maps errors to exit
+// codes through internal/cmdexit, so only main exits.
 package cli
 
 import (
@@ -11,29 +12,17 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/countersign/countersign/internal/cmdexit"
 	"github.com/countersign/countersign/internal/version"
 )
 
-// Exit codes shared by every subcommand.
+// Exit codes shared by every subcommand (internal/cmdexit's, named for what they mean here).
 const (
-	ExitOK       = 0
-	ExitRejected = 1 // a verification said no
-	ExitFailed   = 1 // `run`: the proxy stopped serving (a listener failed or could not be bound)
-	ExitUsage    = 2 // usage, configuration or I/O error
+	ExitOK       = cmdexit.OK
+	ExitRejected = cmdexit.Failure // a verification said no
+	ExitFailed   = cmdexit.Failure // `run`: the proxy stopped serving (a listener failed or could not be bound)
+	ExitUsage    = cmdexit.Usage   // usage, configuration or I/O error
 )
-
-// exitError carries an exit code with its message.
-type exitError struct {
-	code int
-	err  error
-}
-
-func (e *exitError) Error() string { return e.err.Error() }
-func (e *exitError) Unwrap() error { return e.err }
-
-func usagef(format string, args ...any) error {
-	return &exitError{code: ExitUsage, err: fmt.Errorf(format, args...)}
-}
 
 // Streams are a command's standard streams.
 type Streams struct {
@@ -47,8 +36,29 @@ type Command struct {
 	Run     func(ctx context.Context, args []string, s Streams) error
 }
 
-// Commands is the subcommand table; other files register theirs in init.
-var Commands = map[string]Command{}
+// commands is the subcommand table, each command's Run in the file named for it.
+var commands = map[string]Command{
+	"attest": {
+		Summary: "get a fresh attestation token from MAA or the local attestation service",
+		Run:     runAttest,
+	},
+	"iptables": {
+		Summary: "install (or print, or remove) the transparent-interception rules; run by the init container with NET_ADMIN",
+		Run:     runIptables,
+	},
+	"run": {
+		Summary: "serve: attested inbound, outbound and admin listeners from --config FILE",
+		Run:     runRun,
+	},
+	"sim-platform-key": {
+		Summary: "make a simulated platform key (private to FILE, public to FILE.pub)",
+		Run:     runSimPlatformKey,
+	},
+	"verify": {
+		Summary: "explain whether a token or a receipt satisfies a policy (exit 0 accepted, 1 rejected, 2 error)",
+		Run:     runVerify,
+	},
+}
 
 // Main runs the subcommand named by args[0] and returns the process exit code.
 func Main(ctx context.Context, args []string, in io.Reader, out, errw io.Writer) int {
@@ -64,34 +74,31 @@ func Main(ctx context.Context, args []string, in io.Reader, out, errw io.Writer)
 		fmt.Fprintln(out, "proxy", version.Version)
 		return ExitOK
 	}
-	cmd, ok := Commands[args[0]]
+	cmd, ok := commands[args[0]]
 	if !ok {
 		fmt.Fprintf(errw, "proxy: unknown command %q\n\n", args[0])
 		usage(errw)
 		return ExitUsage
 	}
 	err := cmd.Run(ctx, args[1:], s)
-	if err == nil || errors.Is(err, flag.ErrHelp) {
-		return ExitOK
+	if err != nil && !cmdexit.HasCode(err) {
+		// The proxy's tools document exit 2 for configuration and I/O errors too: only a
+		// rejection (`verify`, `attest`) or a serving failure (`run`) exits 1, explicitly.
+		err = cmdexit.UsageError(err)
 	}
-	fmt.Fprintf(errw, "proxy %s: %v\n", args[0], err)
-	var ee *exitError
-	if errors.As(err, &ee) {
-		return ee.code
-	}
-	return ExitUsage
+	return cmdexit.Report("proxy "+args[0], err, errw)
 }
 
 func usage(w io.Writer) {
 	fmt.Fprintln(w, "Usage: proxy <command> [flags]")
 	fmt.Fprintln(w, "\nCommands:")
-	names := make([]string, 0, len(Commands))
-	for n := range Commands {
+	names := make([]string, 0, len(commands))
+	for n := range commands {
 		names = append(names, n)
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		fmt.Fprintf(w, "  %-18s %s\n", n, Commands[n].Summary)
+		fmt.Fprintf(w, "  %-18s %s\n", n, commands[n].Summary)
 	}
 	fmt.Fprintln(w, "\nRun `proxy <command> -h` for a command's flags.")
 }
@@ -108,10 +115,10 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
 		}
-		return &exitError{code: ExitUsage, err: err}
+		return cmdexit.UsageError(err)
 	}
 	if fs.NArg() > 0 {
-		return usagef("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+		return cmdexit.Usagef("unexpected arguments: %s", strings.Join(fs.Args(), " "))
 	}
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"io"
 
 	"github.com/countersign/countersign/attestation"
+	"github.com/countersign/countersign/internal/cmdexit"
 )
 
 // tooLarge is readAtMost's error for an input over its cap. For a token or a receipt that is
@@ -33,5 +34,5 @@ func rejectTooLarge(s Streams, what string, code attestation.Code, err error) (e
 		return nil, false
 	}
 	fmt.Fprintf(s.Out, "rejected: %s\n  the %s is over the size cap: %v\n", code, what, err)
-	return &exitError{code: ExitRejected, err: fmt.Errorf("%s rejected: %s", what, code)}, true
+	return cmdexit.WithCode(ExitRejected, fmt.Errorf("%s rejected: %s", what, code)), true
 }

@@ -8,16 +8,10 @@ import (
 	"net"
 	"strconv"
 
+	"github.com/countersign/countersign/internal/cmdexit"
 	"github.com/countersign/countersign/proxy/config"
 	"github.com/countersign/countersign/proxy/transparent"
 )
-
-func init() {
-	Commands["iptables"] = Command{
-		Summary: "install (or print, or remove) the transparent-interception rules; run by the init container with NET_ADMIN",
-		Run:     runIptables,
-	}
-}
 
 func runIptables(ctx context.Context, args []string, s Streams) error {
 	fs := newFlagSet("iptables", s)
@@ -40,30 +34,30 @@ func runIptables(ctx context.Context, args []string, s Streams) error {
 	if *cfgFile != "" {
 		c, err := config.Load(*cfgFile)
 		if err != nil {
-			return usagef("%v", err)
+			return cmdexit.Usagef("%v", err)
 		}
 		t := c.Transparent
 		if t == nil {
-			return usagef("%s has no transparent section", *cfgFile)
+			return cmdexit.Usagef("%s has no transparent section", *cfgFile)
 		}
 		if !set["proxy-uid"] {
 			r.ProxyUID = t.ProxyUID
 		}
 		if !set["inbound-port"] {
 			if r.InboundPort, err = portOf(t.InboundListen); err != nil {
-				return usagef("transparent.inboundListen: %v", err)
+				return cmdexit.Usagef("transparent.inboundListen: %v", err)
 			}
 		}
 		if !set["outbound-port"] {
 			if r.OutboundPort, err = portOf(t.OutboundListen); err != nil {
-				return usagef("transparent.outboundListen: %v", err)
+				return cmdexit.Usagef("transparent.outboundListen: %v", err)
 			}
 		}
 		r.ExcludeInboundPorts, r.ExcludeOutboundPorts = t.ExcludeInboundPorts, t.ExcludeOutboundPorts
 		for _, c := range t.ExcludeOutboundCIDRs {
 			p, err := transparent.ParseCIDRs(c)
 			if err != nil {
-				return usagef("transparent.excludeOutboundCidrs: %v", err)
+				return cmdexit.Usagef("transparent.excludeOutboundCidrs: %v", err)
 			}
 			r.ExcludeOutboundCIDRs = append(r.ExcludeOutboundCIDRs, p...)
 		}
@@ -71,17 +65,17 @@ func runIptables(ctx context.Context, args []string, s Streams) error {
 	var err error
 	if set["exclude-inbound-ports"] || *cfgFile == "" {
 		if r.ExcludeInboundPorts, err = transparent.ParsePorts(*exIn); err != nil {
-			return usagef("--exclude-inbound-ports: %v", err)
+			return cmdexit.Usagef("--exclude-inbound-ports: %v", err)
 		}
 	}
 	if set["exclude-outbound-ports"] || *cfgFile == "" {
 		if r.ExcludeOutboundPorts, err = transparent.ParsePorts(*exOut); err != nil {
-			return usagef("--exclude-outbound-ports: %v", err)
+			return cmdexit.Usagef("--exclude-outbound-ports: %v", err)
 		}
 	}
 	if set["exclude-outbound-cidrs"] || *cfgFile == "" {
 		if r.ExcludeOutboundCIDRs, err = transparent.ParseCIDRs(*exCIDR); err != nil {
-			return usagef("--exclude-outbound-cidrs: %v", err)
+			return cmdexit.Usagef("--exclude-outbound-cidrs: %v", err)
 		}
 	}
 	// One rule set per address family. Without --ipv6 the IPv4 rules are installed, and when
@@ -98,7 +92,7 @@ func runIptables(ctx context.Context, args []string, s Streams) error {
 		}
 		sets[i].ExcludeOutboundCIDRs = transparent.OfFamily(r.ExcludeOutboundCIDRs, sets[i].IPv6)
 		if err := sets[i].Validate(); err != nil {
-			return usagef("%v", err)
+			return cmdexit.Usagef("%v", err)
 		}
 	}
 	if !*ipv6 && len(transparent.OfFamily(r.ExcludeOutboundCIDRs, true)) > 0 && len(sets) == 1 {

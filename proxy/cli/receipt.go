@@ -16,6 +16,7 @@ import (
 	"github.com/countersign/countersign/attestation/maa"
 	"github.com/countersign/countersign/attestation/policy"
 	"github.com/countersign/countersign/attestation/token"
+	"github.com/countersign/countersign/internal/cmdexit"
 	"github.com/countersign/countersign/proxy/chain"
 )
 
@@ -31,7 +32,7 @@ func verifyReceipt(ctx context.Context, s Streams, p *policy.Policy, receiptFile
 		return rerr
 	}
 	if err != nil {
-		return usagef("--receipt: %v", err)
+		return cmdexit.Usagef("--receipt: %v", err)
 	}
 	r, err := chain.ParseReceipt(raw)
 	if err != nil {
@@ -41,16 +42,16 @@ func verifyReceipt(ctx context.Context, s Streams, p *policy.Policy, receiptFile
 			code, why = rej.Code, rej.Sentence()
 		}
 		fmt.Fprintf(s.Out, "rejected: %s\n  %s\n", code, why)
-		return &exitError{code: ExitRejected, err: fmt.Errorf("receipt rejected: %s", code)}
+		return cmdexit.WithCode(ExitRejected, fmt.Errorf("receipt rejected: %s", code))
 	}
 	when, err := chain.ReceiptTime(r)
 	if err != nil {
 		var rej *attestation.Rejection
 		if !errors.As(err, &rej) {
-			return usagef("%v", err)
+			return cmdexit.Usagef("%v", err)
 		}
 		fmt.Fprintf(s.Out, "rejected: %s\n  %s (so the receipt has no time)\n", rej.Code, rej.Sentence())
-		return &exitError{code: ExitRejected, err: fmt.Errorf("receipt rejected: %s", rej.Code)}
+		return cmdexit.WithCode(ExitRejected, fmt.Errorf("receipt rejected: %s", rej.Code))
 	}
 	log := slog.New(slog.NewTextHandler(s.Err, &slog.HandlerOptions{Level: slog.LevelError}))
 	var tweakErr error
@@ -73,25 +74,25 @@ func verifyReceipt(ctx context.Context, s Streams, p *policy.Policy, receiptFile
 		}
 	})
 	if tweakErr != nil {
-		return usagef("%v", tweakErr)
+		return cmdexit.Usagef("%v", tweakErr)
 	}
 	if err != nil {
-		return usagef("%v", err)
+		return cmdexit.Usagef("%v", err)
 	}
 	for u := range issuerKeys {
-		return usagef("--issuer-keys: %q is not an issuer of the policy", u)
+		return cmdexit.Usagef("--issuer-keys: %q is not an issuer of the policy", u)
 	}
 	if err := eng.Verifier.Prefetch(ctx); err != nil {
-		return usagef("cannot fetch the issuers' keys (give them with --issuer-keys URL=FILE to verify offline): %v", err)
+		return cmdexit.Usagef("cannot fetch the issuers' keys (give them with --issuer-keys URL=FILE to verify offline): %v", err)
 	}
 	res, err := chain.VerifyReceipt(ctx, eng, r, hopIDs, answerer, maxReceiptHops)
 	if err != nil {
 		var rej *attestation.Rejection
 		if !errors.As(err, &rej) {
-			return usagef("%v", err)
+			return cmdexit.Usagef("%v", err)
 		}
 		fmt.Fprintf(s.Out, "rejected: %s\n  %s\n", rej.Code, rej.Sentence())
-		return &exitError{code: ExitRejected, err: fmt.Errorf("receipt rejected: %s", rej.Code)}
+		return cmdexit.WithCode(ExitRejected, fmt.Errorf("receipt rejected: %s", rej.Code))
 	}
 	fmt.Fprintf(s.Out, "accepted: receipt countersigned at %s by %s\n", when.UTC().Format(time.RFC3339Nano), res.Answerer)
 	fmt.Fprintf(s.Out, "  response        status %d, body sha256 %s\n", r.Status, r.BodySHA256)

@@ -7,14 +7,8 @@ import (
 	"fmt"
 
 	"github.com/countersign/countersign/attestation/quote"
+	"github.com/countersign/countersign/internal/cmdexit"
 )
-
-func init() {
-	Commands["sim-platform-key"] = Command{
-		Summary: "make a simulated platform key (private to FILE, public to FILE.pub)",
-		Run:     runSimPlatformKey,
-	}
-}
 
 func runSimPlatformKey(_ context.Context, args []string, s Streams) error {
 	fs := newFlagSet("sim-platform-key", s)
@@ -23,11 +17,11 @@ func runSimPlatformKey(_ context.Context, args []string, s Streams) error {
 		return err
 	}
 	if *out == "" {
-		return usagef("--out FILE is required")
+		return cmdexit.Usagef("--out FILE is required")
 	}
 	priv, err := quote.GeneratePlatformKey(*out)
 	if err != nil {
-		return usagef("%v", err)
+		return cmdexit.Usagef("%v", err)
 	}
 	id := quote.PlatformKeyID(priv.Public().(ed25519.PublicKey))
 	fmt.Fprintf(s.Out, "simulated platform key written to %s (public half: %s.pub, key id %s)\n", *out, *out, hex.EncodeToString(id[:8]))

@@ -29,6 +29,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/countersign/countersign/internal/cmdexit"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -761,13 +762,12 @@ func checkVectorFiles(t *testing.T) {
 			var out, errOut bytes.Buffer
 			err := runVerify(context.Background(), args, Streams{Out: &out, Err: &errOut})
 			first, _, _ := strings.Cut(out.String(), "\n")
-			var ee *exitError
 			switch {
 			case c.Verdict == "accepted":
 				if err != nil || !strings.HasPrefix(first, "accepted: ") {
 					t.Fatalf("want accepted, got %v\n%s%s", err, out.String(), errOut.String())
 				}
-			case !errors.As(err, &ee) || ee.code != ExitRejected:
+			case err == nil || cmdexit.Code(err) != ExitRejected:
 				t.Fatalf("want rejected (exit %d) with %s, got %v\n%s%s", ExitRejected, c.Code, err, out.String(), errOut.String())
 			case first != "rejected: "+c.Code:
 				t.Fatalf("want rejected: %s, got %q\n%s", c.Code, first, out.String())

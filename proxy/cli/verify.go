@@ -14,14 +14,8 @@ import (
 	"github.com/countersign/countersign/attestation"
 	"github.com/countersign/countersign/attestation/policy"
 	"github.com/countersign/countersign/attestation/token"
+	"github.com/countersign/countersign/internal/cmdexit"
 )
-
-func init() {
-	Commands["verify"] = Command{
-		Summary: "explain whether a token or a receipt satisfies a policy (exit 0 accepted, 1 rejected, 2 error)",
-		Run:     runVerify,
-	}
-}
 
 func runVerify(ctx context.Context, args []string, s Streams) error {
 	fs := newFlagSet("verify", s)
@@ -38,37 +32,37 @@ func runVerify(ctx context.Context, args []string, s Streams) error {
 		return err
 	}
 	if *policyFile == "" {
-		return usagef("--policy FILE is required")
+		return cmdexit.Usagef("--policy FILE is required")
 	}
 	if (*tokenFile == "") == (*receiptFile == "") {
-		return usagef("exactly one of --token FILE|- and --receipt FILE|- is required")
+		return cmdexit.Usagef("exactly one of --token FILE|- and --receipt FILE|- is required")
 	}
 	p, err := policy.Load(*policyFile)
 	if err != nil {
-		return usagef("%v", err)
+		return cmdexit.Usagef("%v", err)
 	}
 	if *receiptFile != "" {
 		if *keyFile != "" {
-			return usagef("--key applies to --token only")
+			return cmdexit.Usagef("--key applies to --token only")
 		}
 		ctx, cancel := context.WithTimeout(ctx, *timeout)
 		defer cancel()
 		return verifyReceipt(ctx, s, p, *receiptFile, idList(*identity), idList(*answerer), issuerKeys)
 	}
 	if *answerer != "" || len(issuerKeys) > 0 {
-		return usagef("--answerer and --issuer-keys apply to --receipt only")
+		return cmdexit.Usagef("--answerer and --issuer-keys apply to --receipt only")
 	}
 	raw, err := readInput(*tokenFile, s, token.DefaultMaxTokenSize*2)
 	if rerr, ok := rejectTooLarge(s, "token", attestation.CodeTooLarge, err); ok {
 		return rerr
 	}
 	if err != nil {
-		return usagef("--token: %v", err)
+		return cmdexit.Usagef("--token: %v", err)
 	}
 	var pub crypto.PublicKey
 	if *keyFile != "" {
 		if pub, err = loadPublicKey(*keyFile); err != nil {
-			return usagef("--key: %v", err)
+			return cmdexit.Usagef("--key: %v", err)
 		}
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
@@ -76,10 +70,10 @@ func runVerify(ctx context.Context, args []string, s Streams) error {
 	log := slog.New(slog.NewTextHandler(s.Err, &slog.HandlerOptions{Level: slog.LevelError}))
 	eng, err := policy.NewEngine(p, log, nil)
 	if err != nil {
-		return usagef("%v", err)
+		return cmdexit.Usagef("%v", err)
 	}
 	if err := eng.Verifier.Prefetch(ctx); err != nil {
-		return usagef("cannot fetch the issuers' keys: %v", err)
+		return cmdexit.Usagef("cannot fetch the issuers' keys: %v", err)
 	}
 	var ids []string
 	if *identity != "" {
@@ -88,14 +82,14 @@ func runVerify(ctx context.Context, args []string, s Streams) error {
 	d, t := eng.Check(ctx, string(bytes.TrimSpace(raw)), ids, pub)
 	if !d.Allowed() {
 		if d.Rejection.Code == attestation.CodeUnknownIdentity {
-			return usagef("--identity: %s", d.Rejection.Sentence())
+			return cmdexit.Usagef("--identity: %s", d.Rejection.Sentence())
 		}
 		fmt.Fprintf(s.Out, "rejected: %s\n", d.Rejection.Code)
 		fmt.Fprintf(s.Out, "  %s\n", d.Rejection.Sentence())
 		if t != nil {
 			describe(s, t)
 		}
-		return &exitError{code: ExitRejected, err: fmt.Errorf("token rejected: %s", d.Rejection.Code)}
+		return cmdexit.WithCode(ExitRejected, fmt.Errorf("token rejected: %s", d.Rejection.Code))
 	}
 	fmt.Fprintf(s.Out, "accepted: identity %s\n", d.Identity)
 	describe(s, t)

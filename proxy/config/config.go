@@ -4,19 +4,14 @@ package config
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
-	"regexp"
-	"strings"
 	"time"
 
-	"github.com/countersign/countersign/attestation/attester"
 	"github.com/countersign/countersign/attestation/maa"
-	"github.com/countersign/countersign/attestation/token"
 	"github.com/countersign/countersign/internal/strictdecode"
 )
 
@@ -284,192 +279,6 @@ func (c *Config) SetDefaults() {
 	def(&c.Chain.Window, 30*time.Second)
 	def(&c.Chain.MaxAge, 5*time.Minute)
 	c.setMeshDefaults()
-}
-
-var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$`)
-
-// Validate checks the configuration (after SetDefaults). Every error names its field.
-func (c *Config) Validate() error {
-	var errs []error
-	add := func(field, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
-	}
-	switch c.Attester.Type {
-	case attester.NameSim:
-		if c.Attester.SimPlatformKey == "" {
-			add("attester.simPlatformKey", "required with type sim (make one with `proxy sim-platform-key --out FILE`)")
-		}
-		for _, m := range []struct{ field, v string }{{"mrenclave", c.Attester.SimIdentity.MREnclave}, {"mrsigner", c.Attester.SimIdentity.MRSigner}} {
-			if m.v != "" {
-				if _, err := attester.ParseMeasurement(m.v); err != nil {
-					add("attester.simIdentity."+m.field, "%v", err)
-				}
-			}
-		}
-	case attester.NameSGX:
-		if c.Attester.SimPlatformKey != "" || c.Attester.SimIdentity != (SimIdentity{}) {
-			add("attester.simPlatformKey", "sim settings given with type sgx")
-		}
-	case "":
-		add("attester.type", "required: sgx or sim")
-	default:
-		add("attester.type", "%q, expected sgx or sim", c.Attester.Type)
-	}
-	if c.AttestationService.URL == "" {
-		add("attestationService.url", "required (https://host[:port])")
-	} else if err := token.ValidateIssuerURL(c.AttestationService.URL); err != nil {
-		// Plain http would let anyone on the path hand the proxy keys and tokens; the proxy
-		// would then run unready forever, so it refuses to start instead.
-		add("attestationService.url", "%q, expected https://host[:port] (TLS is required; no path)", c.AttestationService.URL)
-	}
-	switch maa.Endpoint(c.AttestationService.Endpoint) {
-	case maa.EndpointSgxEnclave, maa.EndpointOpenEnclave:
-	default:
-		add("attestationService.endpoint", "%q, expected SgxEnclave or OpenEnclave", c.AttestationService.Endpoint)
-	}
-	if c.PolicyFile == "" {
-		add("policyFile", "required (see docs/policy.md)")
-	}
-	if c.Identity == "" {
-		add("identity", "required: this proxy's identity name in the policy")
-	} else if !nameRE.MatchString(c.Identity) {
-		add("identity", "%q is not an identity name", c.Identity)
-	}
-	if len(c.Claimed) > maa.MaxClaimedEntries {
-		add("claimed", "%d labels, at most %d allowed", len(c.Claimed), maa.MaxClaimedEntries)
-	}
-	if c.Refresh.At <= 0 || c.Refresh.At >= 1 {
-		add("refresh.at", "%v, expected a fraction of the token lifetime between 0 and 1", c.Refresh.At)
-	}
-	if c.Refresh.Jitter < 0 || c.Refresh.Jitter >= c.Refresh.At || c.Refresh.At+c.Refresh.Jitter >= 1 {
-		add("refresh.jitter", "%v, expected 0 <= jitter < at and at+jitter < 1", c.Refresh.Jitter)
-	}
-	if c.Refresh.MaxBackoff < c.Refresh.MinBackoff {
-		add("refresh.maxBackoff", "%s is less than minBackoff %s", c.Refresh.MaxBackoff.D(), c.Refresh.MinBackoff.D())
-	}
-	if len(c.Inbound)+len(c.Outbound) == 0 && c.Transparent == nil {
-		add("inbound", "no listeners: at least one inbound or outbound listener is required")
-	}
-	names := map[string]string{}
-	addrs := map[string]string{}
-	listener := func(field, name, listen, proto string) {
-		if !nameRE.MatchString(name) {
-			add(field+".name", "%q, expected lowercase letters, digits, '.', '_' or '-'", name)
-		} else if prev, dup := names[name]; dup {
-			add(field+".name", "%q is also the name of %s", name, prev)
-		} else {
-			names[name] = field
-		}
-		if _, _, err := net.SplitHostPort(listen); err != nil {
-			add(field+".listen", "%q is not host:port", listen)
-		} else if prev, dup := addrs[listen]; dup && !strings.HasSuffix(listen, ":0") {
-			add(field+".listen", "%q is also the address of %s", listen, prev)
-		} else {
-			addrs[listen] = field
-		}
-		if proto != ProtocolHTTP && proto != ProtocolTCP {
-			add(field+".protocol", "%q, expected http or tcp", proto)
-		}
-	}
-	for i, in := range c.Inbound {
-		f := fmt.Sprintf("inbound[%d]", i)
-		listener(f, in.Name, in.Listen, in.Protocol)
-		if err := loopback(in.ForwardTo); err != nil {
-			add(f+".forwardTo", "%v", err)
-		}
-		if in.Public {
-			if in.CertFile == "" || in.KeyFile == "" {
-				add(f+".certFile", "a public listener needs certFile and keyFile (an ordinary certificate browsers trust)")
-			}
-			if len(in.Allow) > 0 {
-				add(f+".allow", "a public listener does not authenticate callers; remove allow or public")
-			}
-			if in.Protocol != ProtocolHTTP {
-				add(f+".public", "public listeners serve http only")
-			}
-		} else {
-			if len(in.Allow) == 0 {
-				add(f+".allow", "required: the policy identities allowed to call (or public: true)")
-			}
-			if in.CertFile != "" || in.KeyFile != "" {
-				add(f+".certFile", "only public listeners use certificate files; attested listeners use the enclave's certificate")
-			}
-		}
-		for j, a := range in.Allow {
-			if !nameRE.MatchString(a) {
-				add(fmt.Sprintf("%s.allow[%d]", f, j), "%q is not an identity name", a)
-			}
-		}
-	}
-	for i, out := range c.Outbound {
-		f := fmt.Sprintf("outbound[%d]", i)
-		listener(f, out.Name, out.Listen, out.Protocol)
-		if out.Listen != "" {
-			if err := loopback(out.Listen); err != nil {
-				add(f+".listen", "%v (the app dials outbound listeners in plaintext)", err)
-			}
-		}
-		switch {
-		case out.Cluster != "" && out.Upstream != "":
-			add(f+".cluster", "set together with upstream; use one or the other")
-		case out.Cluster != "":
-			if c.XDS == nil {
-				add(f+".cluster", "%q needs a control plane: set xds", out.Cluster)
-			}
-		default:
-			if _, _, err := net.SplitHostPort(out.Upstream); err != nil {
-				add(f+".upstream", "%q is not host:port", out.Upstream)
-			}
-		}
-		if len(out.UpstreamIdentity) == 0 {
-			add(f+".upstreamIdentity", "required: the policy identities the upstream must prove")
-		}
-		for j, a := range out.UpstreamIdentity {
-			if !nameRE.MatchString(a) {
-				add(fmt.Sprintf("%s.upstreamIdentity[%d]", f, j), "%q is not an identity name", a)
-			}
-		}
-	}
-	if c.Admin.Listen != "" {
-		if _, _, err := net.SplitHostPort(c.Admin.Listen); err != nil {
-			add("admin.listen", "%q is not host:port", c.Admin.Listen)
-		} else if prev, dup := addrs[c.Admin.Listen]; dup && !strings.HasSuffix(c.Admin.Listen, ":0") {
-			add("admin.listen", "%q is also the address of %s", c.Admin.Listen, prev)
-		}
-	}
-	l := c.Limits
-	if l.MaxConnections < 1 {
-		add("limits.maxConnections", "%d, expected at least 1", l.MaxConnections)
-	}
-	if l.MaxHeaderBytes < 4096 {
-		add("limits.maxHeaderBytes", "%d, expected at least 4096", l.MaxHeaderBytes)
-	}
-	if l.MaxBodyBytes < 1 {
-		add("limits.maxBodyBytes", "%d, expected at least 1", l.MaxBodyBytes)
-	}
-	if l.MaxResponseBytes < 1 {
-		add("limits.maxResponseBytes", "%d, expected at least 1", l.MaxResponseBytes)
-	}
-	if c.Chain.SignVersion != 0 && c.Chain.SignVersion != 1 && c.Chain.SignVersion != 2 {
-		add("chain.signVersion", "%d, expected 1 or 2", c.Chain.SignVersion)
-	}
-	if c.Chain.MaxHops < 1 || c.Chain.MaxHops > 32 {
-		add("chain.maxHops", "%d, expected 1 to 32", c.Chain.MaxHops)
-	}
-	if c.Chain.MaxBytes < 4096 || c.Chain.MaxBytes > l.MaxHeaderBytes {
-		add("chain.maxBytes", "%d, expected at least 4096 and at most limits.maxHeaderBytes (%d)", c.Chain.MaxBytes, l.MaxHeaderBytes)
-	}
-	if c.Chain.MaxAge < c.Chain.Window {
-		add("chain.maxAge", "%s is shorter than chain.window %s", c.Chain.MaxAge.D(), c.Chain.Window.D())
-	}
-	for j, a := range c.Chain.Identities {
-		if !nameRE.MatchString(a) {
-			add(fmt.Sprintf("chain.identities[%d]", j), "%q is not an identity name", a)
-		}
-	}
-	errs = append(errs, c.validateTransparent(addrs, names)...)
-	errs = append(errs, c.validateXDS()...)
-	return errors.Join(errs...)
 }
 
 // loopback requires host:port with a loopback IP or "localhost".

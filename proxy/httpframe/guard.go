@@ -214,363 +214,447 @@ func (g *guard) headLine(p []byte, i int, bareLF Reason, inBody bool, next state
 
 // feed parses p, the next bytes of the stream. It returns len(p), or the index of the byte at
 // which it found a smuggling shape (g.bad is then set, and the guard parses nothing more).
+//
+// Each phase of a request (between requests, request line, header field start, name and
+// values, end of head, Content-Length body, chunk sizes and extensions, chunk data, trailer
+// section) is a method over the same state enum: it consumes p from i, the byte-at-a-time
+// phases in a loop of their own while the state stays theirs, and returns where parsing goes
+// on, and stop when the guard failed (feed then returns that index).
 func (g *guard) feed(p []byte) int {
 	defer func() { g.off += int64(len(p)) }()
 	for i := 0; i < len(p); {
-		b := p[i]
+		var stop bool
 		switch g.st {
 		case sPoisoned:
 			return len(p)
-
-		case sIdle:
-			switch b {
-			case '\r':
-				g.st = sIdleLF
-				i++
-				continue
-			case '\n':
-				g.fail(BetweenRequests, g.req+1, false)
-				return i
-			}
-			g.req++
-			g.st, g.head, g.line, g.tail, g.ninth = sLine, 0, 0, 0, 0
-			g.haveCL, g.haveTE, g.cl, g.http11 = false, false, 0, false
-
-		case sIdleLF:
-			if b != '\n' {
-				g.fail(BetweenRequests, g.req+1, false)
-				return i
-			}
-			g.st = sIdle
-			i++
-
-		case sLine:
-			n, cr, bad := skipLine(p[i:])
-			if bad {
-				g.fail(BareLF, g.req, false)
-				return i + n
-			}
-			if seg := p[i : i+n]; len(seg) >= 9 {
-				g.ninth, g.tail = seg[len(seg)-9], binary.BigEndian.Uint64(seg[len(seg)-8:])
-			} else {
-				for _, c := range seg {
-					g.ninth = byte(g.tail >> 56)
-					g.tail = g.tail<<8 | uint64(c)
-				}
-			}
-			g.line += n
-			g.head += n
-			i += n
-			if g.head > g.max {
-				g.fail(HeadTooLarge, g.req, false)
-				return i
-			}
-			if cr {
-				g.st = sLineLF
-				i++
-				g.head++
-			}
-
-		case sLineLF:
-			if b != '\n' {
-				g.fail(BareCR, g.req, false)
-				return i
-			}
-			g.http11 = g.line > 9 && g.tail == http11 && g.ninth == ' '
-			if g.lines != nil {
-				g.lines(g.req, g.line)
-			}
-			g.st = sFieldStart
-			g.head++
-			i++
-
+		case sIdle, sIdleLF:
+			i, stop = g.between(p, i)
+		case sLine, sLineLF:
+			i, stop = g.requestLine(p, i)
 		case sFieldStart:
-			switch b {
-			case '\r':
-				g.st = sHeadLF
-			case '\n':
-				g.fail(BareLF, g.req, false)
-				return i
-			case ' ', '\t':
-				g.fail(ObsFold, g.req, false)
-				return i
-			case ':':
-				g.fail(BadFieldLine, g.req, false)
-				return i
-			default:
-				g.st, g.nameLen, g.maybeCL, g.maybeTE = sName, 0, true, true
-				continue // the byte is the name's first
-			}
-			g.head++
-			i++
-
+			i, stop = g.fieldStart(p, i)
 		case sName:
-			g.head++
-			switch b {
-			case ':':
-				switch {
-				case g.maybeCL && g.nameLen == len(nameCL):
-					if g.haveCL {
-						g.fail(DuplicateCL, g.req, false)
-						return i
-					}
-					g.haveCL, g.st, g.phase, g.digits = true, sCL, 0, 0
-				case g.maybeTE && g.nameLen == len(nameTE):
-					if g.haveTE {
-						g.fail(TENotChunked, g.req, false)
-						return i
-					}
-					g.haveTE, g.st, g.phase, g.match = true, sTE, 0, 0
-				default:
-					g.st = sValue
-				}
-			case ' ', '\t', '\r', '\n':
-				g.fail(BadFieldLine, g.req, false)
-				return i
-			default:
-				lb := b | 0x20 // lower case for letters; '-' and digits unchanged
-				if g.maybeCL && (g.nameLen >= len(nameCL) || nameCL[g.nameLen] != lb) {
-					g.maybeCL = false
-				}
-				if g.maybeTE && (g.nameLen >= len(nameTE) || nameTE[g.nameLen] != lb) {
-					g.maybeTE = false
-				}
-				g.nameLen++
-			}
-			i++
-			if g.head > g.max {
-				g.fail(HeadTooLarge, g.req, false)
-				return i
-			}
-
+			i, stop = g.fieldName(p, i)
 		case sCL:
-			g.head++
-			switch {
-			case b == ' ' || b == '\t':
-				if g.phase == 1 {
-					g.phase = 2
-				}
-				if g.head > g.max {
-					g.fail(HeadTooLarge, g.req, false)
-					return i
-				}
-			case b >= '0' && b <= '9':
-				if g.phase == 2 || g.digits == maxCLDigits {
-					g.fail(BadCL, g.req, false)
-					return i
-				}
-				g.phase = 1
-				g.digits++
-				g.cl = g.cl*10 + uint64(b-'0')
-			case b == '\r' && g.digits > 0:
-				g.st = sFieldLF
-			case b == '\n':
-				g.fail(BareLF, g.req, false)
-				return i
-			default:
-				g.fail(BadCL, g.req, false)
-				return i
-			}
-			i++
-
+			i, stop = g.contentLength(p, i)
 		case sTE:
-			g.head++
-			switch {
-			case b == ' ' || b == '\t':
-				if g.phase == 1 {
-					if g.match != len("chunked") {
-						g.fail(TENotChunked, g.req, false)
-						return i
-					}
-					g.phase = 2
-				}
-				if g.head > g.max {
-					g.fail(HeadTooLarge, g.req, false)
-					return i
-				}
-			case b == '\r' && g.match == len("chunked"):
-				g.st = sFieldLF
-			case b == '\n':
-				g.fail(BareLF, g.req, false)
-				return i
-			case g.phase < 2 && g.match < len("chunked") && b|0x20 == "chunked"[g.match]:
-				g.phase = 1
-				g.match++
-			default:
-				g.fail(TENotChunked, g.req, false)
-				return i
-			}
-			i++
-
+			i, stop = g.transferEncoding(p, i)
 		case sValue:
-			var stop bool
-			if i, stop = g.headLine(p, i, BareLF, false, sFieldLF); stop {
-				return i
-			}
-
+			i, stop = g.headLine(p, i, BareLF, false, sFieldLF)
 		case sFieldLF:
-			if b != '\n' {
-				g.fail(BareCR, g.req, false)
-				return i
-			}
-			g.st = sFieldStart
-			g.head++
-			i++
-
+			i, stop = g.fieldEnd(p, i)
 		case sHeadLF:
-			if b != '\n' {
-				g.fail(BareCR, g.req, false)
-				return i
-			}
-			i++
-			switch {
-			case g.haveCL && g.haveTE:
-				g.fail(CLAndTE, g.req, false)
-				return i - 1
-			case g.haveTE && !g.http11:
-				g.fail(TEInHTTP10, g.req, false)
-				return i - 1
-			case g.haveTE:
-				g.st, g.size, g.digits, g.ext = sChunkSize, 0, 0, 0
-			case g.cl > 0:
-				g.st, g.size = sBody, g.cl
-			default:
-				g.done(g.off + int64(i))
-			}
-
+			i, stop = g.endHead(p, i)
 		case sBody:
-			n := uint64(len(p) - i)
-			if n >= g.size {
-				i += int(g.size)
-				g.size = 0
-				g.done(g.off + int64(i))
-				continue
-			}
-			g.size -= n
-			i = len(p)
-
+			i = g.body(p, i)
 		case sChunkSize:
-			g.ext++
-			if v, ok := isHex(b); ok {
-				if g.digits == maxChunkDigits {
-					g.fail(BadChunkSize, g.req, true)
-					return i
-				}
-				if g.size > maxChunk>>4 {
-					g.fail(BadChunkSize, g.req, true)
-					return i
-				}
-				g.digits++
-				g.size = g.size<<4 | v
-				i++
-				continue
-			}
-			if g.digits == 0 {
-				g.fail(BadChunkSize, g.req, true)
-				return i
-			}
-			switch b {
-			case ' ', '\t', ';':
-				g.st = sChunkExt
-			case '\r':
-				g.st = sChunkLF
-			case '\n':
-				g.fail(BadChunkFraming, g.req, true)
-				return i
-			default:
-				g.fail(BadChunkSize, g.req, true)
-				return i
-			}
-			i++
-
+			i, stop = g.chunkSize(p, i)
 		case sChunkExt:
-			g.ext++
-			if g.ext > maxChunkLine {
-				g.fail(BadChunkSize, g.req, true)
-				return i
-			}
-			switch b {
-			case '\r':
-				g.st = sChunkLF
-			case '\n':
-				g.fail(BadChunkFraming, g.req, true)
-				return i
-			}
-			i++
-
-		case sChunkLF:
-			if b != '\n' {
-				g.fail(BadChunkFraming, g.req, true)
-				return i
-			}
-			i++
-			if g.size == 0 {
-				g.st, g.head = sTrailerStart, 0
-			} else {
-				g.st = sChunkData
-			}
-
-		case sChunkData:
-			n := uint64(len(p) - i)
-			if n >= g.size {
-				i += int(g.size)
-				g.size = 0
-				g.st = sChunkDataCR
-				continue
-			}
-			g.size -= n
-			i = len(p)
-
-		case sChunkDataCR:
-			if b != '\r' {
-				g.fail(BadChunkFraming, g.req, true)
-				return i
-			}
-			g.st = sChunkDataLF
-			i++
-
-		case sChunkDataLF:
-			if b != '\n' {
-				g.fail(BadChunkFraming, g.req, true)
-				return i
-			}
-			g.st, g.size, g.digits, g.ext = sChunkSize, 0, 0, 0
-			i++
-
-		case sTrailerStart:
-			g.head++
-			switch b {
-			case '\r':
-				g.st = sTrailerEndLF
-			case '\n':
-				g.fail(BadChunkFraming, g.req, true)
-				return i
-			case ' ', '\t':
-				g.fail(ObsFold, g.req, true)
-				return i
-			default:
-				g.st = sTrailer
-			}
-			i++
-
-		case sTrailer:
-			var stop bool
-			if i, stop = g.headLine(p, i, BadChunkFraming, true, sTrailerLF); stop {
-				return i
-			}
-
-		case sTrailerLF, sTrailerEndLF:
-			if b != '\n' {
-				g.fail(BadChunkFraming, g.req, true)
-				return i
-			}
-			i++
-			if g.st == sTrailerLF {
-				g.st = sTrailerStart
-			} else {
-				g.done(g.off + int64(i))
-			}
+			i, stop = g.chunkExt(p, i)
+		case sChunkLF, sChunkData, sChunkDataCR, sChunkDataLF:
+			i, stop = g.chunk(p, i)
+		case sTrailerStart, sTrailer, sTrailerLF, sTrailerEndLF:
+			i, stop = g.trailer(p, i)
+		}
+		if stop {
+			return i
 		}
 	}
 	return len(p)
+}
+
+// between is the phase between requests: CRLF pairs, then the first byte of a request line
+// (not consumed), which starts the next request.
+func (g *guard) between(p []byte, i int) (int, bool) {
+	b := p[i]
+	if g.st == sIdleLF {
+		if b != '\n' {
+			g.fail(BetweenRequests, g.req+1, false)
+			return i, true
+		}
+		g.st = sIdle
+		return i + 1, false
+	}
+	switch b {
+	case '\r':
+		g.st = sIdleLF
+		return i + 1, false
+	case '\n':
+		g.fail(BetweenRequests, g.req+1, false)
+		return i, true
+	}
+	g.req++
+	g.st, g.head, g.line, g.tail, g.ninth = sLine, 0, 0, 0, 0
+	g.haveCL, g.haveTE, g.cl, g.http11 = false, false, 0, false
+	return i, false
+}
+
+// requestLine is the request line and its CRLF; it remembers the line's last 9 bytes to tell
+// HTTP/1.1 from older versions.
+func (g *guard) requestLine(p []byte, i int) (int, bool) {
+	if g.st == sLineLF {
+		if p[i] != '\n' {
+			g.fail(BareCR, g.req, false)
+			return i, true
+		}
+		g.http11 = g.line > 9 && g.tail == http11 && g.ninth == ' '
+		if g.lines != nil {
+			g.lines(g.req, g.line)
+		}
+		g.st = sFieldStart
+		g.head++
+		return i + 1, false
+	}
+	n, cr, bad := skipLine(p[i:])
+	if bad {
+		g.fail(BareLF, g.req, false)
+		return i + n, true
+	}
+	if seg := p[i : i+n]; len(seg) >= 9 {
+		g.ninth, g.tail = seg[len(seg)-9], binary.BigEndian.Uint64(seg[len(seg)-8:])
+	} else {
+		for _, c := range seg {
+			g.ninth = byte(g.tail >> 56)
+			g.tail = g.tail<<8 | uint64(c)
+		}
+	}
+	g.line += n
+	g.head += n
+	i += n
+	if g.head > g.max {
+		g.fail(HeadTooLarge, g.req, false)
+		return i, true
+	}
+	if cr {
+		g.st = sLineLF
+		i++
+		g.head++
+	}
+	return i, false
+}
+
+// fieldEnd is the LF ending a header field line.
+func (g *guard) fieldEnd(p []byte, i int) (int, bool) {
+	if p[i] != '\n' {
+		g.fail(BareCR, g.req, false)
+		return i, true
+	}
+	g.st = sFieldStart
+	g.head++
+	return i + 1, false
+}
+
+// fieldStart is the first byte of a header line, or the CR of the empty line ending the head.
+func (g *guard) fieldStart(p []byte, i int) (int, bool) {
+	switch p[i] {
+	case '\r':
+		g.st = sHeadLF
+	case '\n':
+		g.fail(BareLF, g.req, false)
+		return i, true
+	case ' ', '\t':
+		g.fail(ObsFold, g.req, false)
+		return i, true
+	case ':':
+		g.fail(BadFieldLine, g.req, false)
+		return i, true
+	default:
+		g.st, g.nameLen, g.maybeCL, g.maybeTE = sName, 0, true, true
+		return i, false // the byte is the name's first
+	}
+	g.head++
+	return i + 1, false
+}
+
+// fieldName is a field name up to its colon, which picks how the value is parsed.
+func (g *guard) fieldName(p []byte, i int) (int, bool) {
+	for ; i < len(p); i++ {
+		b := p[i]
+		g.head++
+		switch b {
+		case ':':
+			switch {
+			case g.maybeCL && g.nameLen == len(nameCL):
+				if g.haveCL {
+					g.fail(DuplicateCL, g.req, false)
+					return i, true
+				}
+				g.haveCL, g.st, g.phase, g.digits = true, sCL, 0, 0
+			case g.maybeTE && g.nameLen == len(nameTE):
+				if g.haveTE {
+					g.fail(TENotChunked, g.req, false)
+					return i, true
+				}
+				g.haveTE, g.st, g.phase, g.match = true, sTE, 0, 0
+			default:
+				g.st = sValue
+			}
+			if g.head > g.max {
+				g.fail(HeadTooLarge, g.req, false)
+				return i + 1, true
+			}
+			return i + 1, false
+		case ' ', '\t', '\r', '\n':
+			g.fail(BadFieldLine, g.req, false)
+			return i, true
+		}
+		lb := b | 0x20 // lower case for letters; '-' and digits unchanged
+		if g.maybeCL && (g.nameLen >= len(nameCL) || nameCL[g.nameLen] != lb) {
+			g.maybeCL = false
+		}
+		if g.maybeTE && (g.nameLen >= len(nameTE) || nameTE[g.nameLen] != lb) {
+			g.maybeTE = false
+		}
+		g.nameLen++
+		if g.head > g.max {
+			g.fail(HeadTooLarge, g.req, false)
+			return i + 1, true
+		}
+	}
+	return i, false
+}
+
+// contentLength is a Content-Length value up to its CR: one decimal number, optional
+// whitespace around it.
+func (g *guard) contentLength(p []byte, i int) (int, bool) {
+	for ; i < len(p); i++ {
+		b := p[i]
+		g.head++
+		switch {
+		case b == ' ' || b == '\t':
+			if g.phase == 1 {
+				g.phase = 2
+			}
+			if g.head > g.max {
+				g.fail(HeadTooLarge, g.req, false)
+				return i, true
+			}
+		case b >= '0' && b <= '9':
+			if g.phase == 2 || g.digits == maxCLDigits {
+				g.fail(BadCL, g.req, false)
+				return i, true
+			}
+			g.phase = 1
+			g.digits++
+			g.cl = g.cl*10 + uint64(b-'0')
+		case b == '\r' && g.digits > 0:
+			g.st = sFieldLF
+			return i + 1, false
+		case b == '\n':
+			g.fail(BareLF, g.req, false)
+			return i, true
+		default:
+			g.fail(BadCL, g.req, false)
+			return i, true
+		}
+	}
+	return i, false
+}
+
+// transferEncoding is a Transfer-Encoding value up to its CR: exactly "chunked" (any case),
+// optional whitespace around it.
+func (g *guard) transferEncoding(p []byte, i int) (int, bool) {
+	for ; i < len(p); i++ {
+		b := p[i]
+		g.head++
+		switch {
+		case b == ' ' || b == '\t':
+			if g.phase == 1 {
+				if g.match != len("chunked") {
+					g.fail(TENotChunked, g.req, false)
+					return i, true
+				}
+				g.phase = 2
+			}
+			if g.head > g.max {
+				g.fail(HeadTooLarge, g.req, false)
+				return i, true
+			}
+		case b == '\r' && g.match == len("chunked"):
+			g.st = sFieldLF
+			return i + 1, false
+		case b == '\n':
+			g.fail(BareLF, g.req, false)
+			return i, true
+		case g.phase < 2 && g.match < len("chunked") && b|0x20 == "chunked"[g.match]:
+			g.phase = 1
+			g.match++
+		default:
+			g.fail(TENotChunked, g.req, false)
+			return i, true
+		}
+	}
+	return i, false
+}
+
+// endHead is the LF of the empty line ending the head: the framing fields are judged together
+// and pick the body's framing.
+func (g *guard) endHead(p []byte, i int) (int, bool) {
+	if p[i] != '\n' {
+		g.fail(BareCR, g.req, false)
+		return i, true
+	}
+	switch {
+	case g.haveCL && g.haveTE:
+		g.fail(CLAndTE, g.req, false)
+		return i, true
+	case g.haveTE && !g.http11:
+		g.fail(TEInHTTP10, g.req, false)
+		return i, true
+	case g.haveTE:
+		g.st, g.size, g.digits, g.ext = sChunkSize, 0, 0, 0
+	case g.cl > 0:
+		g.st, g.size = sBody, g.cl
+	default:
+		g.done(g.off + int64(i+1))
+	}
+	return i + 1, false
+}
+
+// body skips a Content-Length body.
+func (g *guard) body(p []byte, i int) int {
+	n := uint64(len(p) - i)
+	if n >= g.size {
+		i += int(g.size)
+		g.size = 0
+		g.done(g.off + int64(i))
+		return i
+	}
+	g.size -= n
+	return len(p)
+}
+
+// chunk is the rest of the chunked body: the LF ending a chunk-size line, chunk data and its
+// CRLF; after the last (zero-size) chunk the trailer section starts.
+func (g *guard) chunk(p []byte, i int) (int, bool) {
+	b := p[i]
+	switch g.st {
+	case sChunkLF:
+		if b != '\n' {
+			g.fail(BadChunkFraming, g.req, true)
+			return i, true
+		}
+		if g.size == 0 {
+			g.st, g.head = sTrailerStart, 0
+		} else {
+			g.st = sChunkData
+		}
+		return i + 1, false
+	case sChunkData:
+		n := uint64(len(p) - i)
+		if n >= g.size {
+			i += int(g.size)
+			g.size = 0
+			g.st = sChunkDataCR
+			return i, false
+		}
+		g.size -= n
+		return len(p), false
+	case sChunkDataCR:
+		if b != '\r' {
+			g.fail(BadChunkFraming, g.req, true)
+			return i, true
+		}
+		g.st = sChunkDataLF
+		return i + 1, false
+	}
+	// sChunkDataLF
+	if b != '\n' {
+		g.fail(BadChunkFraming, g.req, true)
+		return i, true
+	}
+	g.st, g.size, g.digits, g.ext = sChunkSize, 0, 0, 0
+	return i + 1, false
+}
+
+// chunkSize is a chunk size (hex digits, bounded) up to the byte ending it.
+func (g *guard) chunkSize(p []byte, i int) (int, bool) {
+	for ; i < len(p); i++ {
+		b := p[i]
+		g.ext++
+		if v, ok := isHex(b); ok {
+			if g.digits == maxChunkDigits || g.size > maxChunk>>4 {
+				g.fail(BadChunkSize, g.req, true)
+				return i, true
+			}
+			g.digits++
+			g.size = g.size<<4 | v
+			continue
+		}
+		if g.digits == 0 {
+			g.fail(BadChunkSize, g.req, true)
+			return i, true
+		}
+		switch b {
+		case ' ', '\t', ';':
+			g.st = sChunkExt
+		case '\r':
+			g.st = sChunkLF
+		case '\n':
+			g.fail(BadChunkFraming, g.req, true)
+			return i, true
+		default:
+			g.fail(BadChunkSize, g.req, true)
+			return i, true
+		}
+		return i + 1, false
+	}
+	return i, false
+}
+
+// chunkExt is the whitespace and chunk extensions after a chunk size, up to the CR; the whole
+// chunk-size line is bounded as Go bounds it.
+func (g *guard) chunkExt(p []byte, i int) (int, bool) {
+	for ; i < len(p); i++ {
+		g.ext++
+		if g.ext > maxChunkLine {
+			g.fail(BadChunkSize, g.req, true)
+			return i, true
+		}
+		switch p[i] {
+		case '\r':
+			g.st = sChunkLF
+			return i + 1, false
+		case '\n':
+			g.fail(BadChunkFraming, g.req, true)
+			return i, true
+		}
+	}
+	return i, false
+}
+
+// trailer is the trailer section after the last chunk: field lines (skipped, bounded like a
+// head) and the empty line that ends the request.
+func (g *guard) trailer(p []byte, i int) (int, bool) {
+	b := p[i]
+	switch g.st {
+	case sTrailerStart:
+		g.head++
+		switch b {
+		case '\r':
+			g.st = sTrailerEndLF
+		case '\n':
+			g.fail(BadChunkFraming, g.req, true)
+			return i, true
+		case ' ', '\t':
+			g.fail(ObsFold, g.req, true)
+			return i, true
+		default:
+			g.st = sTrailer
+		}
+		return i + 1, false
+	case sTrailer:
+		return g.headLine(p, i, BadChunkFraming, true, sTrailerLF)
+	}
+	// sTrailerLF, sTrailerEndLF
+	if b != '\n' {
+		g.fail(BadChunkFraming, g.req, true)
+		return i, true
+	}
+	if g.st == sTrailerLF {
+		g.st = sTrailerStart
+	} else {
+		g.done(g.off + int64(i+1))
+	}
+	return i + 1, false
 }

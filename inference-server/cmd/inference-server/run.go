@@ -17,28 +17,9 @@ import (
 	"github.com/countersign/countersign/inference-server/modelrepo"
 	"github.com/countersign/countersign/inference-server/ortsession"
 	"github.com/countersign/countersign/inference-server/server"
+	"github.com/countersign/countersign/internal/cmdexit"
 	"github.com/countersign/countersign/internal/version"
 )
-
-// exitCode maps run's error to the process exit code: 0 ok, 2 usage, 1 anything else.
-func exitCode(err error, stderr io.Writer) int {
-	switch {
-	case err == nil:
-		return 0
-	case errors.Is(err, flag.ErrHelp):
-		return 0
-	case errors.As(err, new(usageError)):
-		fmt.Fprintln(stderr, "inference-server:", err)
-		return 2
-	default:
-		fmt.Fprintln(stderr, "inference-server:", err)
-		return 1
-	}
-}
-
-type usageError struct{ error }
-
-func (u usageError) Unwrap() error { return u.error }
 
 // run serves until ctx is cancelled, then drains in-flight requests. ready, if not nil, receives
 // the listening address once the server accepts requests (tests use it).
@@ -52,7 +33,7 @@ func runWithReady(ctx context.Context, args []string, _ io.Writer, stderr io.Wri
 		if errors.Is(err, flag.ErrHelp) {
 			return err
 		}
-		return usageError{err}
+		return cmdexit.UsageError(err)
 	}
 	log := newLogger(cfg, stderr)
 
@@ -116,6 +97,10 @@ func runWithReady(ctx context.Context, args []string, _ io.Writer, stderr io.Wri
 	defer cancel()
 	if err := hs.Shutdown(sctx); err != nil {
 		return fmt.Errorf("shutdown: %w", err)
+	}
+	// Shutdown has closed the listener: join the Serve goroutine before returning.
+	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve: %w", err)
 	}
 	log.Info("stopped")
 	return nil

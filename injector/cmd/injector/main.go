@@ -4,24 +4,17 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
-	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
 
 	"github.com/countersign/countersign/injector/app"
+	"github.com/countersign/countersign/internal/cmdexit"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := app.Run(ctx, os.Args[1:], os.Getenv, os.Stderr)
 	stop()
-	switch {
-	case errors.Is(err, flag.ErrHelp):
-	case err != nil:
-		fmt.Fprintln(os.Stderr, "injector:", err)
-		os.Exit(2)
-	}
+	os.Exit(cmdexit.Report("injector", err, os.Stderr))
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/countersign/countersign/internal/cmdexit"
 	"github.com/countersign/countersign/sample-apps/records/api"
 	"github.com/countersign/countersign/sample-apps/records/inference"
 	"github.com/countersign/countersign/sample-apps/records/store"
@@ -67,12 +68,6 @@ var envNames = map[string]string{
 	"RECORDS_LOG_LEVEL":     "log-level",
 }
 
-// UsageError is a configuration error (exit status 2).
-type UsageError struct{ Err error }
-
-func (u UsageError) Error() string { return u.Err.Error() }
-func (u UsageError) Unwrap() error { return u.Err }
-
 // Parse applies environment (getenv) then flags over the defaults, and validates.
 func Parse(args []string, getenv func(string) string, stderr io.Writer) (Config, error) {
 	c := Defaults()
@@ -91,15 +86,15 @@ func Parse(args []string, getenv func(string) string, stderr io.Writer) (Config,
 	for env, name := range envNames {
 		if v := getenv(env); v != "" {
 			if err := fs.Set(name, v); err != nil {
-				return c, UsageError{fmt.Errorf("%s: %v", env, err)}
+				return c, cmdexit.UsageError(fmt.Errorf("%s: %v", env, err))
 			}
 		}
 	}
 	if err := fs.Parse(args); err != nil {
-		return c, UsageError{err}
+		return c, cmdexit.UsageError(err)
 	}
 	if fs.NArg() > 0 {
-		return c, UsageError{fmt.Errorf("unexpected argument %q: all settings are flags", fs.Arg(0))}
+		return c, cmdexit.UsageError(fmt.Errorf("unexpected argument %q: all settings are flags", fs.Arg(0)))
 	}
 	return c, c.Validate()
 }
@@ -142,7 +137,7 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("--log-level: %v", err))
 	}
 	if err := errors.Join(errs...); err != nil {
-		return UsageError{err}
+		return cmdexit.UsageError(err)
 	}
 	return nil
 }

@@ -6,13 +6,11 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
-	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
 
+	"github.com/countersign/countersign/internal/cmdexit"
 	"github.com/countersign/countersign/sample-apps/records/app"
 )
 
@@ -20,15 +18,5 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := app.Run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
 	stop()
-	var ue app.UsageError
-	switch {
-	case err == nil, errors.Is(err, flag.ErrHelp):
-		os.Exit(0)
-	case errors.As(err, &ue):
-		fmt.Fprintln(os.Stderr, "records:", err)
-		os.Exit(2)
-	default:
-		fmt.Fprintln(os.Stderr, "records:", err)
-		os.Exit(1)
-	}
+	os.Exit(cmdexit.Report("records", err, os.Stderr))
 }

@@ -1,4 +1,4 @@
-package main
+package app
 
 import (
 	"encoding/base64"
@@ -12,6 +12,7 @@ import (
 
 	"github.com/countersign/countersign/attestation/maa"
 	"github.com/countersign/countersign/attestation/quote"
+	"github.com/countersign/countersign/internal/cmdexit"
 )
 
 // simRequest is the sim-request subcommand: it prints the JSON body of an attest request with
@@ -32,16 +33,16 @@ func simRequest(args []string, stdout, stderr io.Writer) error {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
 		}
-		return usageError{err}
+		return cmdexit.UsageError(err)
 	}
 	if *platformKey == "" {
-		return usageError{errors.New("sim-request --platform-key: required")}
+		return cmdexit.UsageError(errors.New("sim-request --platform-key: required"))
 	}
 	if *productID > 0xffff || *svn > 0xffff {
-		return usageError{errors.New("sim-request --product-id and --svn: expected at most 65535")}
+		return cmdexit.UsageError(errors.New("sim-request --product-id and --svn: expected at most 65535"))
 	}
 	if *dataType != maa.DataTypeBinary && *dataType != maa.DataTypeJSON {
-		return usageError{fmt.Errorf("sim-request --data-type: %q, expected Binary or JSON", *dataType)}
+		return cmdexit.UsageError(fmt.Errorf("sim-request --data-type: %q, expected Binary or JSON", *dataType))
 	}
 	r := &quote.Report{ProductID: uint16(*productID), SVN: uint16(*svn), ReportData: maa.ReportDataFor([]byte(*runtimeData))}
 	r.SetDebug(true)
@@ -51,7 +52,7 @@ func simRequest(args []string, stdout, stderr io.Writer) error {
 	}{"--mrenclave": {*mrenclave, &r.MREnclave}, "--mrsigner": {*mrsigner, &r.MRSigner}} {
 		b, err := hex.DecodeString(v.s)
 		if err != nil || len(b) != 32 {
-			return usageError{fmt.Errorf("sim-request %s: %q, expected 64 hex digits", flagName, v.s)}
+			return cmdexit.UsageError(fmt.Errorf("sim-request %s: %q, expected 64 hex digits", flagName, v.s))
 		}
 		copy(v.dst[:], b)
 	}
