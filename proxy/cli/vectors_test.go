@@ -219,6 +219,57 @@ func signStatement(t testing.TB, key *ecdsa.PrivateKey, context string, payload 
 	return p + "." + signDigest(t, key, h(context+p))
 }
 
+// signV2 is the v2 encoding of docs/protocol.md section 10, written from the page: payload's
+// leaf H(0x00 || context || b64url(P)) at index of a batch whose other leaves are siblings
+// hashes of "sibling N", the root signed over "countersign/batch-root/v2." || b64url(root),
+// then b64url(index || size || the RFC 9162 inclusion path).
+func signV2(t testing.TB, key *ecdsa.PrivateKey, context string, payload []byte, index, siblings int) string {
+	t.Helper()
+	p := vb64.EncodeToString(payload)
+	leaves := make([][]byte, 0, siblings+1)
+	for i := 0; i < siblings+1; i++ {
+		if i == index {
+			leaves = append(leaves, h("\x00"+context+p))
+		} else {
+			leaves = append(leaves, h("\x00sibling "+fmt.Sprint(i)))
+		}
+	}
+	root := mth(leaves)
+	proof := []byte{byte(index), byte(len(leaves))}
+	for _, x := range inclusionPath(index, leaves) {
+		proof = append(proof, x...)
+	}
+	return p + "." + signDigest(t, key, h("countersign/batch-root/v2."+vb64.EncodeToString(root))) + "." + vb64.EncodeToString(proof)
+}
+
+// mth is RFC 9162's Merkle tree hash: one leaf is itself; n > 1 leaves split at the largest
+// power of two below n, H(0x01 || left || right).
+func mth(l [][]byte) []byte {
+	if len(l) == 1 {
+		return l[0]
+	}
+	k := 1
+	for k*2 < len(l) {
+		k *= 2
+	}
+	return h("\x01" + string(mth(l[:k])) + string(mth(l[k:])))
+}
+
+// inclusionPath is RFC 9162's PATH(m, D[n]), from the leaf up.
+func inclusionPath(m int, l [][]byte) [][]byte {
+	if len(l) == 1 {
+		return nil
+	}
+	k := 1
+	for k*2 < len(l) {
+		k *= 2
+	}
+	if m < k {
+		return append(inclusionPath(m, l[:k]), mth(l[k:]))
+	}
+	return append(inclusionPath(m-k, l[k:]), mth(l[:k]))
+}
+
 // signDigest is b64url(r || s), low-s, of the RFC 6979 ECDSA P-256 signature of digest d.
 func signDigest(t testing.TB, key *ecdsa.PrivateKey, d []byte) string {
 	t.Helper()
@@ -343,6 +394,12 @@ type scene struct {
 	signer func(i int) *ecdsa.PrivateKey
 	cs     func(c obj) obj
 	csKey  *ecdsa.PrivateKey
+	// v2 signs every statement as protocol v2 (docs/protocol.md section 10): entries in
+	// batches of one, the countersignature as leaf csIndex of a batch with csSiblings other
+	// leaves.
+	v2         bool
+	csSiblings int
+	csIndex    int
 	// results
 	entries  []string
 	countsig string
@@ -398,7 +455,12 @@ func (g *vecGen) build(s *scene) *scene {
 				key = k
 			}
 		}
-		enc := signStatement(g.t, key, "countersign/chain-entry/v1.", mustJSON(g.t, e))
+		var enc string
+		if s.v2 {
+			enc = signV2(g.t, key, "countersign/chain-entry/v2.", mustJSON(g.t, e.set("v", 2)), 0, 0)
+		} else {
+			enc = signStatement(g.t, key, "countersign/chain-entry/v1.", mustJSON(g.t, e))
+		}
 		s.entries = append(s.entries, enc)
 		prev = digest(enc)
 	}
@@ -411,7 +473,11 @@ func (g *vecGen) build(s *scene) *scene {
 	if s.csKey != nil {
 		key = s.csKey
 	}
-	s.countsig = signStatement(g.t, key, "countersign/countersignature/v1.", mustJSON(g.t, c))
+	if s.v2 {
+		s.countsig = signV2(g.t, key, "countersign/countersignature/v2.", mustJSON(g.t, c.set("v", 2)), s.csIndex, s.csSiblings)
+	} else {
+		s.countsig = signStatement(g.t, key, "countersign/countersignature/v1.", mustJSON(g.t, c))
+	}
 	return s
 }
 
@@ -503,6 +569,22 @@ func generateVectors(t *testing.T) map[string][]byte {
 	ok("one-hop-header-form", "The one-hop receipt as the Countersign-Receipt header carries it: b64url of the JSON.", one, vb64.EncodeToString(mustJSON(t, r1)), nil, nil)
 	late := g.build(&scene{senders: []string{"records-api"}, answerer: "inference", cs: func(c obj) obj { return c.set("ts", vecT0+3600_000) }})
 	ok("countersigned-an-hour-later", "The countersignature an hour after the entry: offline there is no upper bound on the answer's delay.", late, g.receipt(late), nil, nil)
+
+	// Protocol v2 (group signatures).
+	v2one := g.build(&scene{senders: []string{"records-api"}, answerer: "inference", v2: true})
+	ok("one-hop-v2", "Protocol v2: the entry and the countersignature each in a batch of one (proof 00 01, the root is the leaf).", v2one, g.receipt(v2one), nil, nil)
+	v2two := g.build(&scene{senders: []string{"records-api", "gateway"}, answerer: "inference", v2: true, csSiblings: 2, csIndex: 1})
+	ok("two-hop-v2-batched", "Protocol v2, two hops: the countersignature is leaf 1 of a batch of 3 (its siblings are other statements of the same key).", v2two, g.receipt(v2two), nil, nil)
+	{
+		parts := strings.Split(v2two.countsig, ".")
+		sib := strings.Split(signV2(t, g.hops["inference"].key, "countersign/countersignature/v2.", []byte("{}"), 0, 2), ".")
+		bad("v2-countersignature-proof-of-a-sibling", "countersignature_invalid", "v2: the countersignature's inclusion proof replaced by its batch sibling's (index 0).",
+			g.receipt(v2two).set("countersignature", parts[0]+"."+parts[1]+"."+sib[2]))
+		ep := strings.Split(v2one.entries[0], ".")
+		bad("v2-entry-proof-size-17", "chain_malformed", "v2: the entry's proof says a batch of 17 (at most 16).",
+			withEntries(g.receipt(v2one), ep[0]+"."+ep[1]+"."+vb64.EncodeToString([]byte{0, 17})))
+		bad("v2-entry-in-two-parts", "chain_malformed", "v2: the entry (v 2) without its proof part.", withEntries(g.receipt(v2one), ep[0]+"."+ep[1]))
+	}
 
 	// The receipt.
 	bad("receipt-v2", "receipt_malformed", "The receipt's v is 2.", r1.set("v", 2))

@@ -176,18 +176,63 @@ async function runtimeKeys(claims) {
   return out;
 }
 
+// parseSigned reads a statement: v1 is payload.signature, v2 (docs/protocol.md section 10)
+// payload.signature.proof; the payload's v must match the number of parts.
 function parseSigned(enc) {
-  const i = enc.indexOf(".");
-  if (i <= 0 || enc.indexOf(".", i + 1) !== -1) throw new Error("expected base64url(payload).base64url(signature)");
-  const p = enc.slice(0, i);
-  const sig = b64urlToBytes(enc.slice(i + 1));
+  const parts = enc.split(".");
+  if ((parts.length !== 2 && parts.length !== 3) || parts[0] === "") throw new Error("expected base64url(payload).base64url(signature) (v1) or base64url(payload).base64url(signature).base64url(proof) (v2)");
+  const p = parts[0];
+  const sig = b64urlToBytes(parts[1]);
   if (sig.length !== 64) throw new Error("signature is not 64 bytes");
-  return { p, sig, payload: JSON.parse(td.decode(b64urlToBytes(p))) };
+  const payload = JSON.parse(td.decode(b64urlToBytes(p)));
+  let proof = null;
+  if (parts.length === 3) {
+    const b = b64urlToBytes(parts[2]);
+    if (b.length < 2 || (b.length - 2) % 32 !== 0) throw new Error("inclusion proof is not 2 + 32*k bytes");
+    proof = { index: b[0], size: b[1], path: [] };
+    if (proof.size < 1 || proof.size > 16 || proof.index >= proof.size) throw new Error("inclusion proof outside a batch of 1 to 16");
+    for (let o = 2; o < b.length; o += 32) proof.path.push(b.slice(o, o + 32));
+  }
+  if (payload.v !== (proof ? 2 : 1)) throw new Error(`version ${payload.v} in a ${parts.length}-part encoding`);
+  return { p, sig, proof, payload };
 }
 
-async function signedBy(keys, context, p, sig) {
+function concat(...arrays) {
+  const out = new Uint8Array(arrays.reduce((n, a) => n + a.length, 0));
+  let o = 0;
+  for (const a of arrays) { out.set(a, o); o += a.length; }
+  return out;
+}
+
+// batchRoot recomputes a v2 batch's root from the leaf and the proof (RFC 9162 2.1.3.2).
+async function batchRoot(leaf, proof) {
+  let fn = proof.index, sn = proof.size - 1, r = leaf;
+  for (const p of proof.path) {
+    if (sn === 0) return null;
+    if ((fn & 1) === 1 || fn === sn) {
+      r = await sha256(concat(new Uint8Array([1]), p, r));
+      while ((fn & 1) === 0 && fn !== 0) { fn >>= 1; sn >>= 1; }
+    } else {
+      r = await sha256(concat(new Uint8Array([1]), r, p));
+    }
+    fn >>= 1; sn >>= 1;
+  }
+  return sn === 0 ? r : null;
+}
+
+// signedBy checks a statement of kind ("chain-entry" or "countersignature") under one of keys.
+async function signedBy(keys, kind, st) {
+  let msg;
+  if (!st.proof) {
+    msg = te.encode(`countersign/${kind}/v1.` + st.p);
+  } else {
+    const leaf = await sha256(concat(new Uint8Array([0]), te.encode(`countersign/${kind}/v2.` + st.p)));
+    const root = await batchRoot(leaf, st.proof);
+    if (!root) return false;
+    msg = te.encode("countersign/batch-root/v2." + bytesToB64url(root));
+  }
   for (const k of keys) {
-    if (await crypto.subtle.verify({ name: "ECDSA", hash: "SHA-256" }, k, sig, te.encode(context + p))) return true;
+    if (await crypto.subtle.verify({ name: "ECDSA", hash: "SHA-256" }, k, st.sig, msg)) return true;
   }
   return false;
 }
@@ -231,7 +276,7 @@ export async function verifyReceipt(verifier, receipt, responseBody) {
     return fail(`countersignature: ${e.message}`);
   }
   const c = cs.payload;
-  if (c.v !== 1 || typeof c.ts !== "number") return fail("countersignature: not version 1");
+  if (typeof c.ts !== "number") return fail("countersignature: no timestamp");
   const at = c.ts;
   res.at = new Date(at);
   const used = new Set([c.tok]);
@@ -246,7 +291,7 @@ export async function verifyReceipt(verifier, receipt, responseBody) {
       return fail(`chain entry ${i}: ${err.message}`);
     }
     const E = e.payload;
-    if (E.v !== 1 || E.i !== i) return fail(`chain entry ${i}: index ${E.i}, expected ${i}`);
+    if (E.i !== i) return fail(`chain entry ${i}: index ${E.i}, expected ${i}`);
     const wantPrev = i === 0 ? "" : await digest(entries[i - 1]);
     if (E.prev !== wantPrev) return fail(`chain entry ${i}: does not link to the entry before it`);
     if (E.ts < prevTS) return fail(`chain entry ${i} is older than entry ${i - 1}`);
@@ -257,7 +302,7 @@ export async function verifyReceipt(verifier, receipt, responseBody) {
     used.add(E.tok);
     const tv = await verifier.verifyToken(raw, at);
     if (!tv.ok) return fail(`chain entry ${i}: token rejected: ${tv.reason}`);
-    if (!(await signedBy(await runtimeKeys(tv.claims), "countersign/chain-entry/v1.", e.p, e.sig))) return fail(`chain entry ${i} is not signed by a key its token names`);
+    if (!(await signedBy(await runtimeKeys(tv.claims), "chain-entry", e))) return fail(`chain entry ${i} is not signed by a key its token names`);
     res.hops.push(Object.assign(hopInfo(tv.claims, tv.identity), { ts: new Date(E.ts) }));
   }
   for (const d of tokens.keys()) if (!used.has(d)) return fail("the receipt carries a token nothing names");
@@ -271,7 +316,7 @@ export async function verifyReceipt(verifier, receipt, responseBody) {
   if (!ans) return fail("the countersignature names a token the receipt does not carry");
   const av = await verifier.verifyToken(ans, at);
   if (!av.ok) return fail(`answering hop's token rejected: ${av.reason}`);
-  if (!(await signedBy(await runtimeKeys(av.claims), "countersign/countersignature/v1.", cs.p, cs.sig))) return fail("the countersignature is not signed by a key the answering hop's token names");
+  if (!(await signedBy(await runtimeKeys(av.claims), "countersignature", cs))) return fail("the countersignature is not signed by a key the answering hop's token names");
   res.answerer = Object.assign(hopInfo(av.claims, av.identity), { ts: new Date(at) });
   if (responseBody !== undefined) {
     const got = bytesToB64url(await sha256(te.encode(responseBody)));

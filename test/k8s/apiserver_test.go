@@ -36,6 +36,7 @@ const (
 	secret    = "cs-countersign-injector-tls"
 	proxyImg  = "registry.example/countersign/proxy@sha256:1111111111111111111111111111111111111111111111111111111111111111"
 	simImg    = "registry.example/countersign/proxy-sim@sha256:2222222222222222222222222222222222222222222222222222222222222222"
+	simXDSImg = "registry.example/countersign/proxy-sim-xds@sha256:2323232323232323232323232323232323232323232323232323232323232323"
 )
 
 // env is one API server with the chart installed and the injector running as a local process.

@@ -75,7 +75,8 @@ func newXDSPKI(t *testing.T) *xdsPKI {
 // flags of the injector for its control plane and transparent injection.
 func (p *xdsPKI) flags() []string {
 	return []string{"--xds-listen=127.0.0.1:" + strconv.Itoa(p.port), "--xds-tls-cert-file=" + p.certFile, "--xds-tls-key-file=" + p.keyFile,
-		"--xds-client-ca-file=" + p.caFile, "--xds-debounce=5ms", "--proxy-init-image=" + initImg}
+		"--xds-client-ca-file=" + p.caFile, "--xds-debounce=5ms", "--proxy-init-image=" + initImg,
+		"--proxy-sim-xds-image=" + simXDSImg}
 }
 
 // ads opens an ADS stream to the injector's control plane as the described node.
