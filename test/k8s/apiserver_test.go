@@ -84,7 +84,9 @@ func (e *env) helmCountersign(verb string) {
 		"--set", "image.proxy.repository=registry.example/countersign/proxy",
 		"--set", "image.proxy.digest="+proxyImg[strings.IndexByte(proxyImg, '@')+1:],
 		"--set", "image.proxySim.repository=registry.example/countersign/proxy-sim",
-		"--set", "image.proxySim.digest="+simImg[strings.IndexByte(simImg, '@')+1:])
+		"--set", "image.proxySim.digest="+simImg[strings.IndexByte(simImg, '@')+1:],
+		"--set", "image.proxySimXDS.repository=registry.example/countersign/proxy-sim-xds",
+		"--set", "image.proxySimXDS.digest="+simXDSImg[strings.IndexByte(simXDSImg, '@')+1:])
 	if err != nil {
 		e.t.Fatalf("helm %s: %v\n%s", verb, err, out)
 	}
