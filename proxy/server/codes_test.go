@@ -68,6 +68,12 @@ func TestReasonCodesDocumented(t *testing.T) {
 				return err
 			}
 			for _, m := range decl.FindAllStringSubmatch(string(b), -1) {
+				// The lean build (-tags noxds) links no proxy/mesh: its codes are the xDS
+				// build's, listed there.
+				if !server.HasXDS && strings.Contains(filepath.ToSlash(path), "proxy/mesh/") {
+					listed[m[1]] = true
+					continue
+				}
 				if !listed[m[1]] {
 					t.Errorf("%s declares reason code %q, which no package's Codes lists", path, m[1])
 				}
