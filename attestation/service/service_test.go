@@ -11,6 +11,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"github.com/countersign/countersign/internal/syncbuf"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -692,7 +693,7 @@ func (randReader) Read(b []byte) (int, error) {
 }
 
 func TestAttestLogs(t *testing.T) {
-	var buf syncBuffer
+	var buf syncbuf.Buffer
 	p := newPlatform(t)
 	s := newTestService(t, p, func(c *Config) { c.Logger = slog.New(slog.NewJSONHandler(&buf, nil)) })
 	runtime := []byte("secret-ish runtime data that must not be logged")
@@ -719,23 +720,6 @@ func TestAttestLogs(t *testing.T) {
 	if strings.Contains(buf.String(), b64url(runtime)) || strings.Contains(buf.String(), "secret-ish") {
 		t.Error("runtime data was logged")
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // TestConcurrentPolicySwap attests while the policy is replaced: every token carries one of

@@ -1,9 +1,9 @@
 package app
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
+	"github.com/countersign/countersign/internal/syncbuf"
 	"io"
 	"log/slog"
 	"net"
@@ -11,31 +11,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/countersign/countersign/injector/certs"
 	"github.com/countersign/countersign/internal/cmdexit"
 )
-
-// syncBuffer is a bytes.Buffer the logger and the test share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // filesConfig is a valid configuration serving certificate files on loopback, without
 // Kubernetes.
@@ -75,7 +56,7 @@ func filesConfig(t *testing.T) *Config {
 // ends (after joining its reloader and both servers).
 func TestServeStopsAndJoins(t *testing.T) {
 	cfg := filesConfig(t)
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)

@@ -5,9 +5,8 @@ package testproxy
 
 import (
 	"context"
+	"github.com/countersign/countersign/internal/syncbuf"
 	"log/slog"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,13 +15,7 @@ import (
 )
 
 // Logs is a concurrency-safe log buffer.
-type Logs struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *Logs) Write(p []byte) (int, error) { l.mu.Lock(); defer l.mu.Unlock(); return l.b.Write(p) }
-func (l *Logs) String() string              { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
+type Logs = syncbuf.Buffer
 
 // Start validates c, starts the proxy, and waits (up to 20 s) until it is ready.
 func Start(t testing.TB, c *config.Config) (*server.Server, *Logs) {

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/countersign/countersign/internal/syncbuf"
 	"io"
 	"net"
 	"net/http"
@@ -32,27 +33,15 @@ type instance struct {
 	url    string
 	cancel context.CancelFunc
 	done   chan error
-	stderr *syncBuffer
+	stderr *syncbuf.Buffer
 }
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 func start(t testing.TB, args ...string) *instance {
 	t.Helper()
 	lib := testort.Lib(t)
 	base := []string{"--listen", "127.0.0.1:0", "--model-repository", testort.ModelRepository(), "--onnxruntime-lib", lib, "--log-level", "warn"}
 	ctx, cancel := context.WithCancel(context.Background())
-	in := &instance{cancel: cancel, done: make(chan error, 1), stderr: &syncBuffer{}}
+	in := &instance{cancel: cancel, done: make(chan error, 1), stderr: &syncbuf.Buffer{}}
 	ready := make(chan string, 1)
 	go func() {
 		in.done <- runWithReady(ctx, append(base, args...), io.Discard, in.stderr, func(string) string { return "" }, ready)
