@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -49,6 +50,7 @@ const (
 	ctxCountersig = "countersign/countersignature/v1."
 	ctxRequest    = "countersign/request/v1\n"
 	ctxResponse   = "countersign/response/v1\n"
+	ctxStream     = "countersign/response-stream/v1\n"
 )
 
 // MaxDigestBody is the largest request body whose SHA-256 goes into the request digest.
@@ -179,6 +181,49 @@ func ResponseDigest(status int, bodySHA256 []byte) [32]byte {
 	s := ctxResponse + strconv.Itoa(status) + "\n" + b64.EncodeToString(bodySHA256)
 	return sha256.Sum256([]byte(s))
 }
+
+// StreamResponseDigest is the digest a streamed exchange's countersignature covers
+// (docs/protocol.md section 11): the status, the body's SHA-256, the trailers' SHA-256
+// (TrailersDigest) and requestBody, the b64url SHA-256 of the request body the answering proxy
+// received whole, or "-" when the response ended first.
+func StreamResponseDigest(status int, bodySHA256, trailersSHA256 []byte, requestBody string) [32]byte {
+	s := ctxStream + strconv.Itoa(status) + "\n" + b64.EncodeToString(bodySHA256) + "\n" +
+		b64.EncodeToString(trailersSHA256) + "\n" + requestBody
+	return sha256.Sum256([]byte(s))
+}
+
+// TrailersDigest is H(T) of docs/protocol.md section 11: every field of trailers but
+// HeaderCountersig (and HeaderReceipt, which the calling proxy adds after the check), as
+// lower-case(name) ":" value "\n", ordered by name, values in their order.
+func TrailersDigest(trailers map[string][]string) [32]byte {
+	names := make([]string, 0, len(trailers))
+	for k := range trailers {
+		lk := strings.ToLower(k)
+		if lk == lowerCountersig || lk == lowerReceipt {
+			continue
+		}
+		names = append(names, k)
+	}
+	sort.Slice(names, func(i, j int) bool { return strings.ToLower(names[i]) < strings.ToLower(names[j]) })
+	h := sha256.New()
+	for _, k := range names {
+		lk := strings.ToLower(k)
+		for _, v := range trailers[k] {
+			h.Write([]byte(lk))
+			h.Write([]byte{':'})
+			h.Write([]byte(v))
+			h.Write([]byte{'\n'})
+		}
+	}
+	var sum [32]byte
+	h.Sum(sum[:0])
+	return sum
+}
+
+var (
+	lowerCountersig = strings.ToLower(HeaderCountersig)
+	lowerReceipt    = strings.ToLower(HeaderReceipt)
+)
 
 // sign encodes a statement of kind (ctxEntry or ctxCountersig) in the signer's version: v1
 // is b64url(P) "." b64url(r||s) with the signature over SHA-256(context || b64url(P)); v2 is

@@ -27,6 +27,10 @@ const CodeReceiptMalformed attestation.Code = "receipt_malformed"
 // receiptMembers is the receipt's member set: exactly these, each once, spelled exactly.
 var receiptMembers = []string{"v", "chain", "tokens", "countersignature", "status", "bodySha256"}
 
+// streamMembers are the members a v2 receipt (of a streamed exchange, docs/protocol.md
+// section 11) has besides receiptMembers; a v1 receipt has none of them.
+var streamMembers = []string{"trailersSha256", "requestBody"}
+
 // Receipt is the evidence a caller keeps: the chain as sent, every token it names, and the
 // answering hop's countersignature over the last entry and the response.
 type Receipt struct {
@@ -36,6 +40,10 @@ type Receipt struct {
 	Countersignature string   `json:"countersignature"`
 	Status           int      `json:"status"`
 	BodySHA256       string   `json:"bodySha256"` // b64url
+	// A streamed exchange's receipt (V 2) also has the trailers' digest and the request body's
+	// as the answering proxy countersigned it (b64url, or "-").
+	TrailersSHA256 string `json:"trailersSha256,omitempty"`
+	RequestBody    string `json:"requestBody,omitempty"`
 }
 
 // Encode returns the receipt as base64url(JSON), the form of the Countersign-Receipt header.
@@ -91,8 +99,29 @@ func ParseReceipt(b []byte) (*Receipt, error) {
 	if err := strictdecode.JSON([]byte(s), &r); err != nil {
 		return nil, attestation.Rejectf(CodeReceiptMalformed, "receipt: %v (exactly these members: %s)", err, strings.Join(receiptMembers, ", "))
 	}
-	if r.V != 1 {
-		return nil, attestation.Rejectf(CodeReceiptMalformed, "receipt member v is %d, expected 1 (the only receipt version)", r.V)
+	switch r.V {
+	case 1:
+		for _, k := range streamMembers {
+			if _, ok := m[k]; ok {
+				return nil, attestation.Rejectf(CodeReceiptMalformed, "receipt member %q in a v1 receipt (only v2, a streamed exchange's, has it)", k)
+			}
+		}
+	case 2:
+		for _, k := range streamMembers {
+			if _, ok := m[k]; !ok {
+				return nil, attestation.Rejectf(CodeReceiptMalformed, "receipt: member %q missing (a v2 receipt has %s and %s)", k, strings.Join(receiptMembers, ", "), strings.Join(streamMembers, ", "))
+			}
+		}
+		if b, err := b64url.DecodeString(r.TrailersSHA256); err != nil || len(b) != 32 {
+			return nil, attestation.Rejectf(CodeReceiptMalformed, "receipt member trailersSha256 is %q, expected the canonical base64url of 32 bytes (a SHA-256)", r.TrailersSHA256)
+		}
+		if r.RequestBody != "-" {
+			if b, err := b64url.DecodeString(r.RequestBody); err != nil || len(b) != 32 {
+				return nil, attestation.Rejectf(CodeReceiptMalformed, "receipt member requestBody is %q, expected \"-\" or the canonical base64url of 32 bytes (a SHA-256)", r.RequestBody)
+			}
+		}
+	default:
+		return nil, attestation.Rejectf(CodeReceiptMalformed, "receipt member v is %d, expected 1 or 2 (a streamed exchange's receipt)", r.V)
 	}
 	if len(r.Tokens) == 0 {
 		return nil, attestation.Rejectf(CodeReceiptMalformed, "receipt member tokens is empty, expected every token the chain and the countersignature name")
@@ -170,8 +199,14 @@ func VerifyReceipt(ctx context.Context, c Checker, r *Receipt, identities, answe
 		return nil, attestation.Rejectf(CodeReceiptMalformed, "bodySha256 is not the canonical base64url of a SHA-256")
 	}
 	resp := ResponseDigest(r.Status, body)
+	what := "the digest of the receipt's status and bodySha256"
+	if r.V == 2 {
+		tr, _ := b64url.DecodeString(r.TrailersSHA256) // checked by ParseReceipt
+		resp = StreamResponseDigest(r.Status, body, tr, r.RequestBody)
+		what = "the stream digest of the receipt's status, bodySha256, trailersSha256 and requestBody"
+	}
 	if cs.Resp != b64.EncodeToString(resp[:]) {
-		return nil, attestation.Reject(CodeCountersig, "resp", cs.Resp, "the digest of the receipt's status and bodySha256")
+		return nil, attestation.Reject(CodeCountersig, "resp", cs.Resp, what)
 	}
 	d, t := c.Check(ctx, ansRaw, answerer, nil)
 	if !d.Allowed() {

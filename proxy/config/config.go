@@ -22,7 +22,15 @@ const MaxConfigSize = 1 << 20
 const (
 	ProtocolHTTP = "http"
 	ProtocolTCP  = "tcp"
+	// ProtocolHTTP2 carries HTTP/2: h2c with prior knowledge to and from the app, ALPN h2
+	// (falling back to http/1.1) between proxies (docs/protocol.md section 11).
+	ProtocolHTTP2 = "http2"
+	// ProtocolGRPC is ProtocolHTTP2 whose rejections are gRPC statuses.
+	ProtocolGRPC = "grpc"
 )
+
+// IsHTTP2 reports whether a listener protocol carries HTTP/2.
+func IsHTTP2(protocol string) bool { return protocol == ProtocolHTTP2 || protocol == ProtocolGRPC }
 
 // Config is the whole proxy configuration.
 type Config struct {
@@ -140,6 +148,10 @@ type Limits struct {
 	MaxHeaderBytes    int      `json:"maxHeaderBytes,omitempty"`    // default 128 KiB
 	MaxBodyBytes      int64    `json:"maxBodyBytes,omitempty"`      // request bodies, default 16 MiB
 	MaxResponseBytes  int64    `json:"maxResponseBytes,omitempty"`  // countersigned responses are buffered; default 4 MiB
+	// HTTP/2 listeners (http2, grpc): streams open per connection (default 100) and the
+	// largest frame accepted (SETTINGS_MAX_FRAME_SIZE, default 16384).
+	MaxConcurrentStreams int `json:"maxConcurrentStreams,omitempty"`
+	MaxFrameBytes        int `json:"maxFrameBytes,omitempty"`
 	DialTimeout       Duration `json:"dialTimeout,omitempty"`       // default 5s
 	HandshakeTimeout  Duration `json:"handshakeTimeout,omitempty"`  // default 10s
 	ReadHeaderTimeout Duration `json:"readHeaderTimeout,omitempty"` // default 10s
@@ -263,6 +275,12 @@ func (c *Config) SetDefaults() {
 	}
 	if l.MaxResponseBytes == 0 {
 		l.MaxResponseBytes = 4 << 20
+	}
+	if l.MaxConcurrentStreams == 0 {
+		l.MaxConcurrentStreams = 100
+	}
+	if l.MaxFrameBytes == 0 {
+		l.MaxFrameBytes = 16 << 10
 	}
 	def(&l.DialTimeout, 5*time.Second)
 	def(&l.HandshakeTimeout, 10*time.Second)

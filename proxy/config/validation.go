@@ -163,11 +163,24 @@ func validateListener(errs *fieldErrors, p fieldPath, name, listen, proto string
 	} else {
 		s.addrs[listen] = string(p)
 	}
-	validateProtocol(errs, p.child("protocol"), proto)
+	validateListenerProtocol(errs, p.child("protocol"), proto)
 }
 
+// validateListenerProtocol checks an explicit listener's protocol: http, tcp, http2 or grpc.
+func validateListenerProtocol(errs *fieldErrors, p fieldPath, proto string) {
+	if proto != ProtocolHTTP && proto != ProtocolTCP && !IsHTTP2(proto) {
+		errs.add(p, "%q, expected http, http2, grpc or tcp", proto)
+	}
+}
+
+// validateProtocol checks a transparent or xDS route's protocol, which carries http or tcp
+// (HTTP/2 needs an explicit listener).
 func validateProtocol(errs *fieldErrors, p fieldPath, proto string) {
 	if proto != ProtocolHTTP && proto != ProtocolTCP {
+		if IsHTTP2(proto) {
+			errs.add(p, "%q, expected http or tcp (http2 and grpc are for explicit inbound and outbound listeners)", proto)
+			return
+		}
 		errs.add(p, "%q, expected http or tcp", proto)
 	}
 }
@@ -197,8 +210,8 @@ func validateInbound(errs *fieldErrors, p fieldPath, in *Inbound, s *seen) {
 		if len(in.Allow) > 0 {
 			errs.add(p.child("allow"), "a public listener does not authenticate callers; remove allow or public")
 		}
-		if in.Protocol != ProtocolHTTP {
-			errs.add(p.child("public"), "public listeners serve http only")
+		if in.Protocol == ProtocolTCP {
+			errs.add(p.child("public"), "public listeners serve http, http2 or grpc, not tcp")
 		}
 	} else {
 		if len(in.Allow) == 0 {
@@ -224,6 +237,9 @@ func validateOutbound(errs *fieldErrors, p fieldPath, out *Outbound, s *seen, ha
 	case out.Cluster != "":
 		if !haveXDS {
 			errs.add(p.child("cluster"), "%q needs a control plane: set xds", out.Cluster)
+		}
+		if IsHTTP2(out.Protocol) {
+			errs.add(p.child("protocol"), "%q with cluster: xDS clusters carry http or tcp; name an upstream for %s", out.Protocol, out.Protocol)
 		}
 	default:
 		if _, _, err := net.SplitHostPort(out.Upstream); err != nil {
@@ -258,6 +274,12 @@ func validateLimits(errs *fieldErrors, p fieldPath, l *Limits) {
 	}
 	if l.MaxResponseBytes < 1 {
 		errs.add(p.child("maxResponseBytes"), "%d, expected at least 1", l.MaxResponseBytes)
+	}
+	if l.MaxConcurrentStreams < 1 || l.MaxConcurrentStreams > 10000 {
+		errs.add(p.child("maxConcurrentStreams"), "%d, expected 1 to 10000", l.MaxConcurrentStreams)
+	}
+	if l.MaxFrameBytes < 16384 || l.MaxFrameBytes > 16777215 {
+		errs.add(p.child("maxFrameBytes"), "%d, expected 16384 to 16777215 (RFC 9113 SETTINGS_MAX_FRAME_SIZE)", l.MaxFrameBytes)
 	}
 }
 

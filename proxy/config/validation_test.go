@@ -60,7 +60,10 @@ func TestValidateRules(t *testing.T) {
 		{"listen not host:port", func(c *Config) { c.Inbound[0].Listen = "8443" }, "inbound[0].listen", "is not host:port"},
 		{"duplicate listen", func(c *Config) { c.Inbound[0].Listen = "127.0.0.1:6380" }, "outbound[0].listen", "is also the address of inbound[0]"},
 		{"port 0 may repeat", func(c *Config) { c.Inbound[0].Listen, c.Outbound[0].Listen = "127.0.0.1:0", "127.0.0.1:0" }, "", ""},
-		{"bad protocol", func(c *Config) { c.Inbound[0].Protocol = "grpc" }, "inbound[0].protocol", `"grpc", expected http or tcp`},
+		{"bad protocol", func(c *Config) { c.Inbound[0].Protocol = "h2" }, "inbound[0].protocol", `"h2", expected http, http2, grpc or tcp`},
+		{"route grpc", func(c *Config) { c.Transparent.Inbound[0].Protocol = "grpc" }, "transparent.inbound[0].protocol", "explicit inbound and outbound listeners"},
+		{"streams", func(c *Config) { c.Limits.MaxConcurrentStreams = -1 }, "limits.maxConcurrentStreams", "expected 1 to 10000"},
+		{"frame size", func(c *Config) { c.Limits.MaxFrameBytes = 1000 }, "limits.maxFrameBytes", "16384 to 16777215"},
 		{"forwardTo not loopback", func(c *Config) { c.Inbound[0].ForwardTo = "10.0.0.1:8080" }, "inbound[0].forwardTo", "not a loopback address"},
 		{"forwardTo not host:port", func(c *Config) { c.Inbound[0].ForwardTo = "localhost" }, "inbound[0].forwardTo", "is not host:port"},
 		{"forwardTo localhost", func(c *Config) { c.Inbound[0].ForwardTo = "localhost:8080" }, "", ""},
@@ -69,7 +72,7 @@ func TestValidateRules(t *testing.T) {
 		{"public tcp", func(c *Config) {
 			in := &c.Inbound[0]
 			in.Public, in.Allow, in.CertFile, in.KeyFile, in.Protocol = true, nil, "c", "k", ProtocolTCP
-		}, "inbound[0].public", "http only"},
+		}, "inbound[0].public", "not tcp"},
 		{"public http", func(c *Config) {
 			in := &c.Inbound[0]
 			in.Public, in.Allow, in.CertFile, in.KeyFile = true, nil, "c", "k"
