@@ -216,6 +216,12 @@ func WithRecorder(ctx context.Context) context.Context {
 	return context.WithValue(ctx, recorderKey{}, &Recorded{})
 }
 
+// WithRecorded returns a context that carries r: for connections whose handshake ran before the
+// server saw them (proxy/server's ALPN split), in the context the handshake used.
+func WithRecorded(ctx context.Context, r *Recorded) context.Context {
+	return context.WithValue(ctx, recorderKey{}, r)
+}
+
 // RecordedFrom returns the recorder in ctx, or nil.
 func RecordedFrom(ctx context.Context) *Recorded {
 	r, _ := ctx.Value(recorderKey{}).(*Recorded)

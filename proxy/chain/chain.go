@@ -193,13 +193,12 @@ func StreamResponseDigest(status int, bodySHA256, trailersSHA256 []byte, request
 }
 
 // TrailersDigest is H(T) of docs/protocol.md section 11: every field of trailers but
-// HeaderCountersig (and HeaderReceipt, which the calling proxy adds after the check), as
-// lower-case(name) ":" value "\n", ordered by name, values in their order.
+// HeaderCountersig, as lower-case(name) ":" value "\n", ordered by name, values in their order.
 func TrailersDigest(trailers map[string][]string) [32]byte {
 	names := make([]string, 0, len(trailers))
 	for k := range trailers {
 		lk := strings.ToLower(k)
-		if lk == lowerCountersig || lk == lowerReceipt {
+		if lk == lowerCountersig {
 			continue
 		}
 		names = append(names, k)
@@ -220,10 +219,7 @@ func TrailersDigest(trailers map[string][]string) [32]byte {
 	return sum
 }
 
-var (
-	lowerCountersig = strings.ToLower(HeaderCountersig)
-	lowerReceipt    = strings.ToLower(HeaderReceipt)
-)
+var lowerCountersig = strings.ToLower(HeaderCountersig)
 
 // sign encodes a statement of kind (ctxEntry or ctxCountersig) in the signer's version: v1
 // is b64url(P) "." b64url(r||s) with the signature over SHA-256(context || b64url(P)); v2 is
@@ -661,6 +657,22 @@ func parseCountersig(enc string) (*Countersig, *signed, error) {
 		return nil, nil, fmt.Errorf("timestamp missing")
 	}
 	return &c, st, nil
+}
+
+// VerifyStreamCountersig checks the countersignature of a streamed exchange
+// (docs/protocol.md section 11): as VerifyCountersig, with the stream response digest of
+// status, the body's and the trailers' SHA-256, and a request body that is either sentBody (the
+// b64url SHA-256 of what the caller sent) or "-". It returns the request body value that was
+// countersigned.
+func VerifyStreamCountersig(enc, entryDigest, tokenDigest string, key *ecdsa.PublicKey, status int, bodySHA256, trailersSHA256 []byte, sentBody string) (*Countersig, string, error) {
+	rb := sentBody
+	if c, _, err := parseCountersig(enc); err == nil {
+		if d := StreamResponseDigest(status, bodySHA256, trailersSHA256, "-"); c.Resp == b64.EncodeToString(d[:]) {
+			rb = "-"
+		}
+	}
+	c, err := VerifyCountersig(enc, entryDigest, tokenDigest, key, StreamResponseDigest(status, bodySHA256, trailersSHA256, rb))
+	return c, rb, err
 }
 
 // VerifyCountersig checks enc answers entryDigest with response digest resp, signed by key

@@ -144,20 +144,20 @@ type Admin struct {
 
 // Limits bound resources.
 type Limits struct {
-	MaxConnections    int      `json:"maxConnections,omitempty"`    // per listener, default 1024
-	MaxHeaderBytes    int      `json:"maxHeaderBytes,omitempty"`    // default 128 KiB
-	MaxBodyBytes      int64    `json:"maxBodyBytes,omitempty"`      // request bodies, default 16 MiB
-	MaxResponseBytes  int64    `json:"maxResponseBytes,omitempty"`  // countersigned responses are buffered; default 4 MiB
+	MaxConnections   int   `json:"maxConnections,omitempty"`   // per listener, default 1024
+	MaxHeaderBytes   int   `json:"maxHeaderBytes,omitempty"`   // default 128 KiB
+	MaxBodyBytes     int64 `json:"maxBodyBytes,omitempty"`     // request bodies, default 16 MiB
+	MaxResponseBytes int64 `json:"maxResponseBytes,omitempty"` // countersigned responses are buffered; default 4 MiB
 	// HTTP/2 listeners (http2, grpc): streams open per connection (default 100) and the
 	// largest frame accepted (SETTINGS_MAX_FRAME_SIZE, default 16384).
-	MaxConcurrentStreams int `json:"maxConcurrentStreams,omitempty"`
-	MaxFrameBytes        int `json:"maxFrameBytes,omitempty"`
-	DialTimeout       Duration `json:"dialTimeout,omitempty"`       // default 5s
-	HandshakeTimeout  Duration `json:"handshakeTimeout,omitempty"`  // default 10s
-	ReadHeaderTimeout Duration `json:"readHeaderTimeout,omitempty"` // default 10s
-	IdleTimeout       Duration `json:"idleTimeout,omitempty"`       // default 2m (HTTP keep-alive, TCP idle)
-	RequestTimeout    Duration `json:"requestTimeout,omitempty"`    // whole HTTP exchange upstream, default 60s
-	ShutdownTimeout   Duration `json:"shutdownTimeout,omitempty"`   // drain, default 20s
+	MaxConcurrentStreams int      `json:"maxConcurrentStreams,omitempty"`
+	MaxFrameBytes        int      `json:"maxFrameBytes,omitempty"`
+	DialTimeout          Duration `json:"dialTimeout,omitempty"`       // default 5s
+	HandshakeTimeout     Duration `json:"handshakeTimeout,omitempty"`  // default 10s
+	ReadHeaderTimeout    Duration `json:"readHeaderTimeout,omitempty"` // default 10s
+	IdleTimeout          Duration `json:"idleTimeout,omitempty"`       // default 2m (HTTP keep-alive, TCP idle)
+	RequestTimeout       Duration `json:"requestTimeout,omitempty"`    // whole HTTP exchange upstream, default 60s
+	ShutdownTimeout      Duration `json:"shutdownTimeout,omitempty"`   // drain, default 20s
 }
 
 // Chain bounds the hop chain.

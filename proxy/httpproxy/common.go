@@ -95,6 +95,16 @@ func (d *Deps) Reject(w http.ResponseWriter, r *http.Request, listener string, s
 	for k := range h {
 		delete(h, k)
 	}
+	if r.ProtoMajor == 2 && isGRPC(r.Header) {
+		// A gRPC client reads an HTTP error as UNKNOWN: answer with a gRPC status, trailers-only
+		// (docs/protocol.md section 11).
+		for k, v := range grpcRejection(status, rej) {
+			h[k] = v
+		}
+		h.Set("Content-Type", "application/grpc")
+		w.WriteHeader(http.StatusOK)
+		return
+	}
 	h.Set(chain.HeaderReject, string(rej.Code))
 	h.Set(chain.HeaderRejectCause, asciiOnly(rej.Sentence(), 512))
 	h.Set("Content-Type", "text/plain; charset=utf-8")
@@ -117,6 +127,12 @@ func asRejection(err error, fallback attestation.Code) *attestation.Rejection {
 // Content-Length fields, so the framing guard (Framed, proxy/httpframe) is what refuses those
 // shapes on the listeners; these checks stay for requests that do not come through one.
 func hygiene(r *http.Request) *attestation.Rejection {
+	if r.ProtoMajor == 2 && r.Method != "PRI" {
+		// An HTTP/2 stream, which only an http2 or grpc listener's server produces: Go's
+		// HTTP/2 server has refused connection-specific fields (RFC 9113 section 8.2.2) and
+		// checks content-length against the DATA frames; there is no upgrade in HTTP/2.
+		return nil
+	}
 	if isH2Preface(r) {
 		return attestation.Reject(CodeUpgrade, "request line", asciiOnly(r.Method+" "+r.RequestURI+" "+r.Proto, 64), "HTTP/1.1 (the HTTP/2 preface is refused)")
 	}

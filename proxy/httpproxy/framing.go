@@ -17,6 +17,12 @@ import (
 // rejectHTTP then reports it instead of the read error.
 func (d *Deps) Framed(listener string, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ProtoMajor == 2 && r.Method != "PRI" {
+			// HTTP/2 frames are length-delimited and parsed by Go's HTTP/2 server: the guard,
+			// an HTTP/1.1 framing guard, is not on those connections.
+			h.ServeHTTP(w, r)
+			return
+		}
 		c := httpframe.FromContext(r.Context())
 		if c == nil { // wiring error: fail closed
 			d.Reject(w, r, listener, http.StatusInternalServerError, attestation.Rejectf(CodeSmuggling, "this listener has no framing guard"))

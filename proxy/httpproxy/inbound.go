@@ -38,6 +38,10 @@ func (h *Inbound) WithPolicy(f func() (attestedtls.Checker, []string)) *Inbound 
 type inState struct {
 	entryDigest string // the request entry answered
 	self        chain.Self
+	// A streamed exchange (docs/protocol.md section 11) countersigns in the trailers, with the
+	// digest of the request body as received.
+	streamed bool
+	reqBody  *bodyHash
 }
 
 type inKey struct{}
@@ -61,13 +65,16 @@ func NewInbound(d *Deps, cfg config.Inbound) *Inbound {
 				pr.Out.Header.Set(chain.HeaderVerified, st.summary)
 			}
 		},
-		Transport:      appTransport(d.Limits),
+		Transport:      appTransport(d.Limits, config.IsHTTP2(cfg.Protocol)),
 		BufferPool:     &bufferPool,
 		ModifyResponse: h.modifyResponse,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			d.Reject(w, r, cfg.Name, http.StatusBadGateway, asRejection(err, CodeApp))
 		},
 		ErrorLog: nil,
+	}
+	if config.IsHTTP2(cfg.Protocol) {
+		h.rp.FlushInterval = -1 // a stream's messages go on as they come
 	}
 	return h
 }
@@ -78,8 +85,10 @@ func NewInbound(d *Deps, cfg config.Inbound) *Inbound {
 type fwdHeaders struct{ chain, summary string }
 type fwdKey struct{}
 
-func appTransport(l config.Limits) *http.Transport {
-	return &http.Transport{
+// appTransport calls the app: HTTP/1.1, or for http2 and grpc listeners HTTP/2 over cleartext
+// with prior knowledge (the app is on loopback).
+func appTransport(l config.Limits, h2 bool) *http.Transport {
+	t := &http.Transport{
 		DialContext:            (&net.Dialer{Timeout: l.DialTimeout.D(), KeepAlive: 30 * time.Second}).DialContext,
 		MaxIdleConns:           1024,
 		MaxIdleConnsPerHost:    256,
@@ -88,6 +97,12 @@ func appTransport(l config.Limits) *http.Transport {
 		MaxResponseHeaderBytes: int64(l.MaxHeaderBytes),
 		ForceAttemptHTTP2:      false,
 	}
+	if h2 {
+		t.Protocols = new(http.Protocols)
+		t.Protocols.SetUnencryptedHTTP2(true)
+		t.HTTP2 = h2Config(l)
+	}
+	return t
 }
 
 func (h *Inbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -164,7 +179,14 @@ func (h *Inbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	fwd := &fwdHeaders{chain: ch.Header(), summary: summarize(peer.Identity, ch)}
 	ctx = context.WithValue(ctx, fwdKey{}, fwd)
 	self.Version = ch.Hops[len(ch.Hops)-1].Entry.V // answer in the version the caller speaks
-	ctx = context.WithValue(ctx, inKey{}, &inState{entryDigest: tail, self: self})
+	ist := &inState{entryDigest: tail, self: self, streamed: r.ProtoMajor == 2 || bodySum == nil}
+	if ist.streamed {
+		ist.reqBody = newBodyHash(r.Body, r.ContentLength)
+		if ist.reqBody.rc != http.NoBody {
+			r.Body = ist.reqBody
+		}
+	}
+	ctx = context.WithValue(ctx, inKey{}, ist)
 	h.rp.ServeHTTP(interimFilter{w, h.d, h.cfg.Name}, r.WithContext(ctx))
 }
 
@@ -174,6 +196,10 @@ func (h *Inbound) modifyResponse(resp *http.Response) error {
 	st, ok := resp.Request.Context().Value(inKey{}).(*inState)
 	if !ok {
 		return nil // public listener: nothing to countersign
+	}
+	if st.streamed && !bodiless(resp.Request.Method, resp.StatusCode) {
+		h.streamAnswer(resp, st)
+		return nil
 	}
 	b, sum, rej := bufferResponse(resp, h.d.Limits.MaxResponseBytes, "the app", CodeApp)
 	if rej != nil {

@@ -2,6 +2,8 @@ package httpproxy
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/sha256"
 	"crypto/tls"
 	"fmt"
 	"net"
@@ -44,6 +46,9 @@ type outState struct {
 	tokensHdr   string
 	entryDigest string
 	wantReceipt bool // the app asked for the receipt (Countersign-Want-Receipt: inline)
+	// sent digests the request body as it goes upstream, for a streamed exchange's
+	// countersignature (docs/protocol.md section 11).
+	sent *bodyHash
 }
 
 type outKey struct{}
@@ -82,6 +87,9 @@ func NewOutbound(d *Deps, cfg config.Outbound) *Outbound {
 			d.Reject(w, r, cfg.Name, http.StatusBadGateway, asRejection(err, CodeUpstream))
 		},
 	}
+	if config.IsHTTP2(cfg.Protocol) {
+		o.rp.FlushInterval = -1 // a stream's messages go on as they come
+	}
 	return o
 }
 
@@ -100,10 +108,15 @@ func (o *Outbound) generation(cur *identity.Current) *generation {
 		return old
 	}
 	l := o.d.Limits
+	h2 := config.IsHTTP2(o.cfg.Protocol)
+	protos := []string{"http/1.1"}
+	if h2 {
+		protos = []string{"h2", "http/1.1"} // HTTP/1.1 with a peer that only speaks it
+	}
 	tlsCfg := attestedtls.ClientConfig(fixedCert{cur}, o.d.Checker, o.host, attestedtls.Options{
 		Listener: o.cfg.Name, Identities: o.cfg.UpstreamIdentity, Logger: o.d.Logger,
 		OnReject:   func(listener string, rej *attestation.Rejection) { o.d.Metrics.Reject(listener, rej.Code) },
-		NextProtos: []string{"http/1.1"},
+		NextProtos: protos,
 	})
 	g := &generation{cur: cur, tr: &http.Transport{
 		DialContext:            (&net.Dialer{Timeout: l.DialTimeout.D(), KeepAlive: 30 * time.Second}).DialContext,
@@ -116,6 +129,12 @@ func (o *Outbound) generation(cur *identity.Current) *generation {
 		MaxResponseHeaderBytes: int64(l.MaxHeaderBytes),
 		ForceAttemptHTTP2:      false,
 	}}
+	if h2 {
+		g.tr.Protocols = new(http.Protocols)
+		g.tr.Protocols.SetHTTP1(true)
+		g.tr.Protocols.SetHTTP2(true)
+		g.tr.HTTP2 = h2Config(l)
+	}
 	o.gen.Store(g)
 	if old != nil {
 		old.tr.CloseIdleConnections()
@@ -164,7 +183,9 @@ func (o *Outbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		wantReceipt = true
 	}
 	o.d.variantsDropped(o.cfg.Name, "request", deleteOurs(r.Header))
-	bodySum, rej := readBody(r, w, o.d.Limits.MaxBodyBytes, true)
+	h2 := config.IsHTTP2(o.cfg.Protocol)
+	// On HTTP/2 listeners a body of unknown length (a gRPC stream) is never buffered.
+	bodySum, rej := readBody(r, w, o.d.Limits.MaxBodyBytes, !h2)
 	if rej != nil {
 		o.d.Reject(w, r, o.cfg.Name, http.StatusRequestEntityTooLarge, rej)
 		return
@@ -182,6 +203,13 @@ func (o *Outbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	st := &outState{gen: o.generation(cur), chainHdr: hdr, entryDigest: entry, wantReceipt: wantReceipt}
+	if h2 || bodySum == nil {
+		// The answer may be streamed and countersign the body it received, whatever its length.
+		st.sent = newBodyHash(r.Body, r.ContentLength)
+		if st.sent.rc != http.NoBody {
+			r.Body = st.sent
+		}
+	}
 	if wantReceipt {
 		st.tokens = map[string]string{chain.TokenDigest(self.Token): self.Token}
 	}
@@ -212,12 +240,28 @@ func (o *Outbound) modifyResponse(resp *http.Response) error {
 	if err != nil {
 		return attestation.Rejectf(attestedtls.CodeNotAttested, "%v", err)
 	}
+	peerTok := chain.TokenDigest(peer.Token.Raw)
+	cs := resp.Header.Values(chain.HeaderCountersig)
+	if len(cs) == 0 && config.IsHTTP2(o.cfg.Protocol) && st.sent != nil {
+		// Streamed: relay as it comes, check the countersignature in the trailers at the end.
+		o.d.variantsDropped(o.cfg.Name, "response", deleteOurs(resp.Header))
+		body := resp.Body
+		if body == nil {
+			body = http.NoBody
+		}
+		resp.Body = &verifyBody{ReadCloser: body, resp: resp, h: sha256.New(), o: o, st: st, peerPK: pk, peerTk: peerTok, peerRw: peer.Token.Raw,
+			grpc: o.cfg.Protocol == config.ProtocolGRPC || isGRPC(resp.Request.Header)}
+		resp.Trailer = nil // everything verifyBody sets goes out as trailers
+		return nil
+	}
+	if len(cs) == 0 && st.sent != nil {
+		return o.bufferStreamed(resp, st, pk, peer.Token.Raw)
+	}
 	resp.Body = o.d.filterTrailers(&resp.Trailer, resp.Body, o.cfg.Name)
 	b, sum, rej := bufferResponse(resp, o.d.Limits.MaxResponseBytes, "the upstream", CodeUpstream)
 	if rej != nil {
 		return rej
 	}
-	cs := resp.Header.Values(chain.HeaderCountersig)
 	if len(cs) > 1 {
 		return attestation.Rejectf(chain.CodeCountersig, "%d countersignatures", len(cs))
 	}
@@ -225,7 +269,6 @@ func (o *Outbound) modifyResponse(resp *http.Response) error {
 	if len(cs) == 1 {
 		enc = cs[0]
 	}
-	peerTok := chain.TokenDigest(peer.Token.Raw)
 	if _, err := chain.VerifyCountersig(enc, st.entryDigest, peerTok, pk, chain.ResponseDigest(resp.StatusCode, sum[:])); err != nil {
 		return err
 	}
@@ -247,5 +290,32 @@ func (o *Outbound) modifyResponse(resp *http.Response) error {
 	}
 	resp.Header.Set(chain.HeaderReceipt, receipt)
 	setBody(resp, b)
+	return nil
+}
+
+// bufferStreamed handles, on an HTTP/1.1 listener, an answer streamed because the request body
+// was not digested up front (B is "-"): the response is buffered as usual, and its
+// countersignature, in the trailers, covers the request body the answering proxy received.
+func (o *Outbound) bufferStreamed(resp *http.Response, st *outState, pk *ecdsa.PublicKey, peerRaw string) error {
+	peerTok := chain.TokenDigest(peerRaw)
+	v := &verifyBody{ReadCloser: resp.Body, resp: resp, h: sha256.New(), o: o, st: st, peerPK: pk, peerTk: peerTok, peerRw: peerRaw}
+	b, _, rej := bufferResponse(resp, o.d.Limits.MaxResponseBytes, "the upstream", CodeUpstream)
+	if rej != nil {
+		return rej
+	}
+	v.h.Write(b)
+	if rej := v.finish(); rej != nil {
+		return rej
+	}
+	o.d.variantsDropped(o.cfg.Name, "response", deleteOurs(resp.Header))
+	setBody(resp, b)
+	if r := resp.Trailer.Get(chain.HeaderReceipt); r != "" {
+		resp.Header.Set(chain.HeaderReceipt, r) // the body is buffered: the receipt goes ahead of it
+		resp.Trailer.Del(chain.HeaderReceipt)
+	}
+	if len(resp.Trailer) > 0 {
+		resp.Header.Del("Content-Length") // chunked, so that the app's trailers go on
+		resp.ContentLength = -1
+	}
 	return nil
 }

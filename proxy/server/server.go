@@ -575,6 +575,10 @@ func (s *Server) inbound(in config.Inbound, ln net.Listener, port uint16) error 
 	if live != nil {
 		h.WithPolicy(live)
 	}
+	if config.IsHTTP2(in.Protocol) {
+		s.serveH2TLS(in.Name, h, s.limit(in.Name, ln), tlsCfg)
+		return nil
+	}
 	s.serveProxy(in.Name, h, s.limit(in.Name, ln), tlsCfg, func(ctx context.Context, _ net.Conn) context.Context { return attestedtls.WithRecorder(ctx) })
 	return nil
 }
@@ -600,6 +604,10 @@ func (s *Server) outbound(out config.Outbound, ln net.Listener) {
 			}
 			return d.DialContext(ctx, "tcp", out.Upstream)
 		})
+		return
+	}
+	if config.IsHTTP2(out.Protocol) {
+		s.serveH2c(out.Name, httpproxy.NewOutbound(s.deps, out), s.limit(out.Name, ln))
 		return
 	}
 	s.serveProxy(out.Name, httpproxy.NewOutbound(s.deps, out), s.limit(out.Name, ln), nil, nil)
