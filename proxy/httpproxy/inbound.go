@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -67,11 +68,11 @@ func NewInbound(d *Deps, cfg config.Inbound) *Inbound {
 		},
 		Transport:      appTransport(d.Limits, config.IsHTTP2(cfg.Protocol)),
 		BufferPool:     &bufferPool,
+		ErrorLog:       slog.NewLogLogger(d.Logger.Handler(), slog.LevelDebug),
 		ModifyResponse: h.modifyResponse,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			d.Reject(w, r, cfg.Name, http.StatusBadGateway, asRejection(err, CodeApp))
 		},
-		ErrorLog: nil,
 	}
 	if config.IsHTTP2(cfg.Protocol) {
 		h.rp.FlushInterval = -1 // a stream's messages go on as they come

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -82,6 +83,7 @@ func NewOutbound(d *Deps, cfg config.Outbound) *Outbound {
 			return r.Context().Value(outKey{}).(*outState).gen.tr.RoundTrip(r)
 		}),
 		BufferPool:     &bufferPool,
+		ErrorLog:       slog.NewLogLogger(d.Logger.Handler(), slog.LevelDebug),
 		ModifyResponse: o.modifyResponse,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			d.Reject(w, r, cfg.Name, http.StatusBadGateway, asRejection(err, CodeUpstream))
