@@ -491,6 +491,10 @@ type Limits struct {
 	MaxAge time.Duration
 	// Skew tolerates timestamps up to this far in the future.
 	Skew time.Duration
+	// ChannelLast: the last entry arrived over the attested TLS connection of the peer that
+	// signed it, which authenticates it; its signature is left to whoever verifies the chain
+	// later (chain.peerSignatures: channel, docs/protocol.md section 8). Live checks only.
+	ChannelLast bool
 }
 
 // VerifyEntries checks structure, links, order, tokens and signatures of a chain. tokens maps
@@ -549,9 +553,11 @@ func VerifyEntries(ctx context.Context, c Checker, encoded []string, tokens map[
 			r.Detail = strings.TrimPrefix(r.Detail+fmt.Sprintf("; chain entry %d", i), "; ")
 			return nil, &r
 		}
-		signer := signedByToken(t, ctxEntry, st)
-		if signer == nil {
-			return nil, attestation.Rejectf(CodeChainSignature, "entry %d is not signed by a key its token names", i)
+		var signer *ecdsa.PublicKey
+		if !lim.ChannelLast || i < len(encoded)-1 {
+			if signer = signedByToken(t, ctxEntry, st); signer == nil {
+				return nil, attestation.Rejectf(CodeChainSignature, "entry %d is not signed by a key its token names", i)
+			}
 		}
 		ch.Hops = append(ch.Hops, Hop{Entry: e, Encoded: enc, Identity: dec.Identity, Token: t, signer: signer, sum: sum, hasSum: true, signed: signed})
 		ch.Tokens[e.Token] = raw
@@ -664,6 +670,9 @@ func parseCountersig(enc string) (*Countersig, *signed, error) {
 // status, the body's and the trailers' SHA-256, and a request body that is either sentBody (the
 // b64url SHA-256 of what the caller sent) or "-". It returns the request body value that was
 // countersigned.
+//
+// A nil key checks everything but the signature: for a countersignature that arrived over the
+// attested connection of its signer (chain.peerSignatures: channel) when no receipt is wanted.
 func VerifyStreamCountersig(enc, entryDigest, tokenDigest string, key *ecdsa.PublicKey, status int, bodySHA256, trailersSHA256 []byte, sentBody string) (*Countersig, string, error) {
 	rb := sentBody
 	if c, _, err := parseCountersig(enc); err == nil {
@@ -671,13 +680,24 @@ func VerifyStreamCountersig(enc, entryDigest, tokenDigest string, key *ecdsa.Pub
 			rb = "-"
 		}
 	}
-	c, err := VerifyCountersig(enc, entryDigest, tokenDigest, key, StreamResponseDigest(status, bodySHA256, trailersSHA256, rb))
+	c, err := verifyCountersig(enc, entryDigest, tokenDigest, key, StreamResponseDigest(status, bodySHA256, trailersSHA256, rb), key != nil)
 	return c, rb, err
 }
 
 // VerifyCountersig checks enc answers entryDigest with response digest resp, signed by key
 // (the answering peer's key, whose token has digest tokenDigest).
 func VerifyCountersig(enc, entryDigest, tokenDigest string, key *ecdsa.PublicKey, resp [32]byte) (*Countersig, error) {
+	return verifyCountersig(enc, entryDigest, tokenDigest, key, resp, true)
+}
+
+// CheckCountersigChannel is VerifyCountersig without the signature, for a countersignature
+// that arrived over the attested connection of the peer that signed it
+// (chain.peerSignatures: channel, docs/protocol.md section 9).
+func CheckCountersigChannel(enc, entryDigest, tokenDigest string, resp [32]byte) (*Countersig, error) {
+	return verifyCountersig(enc, entryDigest, tokenDigest, nil, resp, false)
+}
+
+func verifyCountersig(enc, entryDigest, tokenDigest string, key *ecdsa.PublicKey, resp [32]byte, verifySig bool) (*Countersig, error) {
 	if enc == "" {
 		return nil, attestation.Rejectf(CodeCountersigGone, "the response carries no %s", HeaderCountersig)
 	}
@@ -697,7 +717,7 @@ func VerifyCountersig(enc, entryDigest, tokenDigest string, key *ecdsa.PublicKey
 	if c.Resp != b64.EncodeToString(resp[:]) {
 		return nil, attestation.Reject(CodeCountersig, "resp", c.Resp, "the digest of the response received")
 	}
-	if !st.verify(key, ctxCountersig) {
+	if verifySig && !st.verify(key, ctxCountersig) {
 		return nil, attestation.Rejectf(CodeCountersig, "signature does not verify under the answering peer's key")
 	}
 	return c, nil

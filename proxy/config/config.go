@@ -172,7 +172,19 @@ type Chain struct {
 	// group signatures, docs/protocol.md section 10) or 1, for upstreams that predate v2.
 	// Countersignatures answer in the version of the entry they answer.
 	SignVersion int `json:"signVersion,omitempty"`
+	// PeerSignatures says how the live path checks the statements the connected peer signed
+	// itself (the last chain entry, the countersignature): "verify" (default) checks their
+	// ECDSA signatures; "channel" relies on the attested TLS connection they arrived on and
+	// verifies a countersignature only when the app asked for a receipt
+	// (docs/protocol.md section 8, "Peer signatures").
+	PeerSignatures string `json:"peerSignatures,omitempty"`
 }
+
+// Peer signature modes (Chain.PeerSignatures).
+const (
+	PeerSignaturesVerify  = "verify"
+	PeerSignaturesChannel = "channel"
+)
 
 // Duration is a time.Duration written as "30s".
 type Duration time.Duration
@@ -293,6 +305,9 @@ func (c *Config) SetDefaults() {
 	}
 	if c.Chain.MaxBytes == 0 {
 		c.Chain.MaxBytes = 64 << 10
+	}
+	if c.Chain.PeerSignatures == "" {
+		c.Chain.PeerSignatures = PeerSignaturesVerify
 	}
 	def(&c.Chain.Window, 30*time.Second)
 	def(&c.Chain.MaxAge, 5*time.Minute)

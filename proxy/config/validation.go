@@ -287,6 +287,9 @@ func validateChain(errs *fieldErrors, p fieldPath, ch *Chain, maxHeaderBytes int
 	if ch.MaxHops < 1 || ch.MaxHops > 32 {
 		errs.add(p.child("maxHops"), "%d, expected 1 to 32", ch.MaxHops)
 	}
+	if ch.PeerSignatures != PeerSignaturesVerify && ch.PeerSignatures != PeerSignaturesChannel {
+		errs.add(p.child("peerSignatures"), "%q, expected verify or channel", ch.PeerSignatures)
+	}
 	if ch.SignVersion != 0 && ch.SignVersion != 1 && ch.SignVersion != 2 {
 		errs.add(p.child("signVersion"), "%d, expected 1 or 2", ch.SignVersion)
 	}

@@ -62,6 +62,7 @@ func TestValidateRules(t *testing.T) {
 		{"port 0 may repeat", func(c *Config) { c.Inbound[0].Listen, c.Outbound[0].Listen = "127.0.0.1:0", "127.0.0.1:0" }, "", ""},
 		{"bad protocol", func(c *Config) { c.Inbound[0].Protocol = "h2" }, "inbound[0].protocol", `"h2", expected http, http2, grpc or tcp`},
 		{"route grpc", func(c *Config) { c.Transparent.Inbound[0].Protocol = "grpc" }, "transparent.inbound[0].protocol", "explicit inbound and outbound listeners"},
+		{"peer signatures", func(c *Config) { c.Chain.PeerSignatures = "none" }, "chain.peerSignatures", `"none", expected verify or channel`},
 		{"streams", func(c *Config) { c.Limits.MaxConcurrentStreams = -1 }, "limits.maxConcurrentStreams", "expected 1 to 10000"},
 		{"frame size", func(c *Config) { c.Limits.MaxFrameBytes = 1000 }, "limits.maxFrameBytes", "16384 to 16777215"},
 		{"forwardTo not loopback", func(c *Config) { c.Inbound[0].ForwardTo = "10.0.0.1:8080" }, "inbound[0].forwardTo", "not a loopback address"},

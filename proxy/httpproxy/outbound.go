@@ -271,7 +271,7 @@ func (o *Outbound) modifyResponse(resp *http.Response) error {
 	if len(cs) == 1 {
 		enc = cs[0]
 	}
-	if _, err := chain.VerifyCountersig(enc, st.entryDigest, peerTok, pk, chain.ResponseDigest(resp.StatusCode, sum[:])); err != nil {
+	if _, err := o.checkCountersig(enc, st, peerTok, pk, chain.ResponseDigest(resp.StatusCode, sum[:])); err != nil {
 		return err
 	}
 	// The countersignature is verified and goes to the app only inside the receipt it asked
@@ -320,4 +320,17 @@ func (o *Outbound) bufferStreamed(resp *http.Response, st *outState, pk *ecdsa.P
 		resp.ContentLength = -1
 	}
 	return nil
+}
+
+// channel reports whether this exchange relies on the attested connection for the peer's own
+// countersignature (chain.peerSignatures: channel, and no receipt asked for).
+func (o *Outbound) channel(st *outState) bool {
+	return o.d.Chain.PeerSignatures == config.PeerSignaturesChannel && !st.wantReceipt
+}
+
+func (o *Outbound) checkCountersig(enc string, st *outState, peerTok string, pk *ecdsa.PublicKey, resp [32]byte) (*chain.Countersig, error) {
+	if o.channel(st) {
+		return chain.CheckCountersigChannel(enc, st.entryDigest, peerTok, resp)
+	}
+	return chain.VerifyCountersig(enc, st.entryDigest, peerTok, pk, resp)
 }

@@ -223,7 +223,11 @@ func (v *verifyBody) finish() *attestation.Rejection {
 	}
 	sum := v.h.Sum(nil)
 	ts := chain.TrailersDigest(received)
-	_, rb, err := chain.VerifyStreamCountersig(enc, v.st.entryDigest, v.peerTk, v.peerPK, v.resp.StatusCode, sum, ts[:], v.st.sent.sent())
+	key := v.peerPK
+	if v.o.channel(v.st) {
+		key = nil // the attested connection authenticates it; no receipt was asked for
+	}
+	_, rb, err := chain.VerifyStreamCountersig(enc, v.st.entryDigest, v.peerTk, key, v.resp.StatusCode, sum, ts[:], v.st.sent.sent())
 	if err != nil {
 		return asRejection(err, chain.CodeCountersig)
 	}

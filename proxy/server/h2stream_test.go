@@ -94,38 +94,41 @@ func TestH2StreamCountersignature(t *testing.T) {
 		{"status changed", map[string]string{"Grpc-Status": "0", "X-Result": "benign"}, map[string]string{"Grpc-Status": "5", "X-Result": "benign"}, true, codes.PermissionDenied, "countersignature_invalid"},
 	}
 	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			up := rogueAnswerer(t, back, func(w http.ResponseWriter, r *http.Request, entry string, reqBody []byte) {
-				answerGRPC(t, back, w, entry, reqBody, tc.sent, tc.signed, tc.sign)
-			})
-			fc := e.cfg("front", mrFront)
-			fc.Outbound = []config.Outbound{{Name: "to-back", Listen: "127.0.0.1:0", Protocol: config.ProtocolGRPC, Upstream: up, UpstreamIdentity: []string{"back"}}}
-			front := e.start(fc)
-			cc, err := grpc.NewClient(front.Addr("to-back"), grpc.WithTransportCredentials(insecure.NewCredentials()))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer cc.Close()
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			resp, err := testpb.NewTestServiceClient(cc).UnaryCall(ctx, &testpb.SimpleRequest{Payload: &testpb.Payload{Body: []byte("q")}})
-			st, _ := status.FromError(err)
-			if st.Code() != tc.code {
-				t.Fatalf("call: %v, want %v", err, tc.code)
-			}
-			if tc.code == codes.OK {
-				if string(resp.GetPayload().GetBody()) != "answer" {
-					t.Errorf("answer %q", resp.GetPayload().GetBody())
+		for _, mode := range []string{config.PeerSignaturesVerify, config.PeerSignaturesChannel} {
+			t.Run(tc.name+"/"+mode, func(t *testing.T) {
+				up := rogueAnswerer(t, back, func(w http.ResponseWriter, r *http.Request, entry string, reqBody []byte) {
+					answerGRPC(t, back, w, entry, reqBody, tc.sent, tc.signed, tc.sign)
+				})
+				fc := e.cfg("front", mrFront)
+				fc.Chain.PeerSignatures = mode // the digests are checked either way
+				fc.Outbound = []config.Outbound{{Name: "to-back", Listen: "127.0.0.1:0", Protocol: config.ProtocolGRPC, Upstream: up, UpstreamIdentity: []string{"back"}}}
+				front := e.start(fc)
+				cc, err := grpc.NewClient(front.Addr("to-back"), grpc.WithTransportCredentials(insecure.NewCredentials()))
+				if err != nil {
+					t.Fatal(err)
 				}
-				return
-			}
-			if !strings.Contains(st.Message(), tc.reason) {
-				t.Errorf("message %q, want the reason %s", st.Message(), tc.reason)
-			}
-			if got := counter(front.Metrics.Rejections.WithLabelValues("to-back", tc.reason)); got != 1 {
-				t.Errorf("countersign_rejections_total{to-back,%s} = %v, want 1", tc.reason, got)
-			}
-		})
+				defer cc.Close()
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				resp, err := testpb.NewTestServiceClient(cc).UnaryCall(ctx, &testpb.SimpleRequest{Payload: &testpb.Payload{Body: []byte("q")}})
+				st, _ := status.FromError(err)
+				if st.Code() != tc.code {
+					t.Fatalf("call: %v, want %v", err, tc.code)
+				}
+				if tc.code == codes.OK {
+					if string(resp.GetPayload().GetBody()) != "answer" {
+						t.Errorf("answer %q", resp.GetPayload().GetBody())
+					}
+					return
+				}
+				if !strings.Contains(st.Message(), tc.reason) {
+					t.Errorf("message %q, want the reason %s", st.Message(), tc.reason)
+				}
+				if got := counter(front.Metrics.Rejections.WithLabelValues("to-back", tc.reason)); got != 1 {
+					t.Errorf("countersign_rejections_total{to-back,%s} = %v, want 1", tc.reason, got)
+				}
+			})
+		}
 	}
 	// An http2 (not gRPC) listener resets the stream: the client sees an incomplete answer.
 	t.Run("http2 reset", func(t *testing.T) {
@@ -237,5 +240,32 @@ func TestHTTP2ThroughTwoProxies(t *testing.T) {
 	}
 	if _, err := chain.VerifyReceipt(context.Background(), back.Engine, rc, []string{"front"}, []string{"back"}, 8); err != nil {
 		t.Errorf("the receipt does not verify: %v", err)
+	}
+}
+
+// TestPeerSignaturesChannel: with chain.peerSignatures: channel on both proxies, requests pass,
+// and a receipt asked for is still a verified one (the countersignature is verified then).
+func TestPeerSignaturesChannel(t *testing.T) {
+	e := newEnv(t, time.Hour)
+	a, _ := newApp(t)
+	bc := e.cfg("back", mrBack)
+	bc.Chain.PeerSignatures = config.PeerSignaturesChannel
+	bc.Inbound = []config.Inbound{{Name: "api", Listen: "127.0.0.1:0", Protocol: "http", ForwardTo: strings.TrimPrefix(a.URL, "http://"), Allow: []string{"front"}}}
+	back := e.start(bc)
+	fc := e.cfg("front", mrFront)
+	fc.Chain.PeerSignatures = config.PeerSignaturesChannel
+	fc.Outbound = []config.Outbound{{Name: "to-back", Listen: "127.0.0.1:0", Protocol: "http", Upstream: back.Addr("api"), UpstreamIdentity: []string{"back"}}}
+	front := e.start(fc)
+	url := "http://" + front.Addr("to-back") + "/r"
+	if r, body := get(t, url, nil); r.StatusCode != 200 {
+		t.Fatalf("%d %s", r.StatusCode, body)
+	}
+	r, _ := get(t, url, map[string]string{chain.HeaderWantReceipt: chain.ReceiptInline})
+	rc, err := chain.ParseReceipt([]byte(r.Header.Get(chain.HeaderReceipt)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chain.VerifyReceipt(context.Background(), back.Engine, rc, []string{"front"}, []string{"back"}, 8); err != nil {
+		t.Errorf("receipt: %v", err)
 	}
 }

@@ -173,7 +173,13 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		Checker: eng, Identity: src, Metrics: m, Logger: log, Limits: cfg.Limits, Chain: cfg.Chain, Now: now,
 		Live: &chain.Live{
 			Checker: eng, Window: cfg.Chain.Window.D(), Replay: chain.NewTTLSet[[32]byte, struct{}](1 << 20),
-			Limits: chain.Limits{MaxHops: cfg.Chain.MaxHops, MaxBytes: cfg.Chain.MaxBytes, MaxAge: cfg.Chain.MaxAge.D(), Skew: cfg.Chain.Window.D()},
+			Limits: chain.Limits{
+				MaxHops:     cfg.Chain.MaxHops,
+				MaxBytes:    cfg.Chain.MaxBytes,
+				MaxAge:      cfg.Chain.MaxAge.D(),
+				Skew:        cfg.Chain.Window.D(),
+				ChannelLast: cfg.Chain.PeerSignatures == config.PeerSignaturesChannel,
+			},
 		},
 		Forwarded: chain.NewTTLSet[string, *chain.Chain](1 << 16),
 	}
