@@ -262,7 +262,12 @@ export async function verifyReceipt(verifier, receipt, responseBody) {
   } catch (e) {
     return fail("the receipt is not JSON or base64url JSON");
   }
-  if (r.v !== 1 || typeof r.chain !== "string" || !Array.isArray(r.tokens) || typeof r.countersignature !== "string") return fail("the receipt is not a version 1 receipt");
+  if ((r.v !== 1 && r.v !== 2) || typeof r.chain !== "string" || !Array.isArray(r.tokens) || typeof r.countersignature !== "string") return fail("the receipt is not a version 1 or 2 receipt");
+  // v2: a streamed exchange's receipt (docs/protocol.md section 11), with the trailers' and the
+  // request body's digests; v1 has neither member.
+  const streamMembers = ["trailersSha256", "requestBody"];
+  if (r.v === 1 && streamMembers.some((k) => k in r)) return fail("a version 1 receipt with a version 2 member");
+  if (r.v === 2 && !streamMembers.every((k) => typeof r[k] === "string")) return fail("a version 2 receipt without trailersSha256 and requestBody");
   const tokens = new Map();
   for (const t of r.tokens) {
     const d = await digest(t);
@@ -310,7 +315,9 @@ export async function verifyReceipt(verifier, receipt, responseBody) {
   if (c.ts < prevTS) return fail("the countersignature is older than the request entry");
   const bodySum = (() => { try { return b64urlToBytes(r.bodySha256); } catch (e) { return null; } })();
   if (!bodySum || bodySum.length !== 32) return fail("bodySha256 is not a base64url SHA-256");
-  const respDigest = bytesToB64url(await sha256(te.encode(`countersign/response/v1\n${r.status}\n${r.bodySha256}`)));
+  const respDigest = bytesToB64url(await sha256(te.encode(r.v === 2
+    ? `countersign/response-stream/v1\n${r.status}\n${r.bodySha256}\n${r.trailersSha256}\n${r.requestBody}`
+    : `countersign/response/v1\n${r.status}\n${r.bodySha256}`)));
   if (c.resp !== respDigest) return fail("the countersignature does not cover this response (status and body digest)");
   const ans = tokens.get(c.tok);
   if (!ans) return fail("the countersignature names a token the receipt does not carry");
