@@ -327,7 +327,10 @@ type vecRequest struct {
 type vecResponse struct {
 	Status int    `json:"status"`
 	Body   string `json:"body"` // b64url
-	Digest string `json:"digest"`
+	// A streamed exchange's (docs/protocol.md section 11): T, b64url, and RB.
+	Trailers    *string `json:"trailers,omitempty"`
+	RequestBody *string `json:"requestBody,omitempty"`
+	Digest      string  `json:"digest"`
 }
 
 type vecCase struct {
@@ -400,6 +403,10 @@ type scene struct {
 	v2         bool
 	csSiblings int
 	csIndex    int
+	// stream makes the exchange a streamed one (docs/protocol.md section 11): the request body
+	// is not in the entry (B is "-"), and the countersignature covers the stream response
+	// digest over the body, the trailers vecTrailers and the request body received.
+	stream bool
 	// results
 	entries  []string
 	countsig string
@@ -411,6 +418,9 @@ var (
 	vecReqBody  = `{"inputs":[{"name":"scan","shape":[1,4],"datatype":"FP32","data":[0.1,0.2,0.3,0.4]}]}`
 	vecRespBody = `{"outputs":[{"name":"label","datatype":"BYTES","shape":[1],"data":["normal"]}]}`
 )
+
+// vecTrailers is T of a streamed answer: one gRPC status field.
+const vecTrailers = "grpc-status:0\n"
 
 func authorityOf(hop string) string { return hop + ".vectors.countersign.example:8443" }
 
@@ -442,6 +452,9 @@ func (g *vecGen) build(s *scene) *scene {
 			next = s.senders[i+1]
 		}
 		rq := vecRequest{Hop: hop, Method: "POST", Authority: authorityOf(next), Target: "/v2/models/chest-scan-classifier/infer", Body: &body}
+		if s.stream {
+			rq.Body = nil // B is "-": the countersignature binds the body instead
+		}
 		rq.Digest = requestDigest(rq.Method, rq.Authority, rq.Target, rq.Body)
 		s.requests = append(s.requests, rq)
 		e := obj{{"v", 1}, {"i", i}, {"prev", prev}, {"tok", digest(tok(hop))}, {"req", rq.Digest},
@@ -465,6 +478,12 @@ func (g *vecGen) build(s *scene) *scene {
 		prev = digest(enc)
 	}
 	s.response = vecResponse{Status: 200, Body: vb64.EncodeToString([]byte(vecRespBody)), Digest: responseDigest(200, []byte(vecRespBody))}
+	if s.stream {
+		tr, rb := vb64.EncodeToString([]byte(vecTrailers)), vb64.EncodeToString(h(vecReqBody))
+		s.response.Trailers, s.response.RequestBody = &tr, &rb
+		s.response.Digest = digest("countersign/response-stream/v1\n200\n" + vb64.EncodeToString(h(vecRespBody)) + "\n" +
+			vb64.EncodeToString(h(vecTrailers)) + "\n" + rb)
+	}
 	c := obj{{"v", 1}, {"entry", prev}, {"tok", digest(tok(s.answerer))}, {"resp", s.response.Digest}, {"ts", vecT0 + 20}}
 	if s.cs != nil {
 		c = s.cs(c)
@@ -494,8 +513,12 @@ func (g *vecGen) receipt(s *scene) obj {
 			toks = append(toks, t)
 		}
 	}
-	return obj{{"v", 1}, {"chain", strings.Join(s.entries, ",")}, {"tokens", toks}, {"countersignature", s.countsig},
+	r := obj{{"v", 1}, {"chain", strings.Join(s.entries, ",")}, {"tokens", toks}, {"countersignature", s.countsig},
 		{"status", 200}, {"bodySha256", vb64.EncodeToString(h(vecRespBody))}}
+	if s.stream {
+		r = append(r.set("v", 2), kv{"trailersSha256", vb64.EncodeToString(h(vecTrailers))}, kv{"requestBody", *s.response.RequestBody})
+	}
+	return r
 }
 
 func (g *vecGen) oneHop() *scene {
@@ -584,6 +607,22 @@ func generateVectors(t *testing.T) map[string][]byte {
 		bad("v2-entry-proof-size-17", "chain_malformed", "v2: the entry's proof says a batch of 17 (at most 16).",
 			withEntries(g.receipt(v2one), ep[0]+"."+ep[1]+"."+vb64.EncodeToString([]byte{0, 17})))
 		bad("v2-entry-in-two-parts", "chain_malformed", "v2: the entry (v 2) without its proof part.", withEntries(g.receipt(v2one), ep[0]+"."+ep[1]))
+	}
+
+	// Streamed exchanges (section 11): v2 receipts.
+	{
+		st := g.build(&scene{senders: []string{"records-api"}, answerer: "inference", v2: true, stream: true})
+		rs := g.receipt(st)
+		ok("one-hop-streamed", "A streamed exchange (gRPC): the entry's B is -, the countersignature covers the body, the trailers (grpc-status 0) and the request body received; a v2 receipt.", st, rs, nil, nil)
+		early := digest("countersign/response-stream/v1\n200\n" + vb64.EncodeToString(h(vecRespBody)) + "\n" + vb64.EncodeToString(h(vecTrailers)) + "\n-")
+		cut := g.build(&scene{senders: []string{"records-api"}, answerer: "inference", stream: true, cs: func(c obj) obj { return c.set("resp", early) }})
+		dash := "-"
+		cut.response.RequestBody, cut.response.Digest = &dash, early
+		ok("one-hop-streamed-answered-early", "A streamed exchange answered before the request body ended: requestBody is - (v1 statements).", cut, g.receipt(cut).set("requestBody", "-"), nil, nil)
+		bad("streamed-request-body-changed", "countersignature_invalid", "A v2 receipt whose requestBody says - although the countersignature covers the body's digest.", rs.set("requestBody", "-"))
+		bad("streamed-trailers-changed", "countersignature_invalid", "A v2 receipt whose trailersSha256 is that of grpc-status:7.", rs.set("trailersSha256", vb64.EncodeToString(h("grpc-status:7\n"))))
+		bad("streamed-receipt-as-v1", "receipt_malformed", "A streamed exchange's receipt (with trailersSha256 and requestBody) that says v 1.", rs.set("v", 1))
+		bad("streamed-receipt-without-request-body", "receipt_malformed", "A v2 receipt without requestBody.", rs.del("requestBody"))
 	}
 
 	// The receipt.
@@ -886,6 +925,14 @@ func checkVectorFiles(t *testing.T) {
 			body, _ := vb64.DecodeString(c.Response.Body)
 			bs := sha256.Sum256(body)
 			rd := chain.ResponseDigest(c.Response.Status, bs[:])
+			if c.Response.Trailers != nil { // streamed: the digest the Go code computes from T and RB
+				tr, _ := vb64.DecodeString(*c.Response.Trailers)
+				ts := sha256.Sum256(tr)
+				rd = chain.StreamResponseDigest(c.Response.Status, bs[:], ts[:], *c.Response.RequestBody)
+				if r.TrailersSHA256 != vb64.EncodeToString(ts[:]) || r.RequestBody != *c.Response.RequestBody {
+					t.Errorf("the receipt's trailersSha256 %s / requestBody %s are not the case's", r.TrailersSHA256, r.RequestBody)
+				}
+			}
 			cs, _, _, err := chain.ParseCountersig(r.Countersignature)
 			if err != nil {
 				t.Fatal(err)

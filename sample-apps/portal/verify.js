@@ -11,7 +11,31 @@ export function b64urlToBytes(s) {
   if (typeof s !== "string" || !/^[A-Za-z0-9_-]*$/.test(s)) throw new Error("not base64url");
   let b = s.replace(/-/g, "+").replace(/_/g, "/");
   while (b.length % 4) b += "=";
-  return b64ToBytes(b);
+  const out = b64ToBytes(b);
+  // Canonical only (docs/protocol.md): the unused bits of the last character are zero, so that
+  // one byte string has one encoding.
+  if (bytesToB64url(out) !== s) throw new Error("not canonical base64url");
+  return out;
+}
+
+// exactMembers checks that o is an object with exactly the members names (docs/protocol.md:
+// spelled exactly, each once; JSON.parse keeps the last of a repeated member, whose statement
+// then fails its signature or digest).
+function exactMembers(o, names, what) {
+  if (o === null || typeof o !== "object" || Array.isArray(o)) throw new Error(`${what} is not a JSON object`);
+  const got = Object.keys(o);
+  const extra = got.filter((k) => !names.includes(k));
+  const missing = names.filter((k) => !got.includes(k));
+  if (extra.length || missing.length) throw new Error(`${what} must have exactly the members ${names.join(", ")}${extra.length ? `; unexpected ${extra.join(", ")}` : ""}${missing.length ? `; missing ${missing.join(", ")}` : ""}`);
+}
+
+// P-256's order n and n/2: a signature's s must be at most n/2 (low-s).
+const P256_HALF_N = 0x7fffffff800000007fffffffffffffffde737d56d38bcf4279dce5617e3192a8n;
+
+function isLowS(sig) {
+  let s = 0n;
+  for (let i = 32; i < 64; i++) s = (s << 8n) | BigInt(sig[i]);
+  return s <= P256_HALF_N;
 }
 
 export function b64ToBytes(s) {
@@ -184,7 +208,10 @@ function parseSigned(enc) {
   const p = parts[0];
   const sig = b64urlToBytes(parts[1]);
   if (sig.length !== 64) throw new Error("signature is not 64 bytes");
+  if (!isLowS(sig)) throw new Error("signature is not low-s");
   const payload = JSON.parse(td.decode(b64urlToBytes(p)));
+  const members = "entry" in payload ? ["v", "entry", "tok", "resp", "ts"] : ["v", "i", "prev", "tok", "req", "ts", "nonce"];
+  exactMembers(payload, members, "the statement");
   let proof = null;
   if (parts.length === 3) {
     const b = b64urlToBytes(parts[2]);
@@ -262,6 +289,13 @@ export async function verifyReceipt(verifier, receipt, responseBody) {
   } catch (e) {
     return fail("the receipt is not JSON or base64url JSON");
   }
+  const base = ["v", "chain", "tokens", "countersignature", "status", "bodySha256"];
+  try {
+    exactMembers(r, r && r.v === 2 ? base.concat(["trailersSha256", "requestBody"]) : base, "the receipt");
+  } catch (e) {
+    return fail(e.message);
+  }
+  if (!Number.isInteger(r.status) || r.status < 100 || r.status > 999) return fail("the receipt's status is not an HTTP status code");
   if ((r.v !== 1 && r.v !== 2) || typeof r.chain !== "string" || !Array.isArray(r.tokens) || typeof r.countersignature !== "string") return fail("the receipt is not a version 1 or 2 receipt");
   // v2: a streamed exchange's receipt (docs/protocol.md section 11), with the trailers' and the
   // request body's digests; v1 has neither member.
