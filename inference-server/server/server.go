@@ -208,12 +208,15 @@ func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]bool{"ready": true})
 }
 
+// Name is the server name the metadata endpoints give.
+const Name = "countersign-inference-server"
+
 // Extensions this server implements, listed in the server metadata.
 var Extensions = []string{"classification", "model_sha256"}
 
 func (s *Server) serverMetadata(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{
-		"name": "countersign-inference-server", "version": version.Version, "extensions": Extensions,
+		"name": Name, "version": version.Version, "extensions": Extensions,
 		"models": s.names,
 	})
 }
