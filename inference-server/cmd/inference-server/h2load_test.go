@@ -197,4 +197,3 @@ func h2Clients(tb testing.TB, addr, method string, m proto.Message) func() func(
 		return c.do
 	}
 }
-
