@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
 
 	"github.com/countersign/countersign/inference-server/oip"
@@ -25,7 +26,8 @@ import (
 // Service implements inference.GRPCInferenceService over a server.Server.
 type Service struct {
 	pb.UnimplementedGRPCInferenceServiceServer
-	srv *server.Server
+	srv   *server.Server
+	codec *codec // nil: requests were decoded by the default codec
 }
 
 // NewService returns the service for srv.
@@ -61,7 +63,9 @@ func NewServer(srv *server.Server, o Options) *grpc.Server {
 	if o.ConnectionTimeout <= 0 {
 		o.ConnectionTimeout = 5 * time.Second
 	}
+	c := &codec{pool: mem.DefaultBufferPool()}
 	gs := grpc.NewServer(
+		grpc.ForceServerCodecV2(c),
 		grpc.MaxRecvMsgSize(o.MaxRecvMsgBytes),
 		grpc.MaxConcurrentStreams(o.MaxConcurrentStreams),
 		grpc.MaxHeaderListSize(o.MaxHeaderListBytes),
@@ -76,7 +80,7 @@ func NewServer(srv *server.Server, o Options) *grpc.Server {
 		// Calls run on a fixed pool of goroutines instead of one new goroutine each.
 		grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))),
 	)
-	pb.RegisterGRPCInferenceServiceServer(gs, NewService(srv))
+	pb.RegisterGRPCInferenceServiceServer(gs, &Service{srv: srv, codec: c})
 	return gs
 }
 
@@ -130,9 +134,18 @@ func (s *Service) ModelMetadata(_ context.Context, r *pb.ModelMetadataRequest) (
 
 // ModelInfer implements the service through server.Server.Infer.
 func (s *Service) ModelInfer(ctx context.Context, r *pb.ModelInferRequest) (*pb.ModelInferResponse, error) {
+	if s.codec != nil {
+		defer s.codec.release(r) // also when Infer fails before decoding
+	}
 	var resp *pb.ModelInferResponse
 	f := s.srv.Infer(ctx, r.GetModelName(), r.GetModelVersion(),
-		func(bufs *oip.Buffers, lim oip.Limits) (*oip.InferRequest, error) { return DecodeRequest(r, bufs, lim) },
+		func(bufs *oip.Buffers, lim oip.Limits) (*oip.InferRequest, error) {
+			req, err := DecodeRequest(r, bufs, lim)
+			if s.codec != nil {
+				s.codec.release(r) // the tensors hold copies: the raw bytes are no longer needed
+			}
+			return req, err
+		},
 		func(o *oip.InferResponse) (err error) { resp, err = EncodeResponse(o); return err })
 	if f != nil {
 		if f.Reason == server.ReasonCanceled && ctx.Err() != nil {

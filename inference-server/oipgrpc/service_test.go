@@ -16,6 +16,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/encoding"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
@@ -255,4 +257,74 @@ func FuzzDecodeRequest(f *testing.F) {
 			}
 		}
 	})
+}
+
+// FuzzUnmarshalInferRequest checks the aliasing decoder of the server's codec against
+// proto.Unmarshal on any bytes: the same verdict, and equal messages when both accept.
+func FuzzUnmarshalInferRequest(f *testing.F) {
+	p := func(m *pb.ModelInferRequest) []byte { b, _ := proto.Marshal(m); return b }
+	two := rawRequest("fake", []int64{1, 3}, f32raw(1, 2, 3))
+	two.RawInputContents = append(two.RawInputContents, []byte{}, []byte("x"))
+	seeds := [][]any{
+		{p(rawRequest("fake", []int64{1, 3}, f32raw(1, 2, 3)))},
+		{p(two)},
+		{append(p(rawRequest("m", []int64{2}, f32raw(1, 2))), p(&pb.ModelInferRequest{Id: "later fields merge"})...)},
+		{[]byte{0x3a, 0x05, 'a'}},        // raw_input_contents with a length past the end
+		{[]byte{0x38, 0x01}},             // field 7 with the varint wire type
+		{[]byte{0x0a, 0x02, 0xff, 0xfe}}, // model_name not UTF-8
+	}
+	if *fuzzcorpus.Update {
+		if err := fuzzcorpus.Write("FuzzUnmarshalInferRequest", seeds...); err != nil {
+			f.Fatal(err)
+		}
+	}
+	for _, s := range seeds {
+		f.Add(s[0].([]byte))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var want, got pb.ModelInferRequest
+		errWant := proto.Unmarshal(b, &want)
+		errGot := unmarshalInferRequest(b, &got)
+		if (errWant == nil) != (errGot == nil) {
+			t.Fatalf("proto.Unmarshal: %v; unmarshalInferRequest: %v", errWant, errGot)
+		}
+		if errWant == nil && !proto.Equal(&want, &got) {
+			t.Fatalf("messages differ:\n%v\n%v", &want, &got)
+		}
+	})
+}
+
+// BenchmarkUnmarshal224 decodes a 224×224 FP32 ModelInferRequest from the wire into tensors, with
+// grpc-go's protobuf codec and with the server's aliasing codec.
+func BenchmarkUnmarshal224(b *testing.B) {
+	m := rawRequest("fake", []int64{1, 1, 224, 224}, make([]byte, 4*224*224))
+	wire, err := proto.Marshal(m)
+	if err != nil {
+		b.Fatal(err)
+	}
+	// Two buffers, as a message spread over several DATA frames arrives.
+	half := len(wire) / 2
+	data := mem.BufferSlice{mem.SliceBuffer(wire[:half]), mem.SliceBuffer(wire[half:])}
+	ours := &codec{pool: mem.DefaultBufferPool()}
+	for _, c := range []struct {
+		name  string
+		codec encoding.CodecV2
+	}{{"grpc-proto", protoCodec}, {"aliasing", ours}} {
+		b.Run(c.name, func(b *testing.B) {
+			var bufs oip.Buffers
+			b.SetBytes(int64(len(wire)))
+			b.ReportAllocs()
+			for b.Loop() {
+				var r pb.ModelInferRequest
+				if err := c.codec.Unmarshal(data, &r); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := DecodeRequest(&r, &bufs, oip.DefaultLimits); err != nil {
+					b.Fatal(err)
+				}
+				ours.release(&r)
+				bufs.Reset()
+			}
+		})
+	}
 }
