@@ -9,9 +9,10 @@ import (
 	"testing"
 )
 
-// protocLine is the header line naming the protoc version; a developer's protoc may differ from
-// the Debian one CI installs without changing a byte of the code, so it is not compared.
-var protocLine = regexp.MustCompile(`(?m)^// \tprotoc +v.*$`)
+// protocLine is the header line naming the protoc version (protoc-gen-go writes "// \tprotoc
+// vX", protoc-gen-go-grpc "// - protoc vX"); a developer's protoc may differ from the Debian one
+// CI installs without changing a byte of the code, so it is not compared.
+var protocLine = regexp.MustCompile(`(?m)^// (\t|- )protoc +v.*$`)
 
 // TestGeneratedCodeIsFresh regenerates the code with scripts/gen-proto.sh (the script `make
 // proto` runs) into a temporary folder and compares it with the committed files. protoc is one
