@@ -402,3 +402,51 @@ func grpcInfer(t *testing.T, c pb.GRPCInferenceServiceClient, cs *confCase, raw 
 	}
 	return o
 }
+
+// On shutdown the gRPC endpoint lets an in-flight call finish (here one waiting in the batching
+// queue for up to a second) and refuses new ones; run returns cleanly.
+func TestIntegrationGRPCGracefulShutdown(t *testing.T) {
+	in := start(t, "--grpc-listen", "127.0.0.1:0", "--batch-max-size", "8", "--batch-max-delay", "1s")
+	conn, err := grpc.NewClient(in.grpc, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	gc := pb.NewGRPCInferenceServiceClient(conn)
+	x := samples(t)["nodule-1"]
+	scan := scanTensor("scan", x)
+	req := &pb.ModelInferRequest{ModelName: modelName, Id: "drain",
+		Inputs:           []*pb.ModelInferRequest_InferInputTensor{{Name: "scan", Datatype: oip.FP32, Shape: scan.Shape}},
+		RawInputContents: [][]byte{oip.AppendBinary(nil, &scan)}}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := gc.ModelInfer(ctx, req); err != nil { // warm: the connection is up
+		t.Fatal(err)
+	}
+	type result struct {
+		r   *pb.ModelInferResponse
+		err error
+	}
+	done := make(chan result, 1)
+	go func() { r, err := gc.ModelInfer(ctx, req); done <- result{r, err} }()
+	time.Sleep(300 * time.Millisecond) // the call waits in the batching queue
+	in.cancel()
+	res := <-done
+	if res.err != nil || res.r.GetId() != "drain" || len(res.r.GetRawOutputContents()) != 2 {
+		t.Fatalf("in-flight call: %v %v", res.r, res.err)
+	}
+	select {
+	case err := <-in.done:
+		if err != nil {
+			t.Fatalf("run: %v", err)
+		}
+		in.done <- nil
+	case <-time.After(10 * time.Second):
+		t.Fatal("run did not return after draining")
+	}
+	short, cancel2 := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel2()
+	if _, err := gc.ModelInfer(short, req); status.Code(err) != codes.Unavailable && status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("call after shutdown: %v, want UNAVAILABLE", err)
+	}
+}
