@@ -40,7 +40,7 @@ func decodeBinary(datatype string, raw []byte, want int, maxString int, bufs *Bu
 		return nil, false, errorf("unknown datatype %q", datatype)
 	}
 	if size > 0 && len(raw) != want*size {
-		return nil, false, errorf("binary_data_size is %d bytes, but %s shape needs %d elements of %d bytes (%d bytes)",
+		return nil, false, errorf("%d bytes of raw data, but the %s shape needs %d elements of %d bytes (%d bytes)",
 			len(raw), datatype, want, size, want*size)
 	}
 	le := binary.LittleEndian
@@ -278,3 +278,42 @@ func BinarySize(t *Tensor) int {
 	}
 	return size * t.Len()
 }
+
+// Elements checks a tensor shape against the limits (rank, element count) and returns its
+// element count. Dimensions must be non-negative.
+func Elements(name string, shape []int64, lim Limits) (int64, error) {
+	if len(shape) > lim.MaxRank {
+		return 0, errorf("input %q: shape has more than %d dimensions", name, lim.MaxRank)
+	}
+	for _, v := range shape {
+		if v < 0 {
+			return 0, errorf("input %q: shape %v has a negative dimension; want non-negative integers", name, shape)
+		}
+	}
+	return (&decoder{lim: lim}).elements(name, shape)
+}
+
+// DecodeRaw decodes one input's raw bytes: little-endian elements in row-major order, BOOL one
+// byte each, BYTES elements each a little-endian u32 length and that many bytes (the layout of
+// the binary tensor data extension and of the gRPC protocol's raw_input_contents). The shape is
+// checked against lim; FP32 and FP16 data memory comes from b (nil: allocate). Every failure is an
+// *Error naming the input.
+func (b *Buffers) DecodeRaw(name, datatype string, shape []int64, raw []byte, lim Limits) (Tensor, error) {
+	t := Tensor{Name: name, Datatype: datatype, Shape: shape}
+	want, err := Elements(name, shape, lim)
+	if err != nil {
+		return t, err
+	}
+	data, nonFinite, err := decodeBinary(datatype, raw, int(want), lim.MaxString, b)
+	if err != nil {
+		return t, errorf("input %q: %s", name, err.Error())
+	}
+	t.Data, t.NonFinite = data, nonFinite
+	return t, nil
+}
+
+// AnyNonFinite32 reports whether v holds a NaN or an infinity.
+func AnyNonFinite32(v []float32) bool { return anyNonFinite32(v) }
+
+// Errorf returns an *Error: a protocol error whose message is safe to return to the client.
+func Errorf(format string, args ...any) error { return errorf(format, args...) }

@@ -208,12 +208,15 @@ func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]bool{"ready": true})
 }
 
+// Name is the server name the metadata endpoints give.
+const Name = "countersign-inference-server"
+
 // Extensions this server implements, listed in the server metadata.
 var Extensions = []string{"classification", "model_sha256"}
 
 func (s *Server) serverMetadata(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{
-		"name": "countersign-inference-server", "version": version.Version, "extensions": Extensions,
+		"name": Name, "version": version.Version, "extensions": Extensions,
 		"models": s.names,
 	})
 }
@@ -255,14 +258,9 @@ func metadataOf(c *modelrepo.Config) modelMeta {
 
 // lookup resolves {name} and the optional {version}; it writes the 404 itself.
 func (s *Server) lookup(w http.ResponseWriter, r *http.Request) *model {
-	name := r.PathValue("name")
-	m, ok := s.models[name]
-	if !ok {
-		writeError(w, http.StatusNotFound, "model "+strconv.Quote(name)+" not found")
-		return nil
-	}
-	if v := r.PathValue("version"); v != "" && v != m.cfg.Version {
-		writeError(w, http.StatusNotFound, "model "+strconv.Quote(name)+" has no version "+strconv.Quote(v))
+	m, f := s.model(r.PathValue("name"), r.PathValue("version"))
+	if f != nil {
+		writeError(w, f.Status, f.Msg)
 		return nil
 	}
 	return m
@@ -290,79 +288,64 @@ func (s *Server) modelReady(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"name": m.cfg.Name, "ready": true})
 }
 
-// httpError is a failure with its status and metric reason; errors map to status codes here.
-type httpError struct {
-	status int
-	reason string
-	msg    string
+// Failure is an inference that did not succeed: its HTTP status, its metric reason (one of the
+// Reason constants) and a message safe to return to the client. Errors map to status codes here;
+// the gRPC front end maps these statuses to gRPC codes.
+type Failure struct {
+	Status int
+	Reason string
+	Msg    string
 }
 
-func (s *Server) fail(w http.ResponseWriter, model string, e httpError) {
-	s.metrics.failures.WithLabelValues(model, e.reason).Inc()
-	if e.status >= 500 {
-		s.log.Warn("inference failed", "model", model, "reason", e.reason, "error", e.msg)
-	} else {
-		s.log.Debug("inference rejected", "model", model, "reason", e.reason, "error", e.msg)
-	}
-	writeError(w, e.status, e.msg)
+func (f *Failure) Error() string { return f.Msg }
+
+func (s *Server) fail(w http.ResponseWriter, model string, e Failure) {
+	s.count(model, &e)
+	writeError(w, e.Status, e.Msg)
 }
 
 func (s *Server) infer(w http.ResponseWriter, r *http.Request) {
-	name := r.PathValue("name")
-	m, known := s.models[name]
-	label := name
-	if !known {
-		label = unknownModelLabel
-	}
-	if known {
-		m.requests.Inc()
-	} else {
-		s.metrics.requests.WithLabelValues(label).Inc()
-	}
 	if r.Method != http.MethodPost {
+		name := r.PathValue("name")
+		label := name
+		if m, known := s.models[name]; known {
+			m.requests.Inc()
+		} else {
+			label = unknownModelLabel
+			s.metrics.requests.WithLabelValues(label).Inc()
+		}
 		w.Header().Set("Allow", http.MethodPost)
-		s.fail(w, label, httpError{http.StatusMethodNotAllowed, ReasonMethod, "method " + r.Method + " not allowed; use POST"})
-		return
-	}
-	if !known {
-		s.fail(w, label, httpError{http.StatusNotFound, ReasonUnknown, "model " + strconv.Quote(name) + " not found"})
-		return
-	}
-	if v := r.PathValue("version"); v != "" && v != m.cfg.Version {
-		s.fail(w, label, httpError{http.StatusNotFound, ReasonUnknown, "model " + strconv.Quote(name) + " has no version " + strconv.Quote(v)})
-		return
-	}
-	if !s.ready.Load() {
-		s.fail(w, label, httpError{http.StatusServiceUnavailable, ReasonNotReady, "server is shutting down"})
+		s.fail(w, label, Failure{http.StatusMethodNotAllowed, ReasonMethod, "method " + r.Method + " not allowed; use POST"})
 		return
 	}
 	bp := s.bufPool.Get().(*[]byte)
 	defer s.bufPool.Put(bp)
-	body, herr := s.readBody(w, r, (*bp)[:0])
-	*bp = body[:0]
-	if herr != nil {
-		s.fail(w, label, *herr)
-		return
-	}
-	jsonLen := -1 // no binary tensor data
-	if v := r.Header.Get(oip.HeaderContentLength); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 0 || n > len(body) {
-			s.fail(w, label, httpError{http.StatusBadRequest, ReasonDecode, fmt.Sprintf("%s: %q is not a byte count within the %d-byte body", oip.HeaderContentLength, v, len(body))})
-			return
+	decode := func(bufs *oip.Buffers, lim oip.Limits) (*oip.InferRequest, error) {
+		body, herr := s.readBody(w, r, (*bp)[:0])
+		*bp = body[:0]
+		if herr != nil {
+			return nil, herr
 		}
-		jsonLen = n
+		if v := r.Header.Get(oip.HeaderContentLength); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 || n > len(body) {
+				return nil, &Failure{http.StatusBadRequest, ReasonDecode, fmt.Sprintf("%s: %q is not a byte count within the %d-byte body", oip.HeaderContentLength, v, len(body))}
+			}
+			return bufs.DecodeInferRequestBinary(body, n, lim)
+		}
+		return bufs.DecodeInferRequest(body, lim)
 	}
-	bufs := s.decPool.Get().(*oip.Buffers)
-	resp, herr, inputsFree := s.handleInfer(r.Context(), m, body, jsonLen, bufs)
-	if herr != nil {
-		s.fail(w, label, *herr)
-		s.releaseInputs(bufs, inputsFree)
+	var out []byte
+	var outJSON int
+	encode := func(resp *oip.InferResponse) error {
+		out, outJSON = oip.AppendInferResponse((*bp)[:0], resp)
+		*bp = out[:0]
+		return nil
+	}
+	if f := s.Infer(r.Context(), r.PathValue("name"), r.PathValue("version"), decode, encode); f != nil {
+		writeError(w, f.Status, f.Msg)
 		return
 	}
-	out, outJSON := oip.AppendInferResponse(body[:0], resp)
-	*bp = out[:0]
-	s.releaseInputs(bufs, inputsFree) // the response is encoded: nothing refers to the inputs now
 	h := w.Header()
 	if outJSON != len(out) {
 		h.Set("Content-Type", "application/octet-stream")
@@ -376,8 +359,8 @@ func (s *Server) infer(w http.ResponseWriter, r *http.Request) {
 }
 
 // readBody reads the request body into buf, enforcing the size limit.
-func (s *Server) readBody(w http.ResponseWriter, r *http.Request, buf []byte) ([]byte, *httpError) {
-	tooLarge := &httpError{http.StatusRequestEntityTooLarge, ReasonTooLarge, fmt.Sprintf("request body larger than %d bytes", s.maxBody)}
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request, buf []byte) ([]byte, *Failure) {
+	tooLarge := &Failure{http.StatusRequestEntityTooLarge, ReasonTooLarge, fmt.Sprintf("request body larger than %d bytes", s.maxBody)}
 	if r.ContentLength > s.maxBody {
 		return buf, tooLarge
 	}
@@ -399,7 +382,7 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request, buf []byte) ([
 			if errors.As(err, &mbe) {
 				return buf, tooLarge
 			}
-			return buf, &httpError{http.StatusBadRequest, ReasonReadBody, "reading the request body: " + err.Error()}
+			return buf, &Failure{http.StatusBadRequest, ReasonReadBody, "reading the request body: " + err.Error()}
 		}
 	}
 }
@@ -413,26 +396,23 @@ func (s *Server) releaseInputs(bufs *oip.Buffers, free bool) {
 	}
 }
 
-// handleInfer decodes, runs and shapes the answer. jsonLen is the length of the JSON part when
-// the request uses the binary tensor data extension, -1 otherwise. Decoded tensor data lives in
-// bufs; inputsFree reports whether nothing but the response can still refer to it.
-func (s *Server) handleInfer(ctx context.Context, m *model, body []byte, jsonLen int, bufs *oip.Buffers) (resp *oip.InferResponse, herr *httpError, inputsFree bool) {
-	var req *oip.InferRequest
-	var err error
-	if jsonLen >= 0 {
-		req, err = bufs.DecodeInferRequestBinary(body, jsonLen, s.limits)
-	} else {
-		req, err = bufs.DecodeInferRequest(body, s.limits)
-	}
+// handleInfer decodes, runs and shapes the answer. Decoded tensor data lives in bufs;
+// inputsFree reports whether nothing but the response can still refer to it.
+func (s *Server) handleInfer(ctx context.Context, m *model, decode DecodeFunc, bufs *oip.Buffers) (resp *oip.InferResponse, herr *Failure, inputsFree bool) {
+	req, err := decode(bufs, s.limits)
 	if err != nil {
-		return nil, &httpError{http.StatusBadRequest, ReasonDecode, err.Error()}, true
+		var f *Failure
+		if errors.As(err, &f) {
+			return nil, f, true
+		}
+		return nil, &Failure{http.StatusBadRequest, ReasonDecode, err.Error()}, true
 	}
 	inputs, rows, err := m.checkInputs(req.Inputs)
 	if err != nil {
-		return nil, &httpError{http.StatusBadRequest, ReasonInvalid, err.Error()}, true
+		return nil, &Failure{http.StatusBadRequest, ReasonInvalid, err.Error()}, true
 	}
 	if err := m.checkOutputs(req.Outputs); err != nil {
-		return nil, &httpError{http.StatusBadRequest, ReasonInvalid, err.Error()}, true
+		return nil, &Failure{http.StatusBadRequest, ReasonInvalid, err.Error()}, true
 	}
 	var outs []oip.Tensor
 	inputsFree = true
@@ -446,19 +426,19 @@ func (s *Server) handleInfer(ctx context.Context, m *model, body []byte, jsonLen
 }
 
 // respond maps a run's error to a status, or shapes its outputs into the response.
-func (m *model) respond(req *oip.InferRequest, outs []oip.Tensor, err error) (*oip.InferResponse, *httpError) {
+func (m *model) respond(req *oip.InferRequest, outs []oip.Tensor, err error) (*oip.InferResponse, *Failure) {
 	switch {
 	case err == nil:
 	case errors.Is(err, ErrQueueFull):
-		return nil, &httpError{http.StatusServiceUnavailable, ReasonQueueFull, "server busy: the batching queue is full, retry later"}
+		return nil, &Failure{http.StatusServiceUnavailable, ReasonQueueFull, "server busy: the batching queue is full, retry later"}
 	case errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
-		return nil, &httpError{http.StatusServiceUnavailable, ReasonCanceled, "request canceled: " + err.Error()}
+		return nil, &Failure{http.StatusServiceUnavailable, ReasonCanceled, "request canceled: " + err.Error()}
 	default:
 		var pe *oip.Error
 		if errors.As(err, &pe) {
-			return nil, &httpError{http.StatusBadRequest, ReasonInvalid, pe.Msg}
+			return nil, &Failure{http.StatusBadRequest, ReasonInvalid, pe.Msg}
 		}
-		return nil, &httpError{http.StatusInternalServerError, ReasonInternal, "model run failed: " + err.Error()}
+		return nil, &Failure{http.StatusInternalServerError, ReasonInternal, "model run failed: " + err.Error()}
 	}
 	resp := &oip.InferResponse{ModelName: m.cfg.Name, ModelVersion: m.cfg.Version, ID: req.ID}
 	if len(req.Outputs) == 0 {
@@ -468,7 +448,7 @@ func (m *model) respond(req *oip.InferRequest, outs []oip.Tensor, err error) (*o
 			for i := range outs {
 				resp.Binary[i] = true
 				if !oip.CanAppendBinary(&outs[i]) {
-					return nil, &httpError{http.StatusBadRequest, ReasonInvalid, fmt.Sprintf("output %q: %s data cannot be sent as binary; ask for JSON", outs[i].Name, outs[i].Datatype)}
+					return nil, &Failure{http.StatusBadRequest, ReasonInvalid, fmt.Sprintf("output %q: %s data cannot be sent as binary; ask for JSON", outs[i].Name, outs[i].Datatype)}
 				}
 			}
 		}
@@ -482,12 +462,12 @@ func (m *model) respond(req *oip.InferRequest, outs []oip.Tensor, err error) (*o
 		if ro.Classification > 0 {
 			c, err := classify(t, ro.Classification, m.cfg.Outputs[idx].Labels)
 			if err != nil {
-				return nil, &httpError{http.StatusBadRequest, ReasonInvalid, err.Error()}
+				return nil, &Failure{http.StatusBadRequest, ReasonInvalid, err.Error()}
 			}
 			t = c
 		}
 		if binary && !oip.CanAppendBinary(&t) {
-			return nil, &httpError{http.StatusBadRequest, ReasonInvalid, fmt.Sprintf("output %q: %s data cannot be sent as binary; ask for JSON", t.Name, t.Datatype)}
+			return nil, &Failure{http.StatusBadRequest, ReasonInvalid, fmt.Sprintf("output %q: %s data cannot be sent as binary; ask for JSON", t.Name, t.Datatype)}
 		}
 		resp.Outputs = append(resp.Outputs, t)
 		resp.Binary = append(resp.Binary, binary)

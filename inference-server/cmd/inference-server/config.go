@@ -15,23 +15,26 @@ import (
 
 // config is the whole configuration of the binary: defaults, then environment, then flags.
 type config struct {
-	Listen          string
-	ModelRepository string
-	ORTLib          string
-	IntraOpThreads  int
-	MaxBodyBytes    int64
-	BatchMaxSize    int
-	BatchMaxDelay   time.Duration
-	BatchQueueSize  int
-	BatchWorkers    int
-	ReadHeaderTO    time.Duration
-	ReadTO          time.Duration
-	WriteTO         time.Duration
-	IdleTO          time.Duration
-	ShutdownTO      time.Duration
-	MaxHeaderBytes  int
-	LogLevel        string
-	LogFormat       string
+	Listen           string
+	GRPCListen       string // "" : no gRPC endpoint
+	GRPCMaxStreams   int
+	GRPCKeepaliveMin time.Duration
+	ModelRepository  string
+	ORTLib           string
+	IntraOpThreads   int
+	MaxBodyBytes     int64
+	BatchMaxSize     int
+	BatchMaxDelay    time.Duration
+	BatchQueueSize   int
+	BatchWorkers     int
+	ReadHeaderTO     time.Duration
+	ReadTO           time.Duration
+	WriteTO          time.Duration
+	IdleTO           time.Duration
+	ShutdownTO       time.Duration
+	MaxHeaderBytes   int
+	LogLevel         string
+	LogFormat        string
 }
 
 func defaultConfig() config {
@@ -40,22 +43,24 @@ func defaultConfig() config {
 		lib = ".cache/onnxruntime/" + ortsession.Version + "/libonnxruntime.so.1"
 	}
 	return config{
-		Listen:         "127.0.0.1:8000",
-		ORTLib:         lib,
-		IntraOpThreads: 1,
-		MaxBodyBytes:   8 << 20,
-		BatchMaxSize:   0,
-		BatchMaxDelay:  2 * time.Millisecond,
-		BatchQueueSize: 256,
-		BatchWorkers:   1,
-		ReadHeaderTO:   5 * time.Second,
-		ReadTO:         30 * time.Second,
-		WriteTO:        60 * time.Second,
-		IdleTO:         120 * time.Second,
-		ShutdownTO:     30 * time.Second,
-		MaxHeaderBytes: 64 << 10,
-		LogLevel:       "info",
-		LogFormat:      "text",
+		Listen:           "127.0.0.1:8000",
+		GRPCMaxStreams:   128,
+		GRPCKeepaliveMin: 10 * time.Second,
+		ORTLib:           lib,
+		IntraOpThreads:   1,
+		MaxBodyBytes:     8 << 20,
+		BatchMaxSize:     0,
+		BatchMaxDelay:    2 * time.Millisecond,
+		BatchQueueSize:   256,
+		BatchWorkers:     1,
+		ReadHeaderTO:     5 * time.Second,
+		ReadTO:           30 * time.Second,
+		WriteTO:          60 * time.Second,
+		IdleTO:           120 * time.Second,
+		ShutdownTO:       30 * time.Second,
+		MaxHeaderBytes:   64 << 10,
+		LogLevel:         "info",
+		LogFormat:        "text",
 	}
 }
 
@@ -63,6 +68,7 @@ func defaultConfig() config {
 var envVars = map[string]string{
 	"ONNXRUNTIME_LIB":                   "onnxruntime-lib",
 	"INFERENCE_SERVER_LISTEN":           "listen",
+	"INFERENCE_SERVER_GRPC_LISTEN":      "grpc-listen",
 	"INFERENCE_SERVER_MODEL_REPOSITORY": "model-repository",
 }
 
@@ -71,6 +77,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs := flag.NewFlagSet("inference-server", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&c.Listen, "listen", c.Listen, "address to serve the OIP v2 REST API and /metrics on")
+	fs.StringVar(&c.GRPCListen, "grpc-listen", c.GRPCListen, "address to serve the OIP v2 gRPC API on, plaintext HTTP/2 (h2c); empty: no gRPC endpoint (e.g. 127.0.0.1:8001)")
+	fs.IntVar(&c.GRPCMaxStreams, "grpc-max-concurrent-streams", c.GRPCMaxStreams, "gRPC: concurrent calls per connection")
+	fs.DurationVar(&c.GRPCKeepaliveMin, "grpc-keepalive-min-time", c.GRPCKeepaliveMin, "gRPC: clients that send keepalive pings more often are disconnected")
 	fs.StringVar(&c.ModelRepository, "model-repository", c.ModelRepository, "folder with one sub-folder per model (model.onnx + config.json)")
 	fs.StringVar(&c.ORTLib, "onnxruntime-lib", c.ORTLib, "path of libonnxruntime.so.1 (ONNX Runtime "+ortsession.Version+"; env ONNXRUNTIME_LIB)")
 	fs.IntVar(&c.IntraOpThreads, "intra-op-threads", c.IntraOpThreads, "ONNX Runtime threads per session run (0: one per core)")
@@ -114,6 +123,19 @@ func (c *config) Validate() error {
 		bad("listen", "%q is not host:port: %v", c.Listen, err)
 	} else if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
 		bad("listen", "port %q is not 0..65535", port)
+	}
+	if c.GRPCListen != "" {
+		if _, port, err := net.SplitHostPort(c.GRPCListen); err != nil {
+			bad("grpc-listen", "%q is not host:port: %v", c.GRPCListen, err)
+		} else if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+			bad("grpc-listen", "port %q is not 0..65535", port)
+		}
+	}
+	if c.GRPCMaxStreams < 1 || c.GRPCMaxStreams > 1<<16 {
+		bad("grpc-max-concurrent-streams", "%d is not 1..65536", c.GRPCMaxStreams)
+	}
+	if c.GRPCKeepaliveMin < time.Second || c.GRPCKeepaliveMin > time.Hour {
+		bad("grpc-keepalive-min-time", "%s is not 1s..1h", c.GRPCKeepaliveMin)
 	}
 	if c.ModelRepository == "" {
 		bad("model-repository", "required")

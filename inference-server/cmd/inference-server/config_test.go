@@ -46,15 +46,18 @@ func TestConfigPrecedence(t *testing.T) {
 func TestConfigValidateNamesFlag(t *testing.T) {
 	repo := t.TempDir()
 	cases := map[string][]string{
-		"--listen":              {"--listen", "nope"},
-		"--model-repository":    {"--model-repository", filepath.Join(repo, "missing")},
-		"--intra-op-threads":    {"--intra-op-threads", "-1"},
-		"--max-body-bytes":      {"--max-body-bytes", "10"},
-		"--batch-max-size":      {"--batch-max-size", "-3"},
-		"--batch-max-delay":     {"--batch-max-delay", "5s"},
-		"--batch-queue-size":    {"--batch-queue-size", "0"},
-		"--read-header-timeout": {"--read-header-timeout", "0s"},
-		"--log-level":           {"--log-level", "loud"},
+		"--listen":                      {"--listen", "nope"},
+		"--model-repository":            {"--model-repository", filepath.Join(repo, "missing")},
+		"--intra-op-threads":            {"--intra-op-threads", "-1"},
+		"--max-body-bytes":              {"--max-body-bytes", "10"},
+		"--batch-max-size":              {"--batch-max-size", "-3"},
+		"--batch-max-delay":             {"--batch-max-delay", "5s"},
+		"--batch-queue-size":            {"--batch-queue-size", "0"},
+		"--read-header-timeout":         {"--read-header-timeout", "0s"},
+		"--log-level":                   {"--log-level", "loud"},
+		"--grpc-listen":                 {"--grpc-listen", "127.0.0.1"},
+		"--grpc-max-concurrent-streams": {"--grpc-max-concurrent-streams", "0"},
+		"--grpc-keepalive-min-time":     {"--grpc-keepalive-min-time", "10ms"},
 	}
 	for flagName, args := range cases {
 		if flagName != "--model-repository" {

@@ -31,6 +31,7 @@ const modelName = demomodel.Name
 // instance is a running inference server (the real run function, real ONNX Runtime, loopback).
 type instance struct {
 	url    string
+	grpc   string // gRPC address, with --grpc-listen
 	cancel context.CancelFunc
 	done   chan error
 	stderr *syncbuf.Buffer
@@ -42,13 +43,13 @@ func start(t testing.TB, args ...string) *instance {
 	base := []string{"--listen", "127.0.0.1:0", "--model-repository", testort.ModelRepository(), "--onnxruntime-lib", lib, "--log-level", "warn"}
 	ctx, cancel := context.WithCancel(context.Background())
 	in := &instance{cancel: cancel, done: make(chan error, 1), stderr: &syncbuf.Buffer{}}
-	ready := make(chan string, 1)
+	ready := make(chan listening, 1)
 	go func() {
 		in.done <- runWithReady(ctx, append(base, args...), io.Discard, in.stderr, func(string) string { return "" }, ready)
 	}()
 	select {
-	case addr := <-ready:
-		in.url = "http://" + addr
+	case at := <-ready:
+		in.url, in.grpc = "http://"+at.HTTP, at.GRPC
 	case err := <-in.done:
 		cancel()
 		t.Fatalf("server did not start: %v\n%s", err, in.stderr)

@@ -13,8 +13,10 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"google.golang.org/grpc"
 
 	"github.com/countersign/countersign/inference-server/modelrepo"
+	"github.com/countersign/countersign/inference-server/oipgrpc"
 	"github.com/countersign/countersign/inference-server/ortsession"
 	"github.com/countersign/countersign/inference-server/server"
 	"github.com/countersign/countersign/internal/cmdexit"
@@ -22,12 +24,12 @@ import (
 )
 
 // run serves until ctx is cancelled, then drains in-flight requests. ready, if not nil, receives
-// the listening address once the server accepts requests (tests use it).
+// the listening addresses once the server accepts requests (tests use it).
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return runWithReady(ctx, args, stdout, stderr, os.Getenv, nil)
 }
 
-func runWithReady(ctx context.Context, args []string, _ io.Writer, stderr io.Writer, getenv func(string) string, ready chan<- string) error {
+func runWithReady(ctx context.Context, args []string, _ io.Writer, stderr io.Writer, getenv func(string) string, ready chan<- listening) error {
 	cfg, err := parseConfig(args, getenv, stderr)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -79,22 +81,61 @@ func runWithReady(ctx context.Context, args []string, _ io.Writer, stderr io.Wri
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
+	var gs *grpc.Server
+	var gln net.Listener
+	if cfg.GRPCListen != "" {
+		if gln, err = net.Listen("tcp", cfg.GRPCListen); err != nil {
+			ln.Close()
+			return err
+		}
+		gs = oipgrpc.NewServer(srv, oipgrpc.Options{
+			MaxRecvMsgBytes: int(cfg.MaxBodyBytes), MaxConcurrentStreams: uint32(cfg.GRPCMaxStreams),
+			MaxHeaderListBytes: uint32(cfg.MaxHeaderBytes), KeepaliveMinTime: cfg.GRPCKeepaliveMin,
+			MaxConnectionIdle: cfg.IdleTO, ConnectionTimeout: cfg.ReadHeaderTO,
+		})
+		log.Info("serving gRPC (h2c)", "addr", gln.Addr().String())
+	}
 	log.Info("serving", "addr", ln.Addr().String(), "version", version.Version, "onnxruntime", cfg.ORTLib,
 		"batch_max_size", cfg.BatchMaxSize, "batch_max_delay", cfg.BatchMaxDelay, "intra_op_threads", cfg.IntraOpThreads)
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
+	gerrc := make(chan error, 1)
+	at := listening{HTTP: ln.Addr().String()}
+	if gs != nil {
+		go func() { gerrc <- gs.Serve(gln) }()
+		at.GRPC = gln.Addr().String()
+	}
 	if ready != nil {
-		ready <- ln.Addr().String()
+		ready <- at
 	}
 	select {
 	case err := <-errc:
+		if gs != nil {
+			gs.Stop()
+		}
 		return err
+	case err := <-gerrc:
+		_ = hs.Close()
+		return fmt.Errorf("grpc: %w", err)
 	case <-ctx.Done():
 	}
 	log.Info("shutting down: draining in-flight requests", "timeout", cfg.ShutdownTO)
 	srv.SetReady(false)
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTO)
 	defer cancel()
+	if gs != nil {
+		// GracefulStop waits for in-flight calls; past the drain timeout, Stop cuts them.
+		stopped := make(chan struct{})
+		go func() { gs.GracefulStop(); close(stopped) }()
+		defer func() {
+			select {
+			case <-stopped:
+			case <-sctx.Done():
+				gs.Stop()
+				<-stopped
+			}
+		}()
+	}
 	if err := hs.Shutdown(sctx); err != nil {
 		return fmt.Errorf("shutdown: %w", err)
 	}
@@ -105,6 +146,9 @@ func runWithReady(ctx context.Context, args []string, _ io.Writer, stderr io.Wri
 	log.Info("stopped")
 	return nil
 }
+
+// listening is where a running server accepts requests; GRPC is empty without --grpc-listen.
+type listening struct{ HTTP, GRPC string }
 
 func newLogger(cfg config, w io.Writer) *slog.Logger {
 	var lvl slog.Level

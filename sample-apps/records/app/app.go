@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 
+	pb "github.com/countersign/countersign/inference-server/oipgrpc/inferencepb"
 	"github.com/countersign/countersign/internal/cmdexit"
 	"github.com/countersign/countersign/sample-apps/records/api"
 	"github.com/countersign/countersign/sample-apps/records/inference"
@@ -34,6 +35,8 @@ type Config struct {
 	AdminListen     string
 	RedisAddr       string
 	InferenceURL    string
+	InferenceProto  string // "rest" or "grpc"
+	InferenceGRPC   string // host:port of the gRPC endpoint, with InferenceProto "grpc"
 	Model           string
 	PortalDir       string
 	PortalConfig    string
@@ -49,6 +52,8 @@ func Defaults() Config {
 		AdminListen:     "127.0.0.1:9081",
 		RedisAddr:       "127.0.0.1:6380",
 		InferenceURL:    "http://127.0.0.1:7001",
+		InferenceProto:  "rest",
+		InferenceGRPC:   "127.0.0.1:7002",
 		Model:           "chest-scan-classifier",
 		InferTimeout:    30 * time.Second,
 		ShutdownTimeout: 10 * time.Second,
@@ -58,14 +63,16 @@ func Defaults() Config {
 
 // envNames maps environment variables to flag names.
 var envNames = map[string]string{
-	"RECORDS_LISTEN":        "listen",
-	"RECORDS_ADMIN_LISTEN":  "admin-listen",
-	"RECORDS_REDIS_ADDR":    "redis-addr",
-	"RECORDS_INFERENCE_URL": "inference-url",
-	"RECORDS_MODEL":         "model",
-	"RECORDS_PORTAL_DIR":    "portal-dir",
-	"RECORDS_PORTAL_CONFIG": "portal-config",
-	"RECORDS_LOG_LEVEL":     "log-level",
+	"RECORDS_LISTEN":              "listen",
+	"RECORDS_ADMIN_LISTEN":        "admin-listen",
+	"RECORDS_REDIS_ADDR":          "redis-addr",
+	"RECORDS_INFERENCE_URL":       "inference-url",
+	"RECORDS_INFERENCE_PROTOCOL":  "inference-protocol",
+	"RECORDS_INFERENCE_GRPC_ADDR": "inference-grpc-addr",
+	"RECORDS_MODEL":               "model",
+	"RECORDS_PORTAL_DIR":          "portal-dir",
+	"RECORDS_PORTAL_CONFIG":       "portal-config",
+	"RECORDS_LOG_LEVEL":           "log-level",
 }
 
 // Parse applies environment (getenv) then flags over the defaults, and validates.
@@ -77,6 +84,8 @@ func Parse(args []string, getenv func(string) string, stderr io.Writer) (Config,
 	fs.StringVar(&c.AdminListen, "admin-listen", c.AdminListen, "address for /healthz, /readyz and /metrics; empty disables (env RECORDS_ADMIN_LISTEN)")
 	fs.StringVar(&c.RedisAddr, "redis-addr", c.RedisAddr, "Redis address: the sidecar's outbound TCP listener (env RECORDS_REDIS_ADDR)")
 	fs.StringVar(&c.InferenceURL, "inference-url", c.InferenceURL, "inference server base URL: the sidecar's outbound HTTP listener (env RECORDS_INFERENCE_URL)")
+	fs.StringVar(&c.InferenceProto, "inference-protocol", c.InferenceProto, "how to call the inference server: rest (--inference-url) or grpc (--inference-grpc-addr, plaintext HTTP/2) (env RECORDS_INFERENCE_PROTOCOL)")
+	fs.StringVar(&c.InferenceGRPC, "inference-grpc-addr", c.InferenceGRPC, "inference server gRPC host:port with --inference-protocol grpc: the sidecar's outbound listener (env RECORDS_INFERENCE_GRPC_ADDR)")
 	fs.StringVar(&c.Model, "model", c.Model, "model name on the inference server (env RECORDS_MODEL)")
 	fs.StringVar(&c.PortalDir, "portal-dir", c.PortalDir, "directory of the portal's static files, served at / (env RECORDS_PORTAL_DIR)")
 	fs.StringVar(&c.PortalConfig, "portal-config", c.PortalConfig, "file served at /config.json for the portal (env RECORDS_PORTAL_CONFIG)")
@@ -115,6 +124,13 @@ func (c Config) Validate() error {
 	hostport("redis-addr", c.RedisAddr, false)
 	if !strings.HasPrefix(c.InferenceURL, "http://") && !strings.HasPrefix(c.InferenceURL, "https://") {
 		errs = append(errs, fmt.Errorf("--inference-url: %q, expected http://host:port", c.InferenceURL))
+	}
+	switch c.InferenceProto {
+	case "rest":
+	case "grpc":
+		hostport("inference-grpc-addr", c.InferenceGRPC, false)
+	default:
+		errs = append(errs, fmt.Errorf("--inference-protocol: %q, expected rest or grpc", c.InferenceProto))
 	}
 	if c.Model == "" {
 		errs = append(errs, errors.New("--model: required"))
@@ -163,9 +179,20 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	var ic inference.Client = &inference.OIP{BaseURL: c.InferenceURL, Model: c.Model, HTTP: &http.Client{Timeout: c.InferTimeout}}
+	inferenceAt := c.InferenceURL
+	if c.InferenceProto == "grpc" {
+		conn, err := inference.DialGRPC(c.InferenceGRPC)
+		if err != nil {
+			return fmt.Errorf("--inference-grpc-addr: %w", err)
+		}
+		defer conn.Close()
+		ic = &inference.GRPC{Client: pb.NewGRPCInferenceServiceClient(conn), Model: c.Model, Timeout: c.InferTimeout}
+		inferenceAt = "grpc://" + c.InferenceGRPC
+	}
 	h := api.New(api.Options{
 		Store:     st,
-		Inference: &inference.OIP{BaseURL: c.InferenceURL, Model: c.Model, HTTP: &http.Client{Timeout: c.InferTimeout}},
+		Inference: ic,
 		Logger:    log, Registry: reg, PortalDir: c.PortalDir, PortalConfig: c.PortalConfig,
 	})
 
@@ -198,7 +225,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprintf(stdout, "records: admin on http://%s\n", aln.Addr())
 	}
 	fmt.Fprintf(stdout, "records: listening on http://%s\n", ln.Addr())
-	log.Info("records API started", "listen", ln.Addr().String(), "redis", c.RedisAddr, "inference", c.InferenceURL)
+	log.Info("records API started", "listen", ln.Addr().String(), "redis", c.RedisAddr, "inference", inferenceAt)
 
 	errc := make(chan error, len(servers))
 	var wg sync.WaitGroup
