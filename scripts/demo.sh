@@ -4,8 +4,9 @@
 #
 # What runs: the local attestation service (MAA-compatible); redis-server (AOF, appendfsync
 # always) behind its sidecar; the diagnostic provider's inference server behind its sidecar; the
-# records API behind its sidecar (public HTTPS for the portal, outbound TCP to Redis and HTTP to
-# the inference server). docs/healthcare-demo.md explains it. Every process is stopped on Ctrl-C
+# records API behind its sidecar (public HTTPS for the portal, outbound TCP to Redis and gRPC to
+# the inference server: INFERENCE_PROTOCOL=rest for its REST API instead).
+# docs/healthcare-demo.md explains it. Every process is stopped on Ctrl-C
 # or exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,11 +15,14 @@ STATE=${DEMO_STATE:-demo-state}
 ATTEST_ADDR=${ATTEST_ADDR:-127.0.0.1:8443}
 INFER_ADDR=${INFER_ADDR:-127.0.0.1:8000}
 INFER_PROXY_ADDR=${INFER_PROXY_ADDR:-127.0.0.1:8001}
+INFER_GRPC_ADDR=${INFER_GRPC_ADDR:-127.0.0.1:8002}
+INFER_GRPC_PROXY_ADDR=${INFER_GRPC_PROXY_ADDR:-127.0.0.1:8003}
+INFERENCE_PROTOCOL=${INFERENCE_PROTOCOL:-grpc} # grpc (an HTTP/2 attested hop) or rest
 REDIS_PORT=${REDIS_PORT:-6390}
 REDIS_PROXY_ADDR=${REDIS_PROXY_ADDR:-127.0.0.1:6391}
 RECORDS_ADDR=${RECORDS_ADDR:-127.0.0.1:8081}
 PORTAL_ADDR=${PORTAL_ADDR:-127.0.0.1:9443}
-RECORDS_REDIS_OUT=127.0.0.1:6380 RECORDS_INFER_OUT=127.0.0.1:7001
+RECORDS_REDIS_OUT=127.0.0.1:6380 RECORDS_INFER_OUT=127.0.0.1:7001 RECORDS_INFER_GRPC_OUT=127.0.0.1:7002
 ADMIN_RECORDS=127.0.0.1:9901 ADMIN_INFER=127.0.0.1:9902 ADMIN_REDIS=127.0.0.1:9903 ADMIN_APP=127.0.0.1:9081
 MR_RECORDS=$(printf 'a1%.0s' {1..32}) MR_INFER=$(printf 'b2%.0s' {1..32}) MR_REDIS=$(printf 'c3%.0s' {1..32})
 ORT_LIB=${ONNXRUNTIME_LIB:-${COUNTERSIGN_CACHE:-.cache}/onnxruntime/1.24.1/libonnxruntime.so.1}
@@ -60,8 +64,8 @@ bin/attestation-service --listen "$ATTEST_ADDR" --issuer "https://$ATTEST_ADDR" 
 pids+=($!)
 wait_for "https://$ATTEST_ADDR/certs" "the attestation service" --cacert "$STATE/ca.pem"
 
-step "inference server on http://$INFER_ADDR (ONNX Runtime: $ORT_LIB)"
-bin/inference-server --listen "$INFER_ADDR" --model-repository inference-server/models \
+step "inference server on http://$INFER_ADDR and gRPC (h2c) $INFER_GRPC_ADDR (ONNX Runtime: $ORT_LIB)"
+bin/inference-server --listen "$INFER_ADDR" --grpc-listen "$INFER_GRPC_ADDR" --model-repository inference-server/models \
   --onnxruntime-lib "$ORT_LIB" >"$STATE/inference-server.log" 2>&1 &
 pids+=($!)
 wait_for "http://$INFER_ADDR/v2/health/ready" "the inference server"
@@ -113,9 +117,10 @@ for _ in $(seq 1 100); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && bre
 start_proxy redis-proxy redis "$MR_REDIS" "$ADMIN_REDIS" "inbound:
   - {name: redis, listen: \"$REDIS_PROXY_ADDR\", protocol: tcp, forwardTo: \"127.0.0.1:$REDIS_PORT\", allow: [records-api]}"
 
-step "inference server's sidecar on https://$INFER_PROXY_ADDR (attested mTLS; callers: records-api)"
+step "inference server's sidecar: REST on $INFER_PROXY_ADDR, gRPC on $INFER_GRPC_PROXY_ADDR (attested mTLS; callers: records-api)"
 start_proxy inference-proxy inference "$MR_INFER" "$ADMIN_INFER" "inbound:
-  - {name: oip, listen: \"$INFER_PROXY_ADDR\", protocol: http, forwardTo: \"$INFER_ADDR\", allow: [records-api]}"
+  - {name: oip, listen: \"$INFER_PROXY_ADDR\", protocol: http, forwardTo: \"$INFER_ADDR\", allow: [records-api]}
+  - {name: oip-grpc, listen: \"$INFER_GRPC_PROXY_ADDR\", protocol: grpc, forwardTo: \"$INFER_GRPC_ADDR\", allow: [records-api]}"
 
 step "records API's sidecar: portal on https://$PORTAL_ADDR, outbound to Redis and the inference server"
 if [ ! -f "$STATE/portal-cert.pem" ]; then
@@ -127,7 +132,8 @@ start_proxy records-proxy records-api "$MR_RECORDS" "$ADMIN_RECORDS" "inbound:
   - {name: portal, listen: \"$PORTAL_ADDR\", protocol: http, forwardTo: \"$RECORDS_ADDR\", public: true, certFile: portal-cert.pem, keyFile: portal-key.pem}
 outbound:
   - {name: redis, listen: \"$RECORDS_REDIS_OUT\", protocol: tcp, upstream: \"$REDIS_PROXY_ADDR\", upstreamIdentity: [redis]}
-  - {name: inference, listen: \"$RECORDS_INFER_OUT\", protocol: http, upstream: \"$INFER_PROXY_ADDR\", upstreamIdentity: [inference], authority: inference}"
+  - {name: inference, listen: \"$RECORDS_INFER_OUT\", protocol: http, upstream: \"$INFER_PROXY_ADDR\", upstreamIdentity: [inference], authority: inference}
+  - {name: inference-grpc, listen: \"$RECORDS_INFER_GRPC_OUT\", protocol: grpc, upstream: \"$INFER_GRPC_PROXY_ADDR\", upstreamIdentity: [inference], authority: inference}"
 
 step "records API on http://$RECORDS_ADDR (plain HTTP, loopback; only its sidecar is public)"
 cat >"$STATE/portal-config.json" <<JSON
@@ -137,8 +143,10 @@ cat >"$STATE/portal-config.json" <<JSON
   "identities": {"records-api": {"mrenclave": ["$MR_RECORDS"]}, "inference": {"mrenclave": ["$MR_INFER"]}}
 }
 JSON
+echo "    inference over $INFERENCE_PROTOCOL"
 bin/records --listen "$RECORDS_ADDR" --admin-listen "$ADMIN_APP" --redis-addr "$RECORDS_REDIS_OUT" \
-  --inference-url "http://$RECORDS_INFER_OUT" --portal-dir sample-apps/portal \
+  --inference-url "http://$RECORDS_INFER_OUT" --inference-protocol "$INFERENCE_PROTOCOL" --inference-grpc-addr "$RECORDS_INFER_GRPC_OUT" \
+  --portal-dir sample-apps/portal \
   --portal-config "$STATE/portal-config.json" >"$STATE/records.log" 2>&1 &
 pids+=($!)
 wait_for "http://$ADMIN_APP/readyz" "the records API"
@@ -157,7 +165,7 @@ if [ "${SMOKE:-0}" = 1 ]; then
     -d '{"name":"Smoke Test","dateOfBirth":"1970-01-01"}' "$P/api/patients" | grep -o '"id":"[^"]*"' | head -1 | cut -d'"' -f4)
   [ -n "$pid" ] || { echo "demo: no patient id" >&2; exit 1; }
   echo "    patient $pid"
-  step "smoke: upload a scan (records API -> sidecar -> attested mTLS -> inference sidecar -> ONNX Runtime)"
+  step "smoke: upload a scan (records API -> sidecar -> attested mTLS ($INFERENCE_PROTOCOL) -> inference sidecar -> ONNX Runtime)"
   curl "${C[@]}" -H 'Content-Type: image/png' -H "Idempotency-Key: smoke-scan-$$" \
     --data-binary @inference-server/models/chest-scan-classifier/samples/nodule-1.png \
     "$P/api/patients/$pid/scans" >"$STATE/scan.json"

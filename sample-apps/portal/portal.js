@@ -1,6 +1,6 @@
 // The hospital portal: patients, scans and diagnoses through the records API (same origin),
 // the records API's attestation and every diagnosis receipt verified in the browser.
-import { Verifier, verifyAttestation, verifyReceipt, hopInfo } from "./verify.js";
+import { Verifier, verifyAttestation, verifyReceipt, hopInfo, b64ToBytes } from "./verify.js";
 
 const $ = (id) => document.getElementById(id);
 let verifier = null;
@@ -136,10 +136,13 @@ async function renderRecord(r) {
     setStatus(status, "not-verified", "Not verified: no receipt came back with this diagnosis");
     return li;
   }
-  const res = await verifyReceipt(verifier, d.receipt, d.response);
+  // A gRPC diagnosis keeps the response body as base64 (it is binary protobuf).
+  const grpc = d.responseEncoding === "grpc";
+  const body = grpc ? b64ToBytes(d.response) : d.response;
+  const res = await verifyReceipt(verifier, d.receipt, body);
   if (res.ok) {
     // The label shown must be the one in the response the receipt covers, not just the app's copy.
-    const covered = labelOf(d.response);
+    const covered = grpc ? labelOfGRPC(body) : labelOf(d.response);
     if (covered !== d.label) {
       res.ok = false;
       res.reason = `the stored label "${d.label}" is not the one in the countersigned response ("${covered}")`;
@@ -157,6 +160,49 @@ async function renderRecord(r) {
   hops.append(hopItem(res.answerer, "Answered and countersigned by"));
   li.append(el("p", {}, "Enclaves that handled it:"), hops);
   return li;
+}
+
+// labelOfGRPC is labelOf for a gRPC ModelInferResponse body (a length-prefixed protobuf
+// message): its raw_output_contents (field 6) hold the classification, each element a
+// little-endian u32 length and "score:index:label". Only what that needs is read: the wire
+// types of protobuf (varint, 64-bit, length-delimited, 32-bit), never a schema.
+function labelOfGRPC(body) {
+  try {
+    if (body.length < 5 || body[0] !== 0) return "";
+    const msg = body.subarray(5, 5 + new DataView(body.buffer, body.byteOffset).getUint32(1));
+    const varint = (b, o) => {
+      let v = 0, m = 1;
+      for (;;) {
+        const x = b[o++];
+        if (x === undefined) throw new Error("truncated");
+        v += (x & 0x7f) * m; m *= 128;
+        if (!(x & 0x80)) return [v, o];
+      }
+    };
+    let best = null;
+    for (let o = 0; o < msg.length;) {
+      let key; [key, o] = varint(msg, o);
+      const wire = key % 8, field = Math.floor(key / 8);
+      if (wire === 0) { [, o] = varint(msg, o); continue; }
+      if (wire === 1) { o += 8; continue; }
+      if (wire === 5) { o += 4; continue; }
+      if (wire !== 2) return "";
+      let n; [n, o] = varint(msg, o);
+      const part = msg.subarray(o, o + n);
+      o += n;
+      if (field !== 6) continue;
+      const dv = new DataView(part.buffer, part.byteOffset, part.byteLength);
+      for (let p = 0; p + 4 <= part.length;) {
+        const len = dv.getUint32(p, true);
+        const [score, , label] = new TextDecoder().decode(part.subarray(p + 4, p + 4 + len)).split(":");
+        p += 4 + len;
+        if (label !== undefined && (best === null || Number(score) > best.score)) best = { score: Number(score), label };
+      }
+    }
+    return best ? best.label : "";
+  } catch (e) {
+    return "";
+  }
 }
 
 // labelOf returns the top class of an OIP classification response ("score:index:label").

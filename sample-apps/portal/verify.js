@@ -360,7 +360,7 @@ export async function verifyReceipt(verifier, receipt, responseBody) {
   if (!(await signedBy(await runtimeKeys(av.claims), "countersignature", cs))) return fail("the countersignature is not signed by a key the answering hop's token names");
   res.answerer = Object.assign(hopInfo(av.claims, av.identity), { ts: new Date(at) });
   if (responseBody !== undefined) {
-    const got = bytesToB64url(await sha256(te.encode(responseBody)));
+    const got = bytesToB64url(await sha256(typeof responseBody === "string" ? te.encode(responseBody) : responseBody));
     if (got !== r.bodySha256) return fail("the stored response is not the one the receipt covers (its SHA-256 differs)");
   }
   res.ok = true;

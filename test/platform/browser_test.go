@@ -29,9 +29,15 @@ func ArtifactDir(t testing.TB) string {
 // diagnosis's receipt verifies in the page; then the stored diagnosis is tampered with in
 // Redis (another label, the receipt's body digest swapped to match) and the page shows the
 // receipt as not verified. Screenshots: test/artifacts/portal.png, portal-tampered.png.
-func TestPortalInBrowser(t *testing.T) {
+func TestPortalInBrowser(t *testing.T) { portalInBrowser(t, Options{}) }
+
+// TestPortalInBrowserGRPC: the same with the diagnosis over gRPC; the browser verifies the v2
+// receipt over the stored gRPC body and reads the label out of it.
+func TestPortalInBrowserGRPC(t *testing.T) { portalInBrowser(t, Options{InferenceGRPC: true}) }
+
+func portalInBrowser(t *testing.T, o Options) {
 	ChromiumPath(t)
-	p := Start(t)
+	p := StartWith(t, o)
 	spki := []string{
 		SPKIHash(t, strings.TrimSuffix(strings.TrimPrefix(p.PortalURL, "https://"), "/")),
 		SPKIHash(t, strings.TrimPrefix(p.Issuer, "https://")),
@@ -96,11 +102,22 @@ func TestPortalInBrowser(t *testing.T) {
 		d := stored["diagnosis"].(map[string]any)
 		d["label"] = "normal"
 		if forgeResponse {
-			forged := strings.NewReplacer("nodule", "normal", "normal", "nodule").Replace(d["response"].(string))
-			if forged == d["response"] {
+			body := d["response"].(string)
+			if o.InferenceGRPC { // stored as base64 of the binary gRPC body: forge the bytes
+				raw, err := base64.StdEncoding.DecodeString(body)
+				if err != nil {
+					t.Fatal(err)
+				}
+				body = string(raw)
+			}
+			forged := strings.NewReplacer("nodule", "normal", "normal", "nodule").Replace(body)
+			if forged == body {
 				t.Fatal("the forgery changed nothing")
 			}
 			d["response"] = forged
+			if o.InferenceGRPC {
+				d["response"] = base64.StdEncoding.EncodeToString([]byte(forged))
+			}
 			rb, _ := base64.RawURLEncoding.DecodeString(d["receipt"].(string))
 			var receipt map[string]any
 			if err := json.Unmarshal(rb, &receipt); err != nil {

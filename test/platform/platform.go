@@ -204,7 +204,22 @@ type Platform struct {
 }
 
 // Start runs every process and waits until all are ready.
+// Options vary the platform.
+type Options struct {
+	// InferenceGRPC makes the records API call the inference server over gRPC (the OIP v2
+	// GRPCInferenceService) through a grpc listener pair of the two sidecars, instead of REST.
+	InferenceGRPC bool
+}
+
+// Start starts the platform with the default options (the records API calls the inference
+// server over REST).
 func Start(t testing.TB) *Platform {
+	t.Helper()
+	return StartWith(t, Options{})
+}
+
+// StartWith starts the platform.
+func StartWith(t testing.TB, o Options) *Platform {
 	t.Helper()
 	Require(t, "redis-server", "redis-cli")
 	lib := ORTLib(t)
@@ -217,6 +232,7 @@ func Start(t testing.TB) *Platform {
 	attestPort, redisPort, redisProxyPort := port(), port(), port()
 	inferPort, inferProxyPort, recordsPort := port(), port(), port()
 	publicPort, recRedisOut, recInferOut := port(), port(), port()
+	inferGRPCPort, inferGRPCProxyPort, recInferGRPCOut := port(), port(), port()
 	adminRecords, adminInfer, adminRedis, adminApp := port(), port(), port(), port()
 
 	run(t, filepath.Join(bin, "proxy"), "sim-platform-key", "--out", filepath.Join(dir, "platform.pem"))
@@ -256,11 +272,15 @@ identities:
 `, addr(redisProxyPort), p.RedisAddr))
 
 	p.start("inference-server", filepath.Join(bin, "inference-server"), "--listen", addr(inferPort),
+		"--grpc-listen", addr(inferGRPCPort),
 		"--model-repository", filepath.Join(RepoRoot(), "inference-server", "models"), "--onnxruntime-lib", lib)
 	p.waitHTTP("inference-server", "http://"+addr(inferPort)+"/v2/health/ready", http.DefaultClient)
+	p.waitTCP("inference-server", addr(inferGRPCPort))
+	// The inference sidecar fronts both APIs: REST (http) and gRPC (grpc: h2 between the proxies).
 	p.proxy("inference-proxy", "inference", MRInference, adminInfer, fmt.Sprintf(`inbound:
   - {name: oip, listen: "%s", protocol: http, forwardTo: "%s", allow: [records-api]}
-`, addr(inferProxyPort), addr(inferPort)))
+  - {name: oip-grpc, listen: "%s", protocol: grpc, forwardTo: "%s", allow: [records-api]}
+`, addr(inferProxyPort), addr(inferPort), addr(inferGRPCProxyPort), addr(inferGRPCPort)))
 
 	// The records sidecar: public HTTPS for browsers, outbound to Redis and the inference server.
 	certFile, keyFile := filepath.Join(dir, "portal-cert.pem"), filepath.Join(dir, "portal-key.pem")
@@ -271,7 +291,8 @@ identities:
 outbound:
   - {name: redis, listen: "%s", protocol: tcp, upstream: "%s", upstreamIdentity: [redis]}
   - {name: inference, listen: "%s", protocol: http, upstream: "%s", upstreamIdentity: [inference], authority: inference}
-`, addr(publicPort), p.RecordsAddr, addr(recRedisOut), addr(redisProxyPort), addr(recInferOut), addr(inferProxyPort)))
+  - {name: inference-grpc, listen: "%s", protocol: grpc, upstream: "%s", upstreamIdentity: [inference], authority: inference}
+`, addr(publicPort), p.RecordsAddr, addr(recRedisOut), addr(redisProxyPort), addr(recInferOut), addr(inferProxyPort), addr(recInferGRPCOut), addr(inferGRPCProxyPort)))
 	p.PortalURL = "https://" + addr(publicPort) + "/"
 	p.WellKnown = "http://" + addr(adminRecords) + "/.well-known/attestation"
 
@@ -285,9 +306,13 @@ outbound:
 	}
 	b, _ := json.MarshalIndent(cfg, "", "  ")
 	write(t, filepath.Join(dir, "portal-config.json"), string(b))
-	p.start("records", filepath.Join(bin, "records"), "--listen", p.RecordsAddr, "--admin-listen", addr(adminApp),
-		"--redis-addr", addr(recRedisOut), "--inference-url", "http://"+addr(recInferOut),
-		"--portal-dir", filepath.Join(RepoRoot(), "sample-apps", "portal"), "--portal-config", filepath.Join(dir, "portal-config.json"))
+	args := []string{"--listen", p.RecordsAddr, "--admin-listen", addr(adminApp),
+		"--redis-addr", addr(recRedisOut), "--inference-url", "http://" + addr(recInferOut),
+		"--portal-dir", filepath.Join(RepoRoot(), "sample-apps", "portal"), "--portal-config", filepath.Join(dir, "portal-config.json")}
+	if o.InferenceGRPC {
+		args = append(args, "--inference-protocol", "grpc", "--inference-grpc-addr", addr(recInferGRPCOut))
+	}
+	p.start("records", filepath.Join(bin, "records"), args...)
 	p.waitHTTP("records", "http://"+addr(adminApp)+"/readyz", http.DefaultClient)
 	return p
 }

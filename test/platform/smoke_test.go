@@ -42,9 +42,10 @@ func apiCall(t *testing.T, c *http.Client, method, url, ct string, body []byte, 
 }
 
 type diagnosisJSON struct {
-	Label    string `json:"label"`
-	Response string `json:"response"`
-	Receipt  string `json:"receipt"`
+	Label            string `json:"label"`
+	Response         string `json:"response"`
+	ResponseEncoding string `json:"responseEncoding"`
+	Receipt          string `json:"receipt"`
 }
 
 type recordJSON struct {
@@ -57,8 +58,15 @@ type recordJSON struct {
 // sidecar, upload a sample scan (records API → its sidecar → attested mTLS → the inference
 // sidecar → ONNX Runtime), fetch the diagnosis, and verify its receipt offline with
 // `proxy verify --receipt`; a receipt whose response digest was altered is rejected.
-func TestSmokeFlow(t *testing.T) {
-	p := Start(t)
+func TestSmokeFlow(t *testing.T) { smokeFlow(t, false) }
+
+// TestSmokeFlowGRPC is TestSmokeFlow with the records API calling the inference server over
+// gRPC (ModelInfer) through the sidecars' grpc listeners: HTTP/2 on the attested hop, the
+// countersignature in the trailers, a v2 (streamed) receipt that binds the request body too.
+func TestSmokeFlowGRPC(t *testing.T) { smokeFlow(t, true) }
+
+func smokeFlow(t *testing.T, grpc bool) {
+	p := StartWith(t, Options{InferenceGRPC: grpc})
 	c := p.Client()
 	base := strings.TrimSuffix(p.PortalURL, "/")
 
@@ -94,7 +102,19 @@ func TestSmokeFlow(t *testing.T) {
 	if err := json.Unmarshal(rb, &receipt); err != nil {
 		t.Fatal(err)
 	}
-	sum := sha256.Sum256([]byte(d.Response))
+	stored := []byte(d.Response)
+	if grpc {
+		if d.ResponseEncoding != "grpc" {
+			t.Fatalf("a gRPC diagnosis stored with responseEncoding %q", d.ResponseEncoding)
+		}
+		if stored, err = base64.StdEncoding.DecodeString(d.Response); err != nil {
+			t.Fatal(err)
+		}
+		if receipt["v"] != 2.0 || receipt["requestBody"] == "-" || receipt["trailersSha256"] == nil {
+			t.Fatalf("a gRPC diagnosis's receipt: v %v requestBody %v trailersSha256 %v; want a v2 (streamed) receipt binding the request", receipt["v"], receipt["requestBody"], receipt["trailersSha256"])
+		}
+	}
+	sum := sha256.Sum256(stored)
 	if receipt["bodySha256"] != base64.RawURLEncoding.EncodeToString(sum[:]) {
 		t.Fatalf("receipt bodySha256 %v does not cover the stored response", receipt["bodySha256"])
 	}
@@ -115,7 +135,7 @@ func TestSmokeFlow(t *testing.T) {
 		t.Fatalf("a receipt checked against the wrong answerer: %v\n%s", err, out)
 	}
 	// A forged response (another diagnosis) with its digest swapped in is rejected.
-	forged := []byte(strings.Replace(d.Response, "opacity", "normal", 1))
+	forged := []byte(strings.Replace(string(stored), "opacity", "normal", 1))
 	fs := sha256.Sum256(forged)
 	receipt["bodySha256"] = base64.RawURLEncoding.EncodeToString(fs[:])
 	tb, _ := json.Marshal(receipt)

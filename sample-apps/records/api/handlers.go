@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/countersign/countersign/sample-apps/records/inference"
 	"github.com/countersign/countersign/sample-apps/records/scan"
 	"github.com/countersign/countersign/sample-apps/records/store"
 )
@@ -377,6 +379,9 @@ func (a *API) uploadScan(w http.ResponseWriter, r *http.Request) {
 	a.infer.WithLabelValues(outcome).Inc()
 	now := a.o.Now().UTC()
 	d := &store.Diagnosis{Model: res.Model, ModelVersion: res.ModelVersion, Label: res.Label, Response: string(res.Body), Receipt: res.Receipt, At: now}
+	if res.Encoding == inference.EncodingGRPC {
+		d.Response, d.ResponseEncoding = base64.StdEncoding.EncodeToString(res.Body), res.Encoding
+	}
 	for _, c := range res.Classes {
 		d.Probabilities = append(d.Probabilities, store.Class{Label: c.Label, Score: c.Score})
 	}

@@ -13,6 +13,9 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/encoding"
+	grpcproto "google.golang.org/grpc/encoding/proto"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -44,7 +47,7 @@ var (
 	wantReceiptKey = strings.ToLower(WantReceiptHeader)
 )
 
-// Diagnose implements Client. Result.Body is the response in protobuf's JSON form.
+// Diagnose implements Client. Result.Body is the response message as received (EncodingGRPC).
 func (c *GRPC) Diagnose(ctx context.Context, id string, t []float32, side int) (*Result, error) {
 	if len(t) != side*side {
 		return nil, fmt.Errorf("tensor of %d values, expected %d", len(t), side*side)
@@ -67,7 +70,8 @@ func (c *GRPC) Diagnose(ctx context.Context, id string, t []float32, side int) (
 	}
 	ctx = metadata.AppendToOutgoingContext(ctx, wantReceiptKey, "inline")
 	var header, trailer metadata.MD
-	resp, err := c.Client.ModelInfer(ctx, req, grpc.Header(&header), grpc.Trailer(&trailer))
+	rc := &rawCodec{CodecV2: encoding.GetCodecV2(grpcproto.Name)}
+	resp, err := c.Client.ModelInfer(ctx, req, grpc.Header(&header), grpc.Trailer(&trailer), grpc.ForceCodecV2(rc))
 	if err != nil {
 		st := status.Convert(err)
 		e := &Error{Msg: fmt.Sprintf("inference server answered %s: %s", st.Code(), st.Message())}
@@ -80,8 +84,24 @@ func (c *GRPC) Diagnose(ctx context.Context, id string, t []float32, side int) (
 	if err != nil {
 		return nil, &Error{Msg: err.Error()}
 	}
+	// The response body as the sidecar's receipt covers it: the gRPC message as on the wire (an
+	// uncompressed length-prefixed message), not a re-encoding of the decoded one.
+	res.Body = binary.BigEndian.AppendUint32([]byte{0}, uint32(len(rc.got)))
+	res.Body = append(res.Body, rc.got...)
+	res.Encoding = EncodingGRPC
 	res.Receipt = first(header, trailer, receiptKey)
 	return res, nil
+}
+
+// rawCodec is the proto codec that also keeps the bytes of the message it decodes (one call's).
+type rawCodec struct {
+	encoding.CodecV2
+	got []byte
+}
+
+func (c *rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	c.got = data.Materialize()
+	return c.CodecV2.Unmarshal(data, v)
 }
 
 func first(header, trailer metadata.MD, key string) string {

@@ -33,8 +33,13 @@ type Result struct {
 	Label        string // the highest-scoring class
 	Classes      []Class
 	Body         []byte // the response body as received
+	Encoding     string // "" (REST: Body is the JSON) or EncodingGRPC
 	Receipt      string // the Countersign-Receipt header, "" if none
 }
+
+// EncodingGRPC marks a Result whose Body is a gRPC response body: the length-prefixed
+// ModelInferResponse message exactly as received (what the receipt's bodySha256 covers).
+const EncodingGRPC = "grpc"
 
 // Class is a label and its probability.
 type Class struct {

@@ -71,6 +71,9 @@ type Diagnosis struct {
 	// Response is the inference server's response body exactly as received; the receipt's
 	// bodySha256 covers these bytes.
 	Response string `json:"response"`
+	// ResponseEncoding is "" when Response is the body itself (REST, JSON), or "grpc" when
+	// Response is the standard base64 of a gRPC response body (binary).
+	ResponseEncoding string `json:"responseEncoding,omitempty"`
 	// Receipt is the Countersign-Receipt header value as the sidecar handed it to the app
 	// (base64url JSON), or "" when none came back.
 	Receipt string    `json:"receipt,omitempty"`
