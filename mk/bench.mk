@@ -2,7 +2,8 @@
 
 BENCH_PKGS += ./proxy/...
 
-# Extra flags for proxybench, e.g. PROXYBENCH_ARGS='-rounds 2 -skip redis' (see bin/proxybench -h;
+# Extra flags for proxybench, e.g. PROXYBENCH_ARGS='-rounds 2 -skip redis', or '-only grpc' for the
+# gRPC part alone (issue 16; see bin/proxybench -h;
 # -quick is a test of the harness itself).
 PROXYBENCH_ARGS ?=
 

@@ -69,6 +69,11 @@ func get(ctx context.Context, c *http.Client, url string) error {
 // It also returns the wall time until the last answer: when the path cannot keep up, the
 // requests scheduled within d take longer, and the achieved rate is len/elapsed.
 func fixedRate(ctx context.Context, c *http.Client, url string, rate int, d time.Duration, workers int) ([]time.Duration, time.Duration, error) {
+	return fixedRateOp(ctx, func(ctx context.Context, _ int) error { return get(ctx, c, url) }, rate, d, workers)
+}
+
+// fixedRateOp is fixedRate of any request: op(ctx, worker) does one and checks its answer.
+func fixedRateOp(ctx context.Context, op func(ctx context.Context, worker int) error, rate int, d time.Duration, workers int) ([]time.Duration, time.Duration, error) {
 	interval := time.Second / time.Duration(rate)
 	start := time.Now().Add(10 * time.Millisecond)
 	end := start.Add(d)
@@ -92,7 +97,7 @@ func fixedRate(ctx context.Context, c *http.Client, url string, rate int, d time
 					time.Sleep(wait)
 				}
 				sent := time.Now()
-				err := get(ctx, c, url)
+				err := op(ctx, w)
 				done := time.Now()
 				if err != nil {
 					if nerr.Add(1) == 1 {

@@ -41,6 +41,7 @@ type Options struct {
 	RedisC      int           // redis-benchmark -c (default 50)
 	WireN       int           // sequential requests of the bytes-on-the-wire measurement (default 200)
 	Skip        map[string]bool
+	Only        string    // "grpc": the gRPC part alone (grpc.go); "": everything not in Skip
 	Log         io.Writer // progress (default: discard)
 }
 
@@ -138,6 +139,8 @@ type Report struct {
 	ProxyBuild, Commit string
 	// Notes are things the proxies logged during the run that bear on the figures.
 	Notes []string
+	// GRPC is the gRPC part (grpc.go), nil when skipped.
+	GRPC *GRPCReport
 }
 
 // Path returns the result of the named path, or nil.
@@ -192,6 +195,9 @@ func numCPU() int {
 // process it started and returns the figures. It fails if any path fails a request.
 func Run(ctx context.Context, o Options) (rep *Report, err error) {
 	o.defaults()
+	if o.Only == "grpc" {
+		return runGRPCOnly(ctx, o)
+	}
 	rep = &Report{Options: o, Started: time.Now(), LoadBefore: loadAvg(), Commit: commit()}
 	dir, err := os.MkdirTemp("", "proxybench-")
 	if err != nil {
@@ -342,6 +348,13 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 				rep.Notes = append(rep.Notes, fmt.Sprintf("%s logged %d× \"dropping a chain header from the app that this proxy did not hand it\" (chain_from_app_unknown): "+
 					"those ours-2hop requests reached third with a new one-entry chain, without front's hop", n, k))
 			}
+		}
+	}
+	// The gRPC part (issue 16), on its own processes: the HTTP/1.1 ones are stopped first.
+	if !o.Skip["grpc"] {
+		t.stop()
+		if rep.GRPC, err = runGRPC(ctx, &o); err != nil {
+			return nil, err
 		}
 	}
 	rep.LoadAfter = loadAvg()

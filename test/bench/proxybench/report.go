@@ -188,6 +188,11 @@ func (r *Report) Print(w io.Writer) {
 	}
 	fmt.Fprintf(w, "proxybench %s UTC, commit %s, proxy %s\n", r.Started.UTC().Format("2006-01-02 15:04"), r.Commit, r.ProxyBuild)
 	fmt.Fprintf(w, "load average: %s before, %s after; %d cores\n", r.LoadBefore, r.LoadAfter, numCPU())
+	if o.Only == "grpc" {
+		r.GRPC.print(w, o)
+		fmt.Fprintf(w, "\nelapsed %s\n", r.Elapsed.Round(time.Second))
+		return
+	}
 	fmt.Fprintf(w, "GET, %d B response, HTTP/1.1 keep-alive, loopback; %d rounds interleaved, each figure median [min–max], ratios per round then median\n", PayloadSize, o.Rounds)
 	fmt.Fprintf(w, "latency: Go fixed-rate generator, %d req/s for %s over %d connections; CPU and memory: the same at %d req/s for %s; saturation: %s\n\n",
 		o.LatRate, o.LatFor, o.RateConns, o.Rate, o.RateFor, sat)
@@ -264,6 +269,9 @@ func (r *Report) Print(w io.Writer) {
 		fmt.Fprintf(w, "  %-6s %-66s %s\n", s, v.Target, v.Value)
 	}
 	fmt.Fprintf(w, "%d of %d targets met\n", met, len(vs))
+	if r.GRPC != nil {
+		r.GRPC.print(w, o)
+	}
 	for _, n := range r.Notes {
 		fmt.Fprintf(w, "\nnote: %s\n", n)
 	}

@@ -52,6 +52,9 @@ func RunRole() (bool, error) {
 	case "goproxy":
 		return true, runGoProxy(ctx, fs)
 	}
+	if run, ok := grpcRoles[role]; ok {
+		return true, run(ctx, fs)
+	}
 	return true, fmt.Errorf("%s=%q: unknown role", RoleEnv, role)
 }
 
