@@ -41,7 +41,14 @@ type Options struct {
 	RedisC      int           // redis-benchmark -c (default 50)
 	WireN       int           // sequential requests of the bytes-on-the-wire measurement (default 200)
 	Skip        map[string]bool
-	Log         io.Writer // progress (default: discard)
+	// Only, if not empty, runs just these paths and parts ("redis", "wire"): the rest are skipped.
+	Only map[string]bool
+	Log  io.Writer // progress (default: discard)
+}
+
+// skipped says whether a path or part ("wire", "redis") is left out of the run.
+func (o *Options) skipped(name string) bool {
+	return o.Skip[name] || (len(o.Only) > 0 && !o.Only[name])
 }
 
 func (o *Options) defaults() {
@@ -216,7 +223,7 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 	}
 	clients := map[string]*clientT{}
 	for _, p := range paths {
-		if o.Skip[p.Name] {
+		if o.skipped(p.Name) {
 			fmt.Fprintf(o.Log, "proxybench: skipping %s\n", p.Name)
 			continue
 		}
@@ -240,7 +247,7 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 		}
 	}
 	// Bytes between the two proxies of a pair, per request: ours against the Go pair.
-	if !o.Skip["wire"] {
+	if !o.skipped("wire") {
 		for _, w := range []struct {
 			name, url string
 			c         *counter
@@ -298,7 +305,7 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 		}
 	}
 	// Phase 3: redis-benchmark directly and through each TCP pair, interleaved.
-	if !o.Skip["redis"] {
+	if !o.skipped("redis") {
 		addrs := map[string]string{"direct": t.redis, "stunnel-pair": t.stA, "haproxy-pair": t.haRedisA, "ours-tcp": t.frontRedis}
 		byKey := map[string]*RedisResult{}
 		for r := 0; r < o.Rounds; r++ {

@@ -57,6 +57,7 @@ func run(ctx context.Context, args []string) error {
 	fs.IntVar(&o.WireN, "wire-n", 200, "sequential requests of the bytes-on-the-wire measurement")
 	out := fs.String("out", "test/artifacts", "directory the report is also written to (bench-proxy-<time>.txt and bench-proxy-latest.txt); empty: none")
 	skip := fs.String("skip", "", "comma-separated paths to skip (nginx-pair, haproxy-pair, ours-2hop, wire, redis, ...)")
+	only := fs.String("only", "", "comma-separated paths and parts to run, the rest skipped (e.g. redis; ours-1hop,go-pair for RSS and CPU)")
 	timeout := fs.Duration("timeout", 30*time.Minute, "stop everything after this long")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -70,6 +71,12 @@ func run(ctx context.Context, args []string) error {
 	for _, s := range strings.Split(*skip, ",") {
 		if s != "" {
 			o.Skip[s] = true
+		}
+	}
+	o.Only = map[string]bool{}
+	for _, s := range strings.Split(*only, ",") {
+		if s != "" {
+			o.Only[s] = true
 		}
 	}
 	o.Log = os.Stderr
