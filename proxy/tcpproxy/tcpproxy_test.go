@@ -182,6 +182,68 @@ func TestPipelinedRoundTrips(t *testing.T) {
 	}
 }
 
+// TestLoneWritesArriveAtOnce: a write followed by silence crosses the pair without waiting for
+// more data, in both directions, at sizes around the copy buffer (a short read, then a wait
+// for the next arrival; a full buffer, then a read at once). A lost readiness event would
+// stall a round trip until the idle timeout, an hour here.
+func TestLoneWritesArriveAtOnce(t *testing.T) {
+	front := pair(t, echoServer(t), time.Hour)
+	c, err := net.Dial("tcp", front)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	sizes := []int{1, 5, 100, 16 << 10, 32<<10 - 1, 32 << 10, 32<<10 + 1, 64 << 10, 1}
+	for i := range 40 {
+		sizes = append(sizes, 1+i%7)
+	}
+	for i, n := range sizes {
+		want := make([]byte, n)
+		_, _ = rand.Read(want)
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Write(want); err != nil {
+			t.Fatalf("write %d (%d B): %v", i, n, err)
+		}
+		got := make([]byte, n)
+		if _, err := io.ReadFull(c, got); err != nil {
+			t.Fatalf("round trip %d (%d B): %v: the bytes were held back", i, n, err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("round trip %d (%d B): wrong bytes", i, n)
+		}
+		if i%3 == 0 {
+			time.Sleep(5 * time.Millisecond) // let every side park before the next write
+		}
+	}
+}
+
+// TestPipeHalfCloseAfterLoneWrite: bytes written just before a half-close all arrive, then the
+// EOF, with a plain TCP source on both sides of Pipe.
+func TestPipeHalfCloseAfterLoneWrite(t *testing.T) {
+	up := echoServer(t)
+	ln := listen(t)
+	serve(t, ln, Options{Name: "plain", IdleTimeout: time.Hour,
+		Dial: func(ctx context.Context) (net.Conn, error) { return (&net.Dialer{}).DialContext(ctx, "tcp", up) }})
+	for _, n := range []int{1, 7, 32 << 10, 100 << 10} {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := make([]byte, n)
+		_, _ = rand.Read(want)
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		go func() {
+			_, _ = c.Write(want)
+			_ = c.(*net.TCPConn).CloseWrite()
+		}()
+		got, err := io.ReadAll(c)
+		c.Close()
+		if err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("%d B then a half-close: got %d B, %v", n, len(got), err)
+		}
+	}
+}
+
 // TestIdleTimeoutCloses: a pair idle in both directions is closed after the idle timeout, and
 // one busy in a single direction is not.
 func TestIdleTimeoutCloses(t *testing.T) {
