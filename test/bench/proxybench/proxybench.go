@@ -130,14 +130,20 @@ type RedisResult struct {
 	RPS      map[string][]float64
 }
 
+// redisProcs are the processes of each Redis path whose CPU per request is reported.
+var redisProcs = map[string][]string{"direct": {"redis-server"}, "stunnel-pair": {"stunnel-a", "stunnel-b"}, "haproxy-pair": {"haproxy-a", "haproxy-b"}, "ours-tcp": {"front", "back"}}
+
 // Report is a whole run.
 type Report struct {
 	Options Options
 	Paths   []*PathResult
 	Redis   []*RedisResult
 	Wire    []WireResult
-	Started time.Time
-	Elapsed time.Duration
+	// RedisCPU is, by path and pipeline depth, the CPU per request of the path's processes
+	// (redisProcs) together over one redis-benchmark run (SET and GET), one value per round.
+	RedisCPU map[string]map[int][]time.Duration
+	Started  time.Time
+	Elapsed  time.Duration
 	// LoadBefore and LoadAfter are /proc/loadavg at the start and at the end of the run.
 	LoadBefore, LoadAfter string
 	// ProxyBuild says which proxy build was measured; Commit which source (HEAD, and
@@ -316,7 +322,22 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 				}
 				for _, path := range redisPaths {
 					fmt.Fprintf(o.Log, "proxybench: round %d/%d, redis-benchmark -P %d %s\n", r+1, o.Rounds, pipe, path)
+					before, uerr := usages(t, redisProcs[path])
 					res, err := runRedisBenchmark(ctx, addrs[path], pipe, o.RedisC, n, "set,get")
+					after, uerr2 := usages(t, redisProcs[path])
+					if err == nil && uerr == nil && uerr2 == nil {
+						var cpu time.Duration
+						for name := range after {
+							cpu += after[name].cpu - before[name].cpu
+						}
+						if rep.RedisCPU == nil {
+							rep.RedisCPU = map[string]map[int][]time.Duration{}
+						}
+						if rep.RedisCPU[path] == nil {
+							rep.RedisCPU[path] = map[int][]time.Duration{}
+						}
+						rep.RedisCPU[path][pipe] = append(rep.RedisCPU[path][pipe], cpu/time.Duration(2*n))
+					}
 					if err != nil {
 						var logs []string
 						for _, pn := range []string{"front", "back", "stunnel-a", "stunnel-b", "haproxy-a", "haproxy-b"} {
