@@ -227,7 +227,7 @@ func oneWay(dst, src net.Conn, idle time.Duration, last *atomic.Int64) {
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
 	c := &copier{dst: dst, src: src, idle: idle, last: last, buf: *bp}
-	if !c.raw() {
+	if !c.raw() && !c.rawTLS() {
 		c.loop()
 	}
 }
