@@ -211,45 +211,77 @@ type closeWriter interface{ CloseWrite() error }
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
+// copier is one direction of a Pipe.
+type copier struct {
+	dst, src net.Conn
+	idle     time.Duration
+	last     *atomic.Int64
+	buf      []byte
+	// When the deadlines were last moved. Moving one costs a timer update; it is done only
+	// when a quarter of idle has passed (so a read or write still fails after between 3/4
+	// and all of idle without progress).
+	readSet, writeSet time.Time
+}
+
 func oneWay(dst, src net.Conn, idle time.Duration, last *atomic.Int64) {
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
-	buf := *bp
-	var deadlineSet, writeDeadlineSet time.Time
-	for {
-		now := time.Now()
-		// Moving a deadline costs a timer update; do it only when a quarter of it has passed
-		// (so a read or write still fails after between 3/4 and all of idle without progress).
-		if now.Sub(deadlineSet) > idle/4 {
-			_ = src.SetReadDeadline(now.Add(idle))
-			deadlineSet = now
+	c := &copier{dst: dst, src: src, idle: idle, last: last, buf: *bp}
+	if !c.raw() && !c.rawTLS() {
+		c.loop()
+	}
+}
+
+func (c *copier) moveReadDeadline(now time.Time) {
+	if now.Sub(c.readSet) > c.idle/4 {
+		_ = c.src.SetReadDeadline(now.Add(c.idle))
+		c.readSet = now
+	}
+}
+
+// write sends buf[:n] to dst.
+func (c *copier) write(n int) error {
+	now := time.Now()
+	c.last.Store(now.UnixNano())
+	if now.Sub(c.writeSet) > c.idle/4 {
+		_ = c.dst.SetWriteDeadline(now.Add(c.idle))
+		c.writeSet = now
+	}
+	_, err := c.dst.Write(c.buf[:n])
+	return err
+}
+
+// retry says whether a read error is the idle deadline passing while the other direction
+// was active (read on); otherwise this direction ends: at EOF by half-closing dst, else by
+// closing both.
+func (c *copier) retry(err error) bool {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() && time.Since(time.Unix(0, c.last.Load())) < c.idle {
+		c.readSet = time.Time{}
+		return true // the other direction is active
+	}
+	if errors.Is(err, io.EOF) {
+		if cw, ok := c.dst.(closeWriter); ok {
+			_ = cw.CloseWrite()
+			return false
 		}
-		n, err := src.Read(buf)
+	}
+	closeBoth(c.dst, c.src)
+	return false
+}
+
+// loop copies with src.Read (a tls.Conn, or any other net.Conn).
+func (c *copier) loop() {
+	for {
+		c.moveReadDeadline(time.Now())
+		n, err := c.src.Read(c.buf)
 		if n > 0 {
-			now = time.Now()
-			last.Store(now.UnixNano())
-			if now.Sub(writeDeadlineSet) > idle/4 {
-				_ = dst.SetWriteDeadline(now.Add(idle))
-				writeDeadlineSet = now
-			}
-			if _, werr := dst.Write(buf[:n]); werr != nil {
-				closeBoth(dst, src)
+			if werr := c.write(n); werr != nil {
+				closeBoth(c.dst, c.src)
 				return
 			}
 		}
-		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() && time.Since(time.Unix(0, last.Load())) < idle {
-				deadlineSet = time.Time{}
-				continue // the other direction is active
-			}
-			if errors.Is(err, io.EOF) {
-				if cw, ok := dst.(closeWriter); ok {
-					_ = cw.CloseWrite()
-					return
-				}
-			}
-			closeBoth(dst, src)
+		if err != nil && !c.retry(err) {
 			return
 		}
 	}

@@ -28,7 +28,7 @@ func TestHarnessGRPCQuick(t *testing.T) {
 	defer cancel()
 	var log strings.Builder
 	o := Quick(bin)
-	o.Only = "grpc"
+	o.Only = map[string]bool{"grpc": true}
 	o.Log = &log
 	rep, err := Run(ctx, o)
 	if err != nil {

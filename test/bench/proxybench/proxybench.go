@@ -41,8 +41,17 @@ type Options struct {
 	RedisC      int           // redis-benchmark -c (default 50)
 	WireN       int           // sequential requests of the bytes-on-the-wire measurement (default 200)
 	Skip        map[string]bool
-	Only        string    // "grpc": the gRPC part alone (grpc.go); "": everything not in Skip
-	Log         io.Writer // progress (default: discard)
+	// Only, if not empty, runs just these paths and parts ("redis", "wire"): the rest are skipped.
+	Only map[string]bool
+	Log  io.Writer // progress (default: discard)
+}
+
+// grpcOnly says whether only the gRPC part runs (-only grpc), on its own processes.
+func (o *Options) grpcOnly() bool { return len(o.Only) == 1 && o.Only["grpc"] }
+
+// skipped says whether a path or part ("wire", "redis") is left out of the run.
+func (o *Options) skipped(name string) bool {
+	return o.Skip[name] || (len(o.Only) > 0 && !o.Only[name])
 }
 
 func (o *Options) defaults() {
@@ -124,14 +133,20 @@ type RedisResult struct {
 	RPS      map[string][]float64
 }
 
+// redisProcs are the processes of each Redis path whose CPU per request is reported.
+var redisProcs = map[string][]string{"direct": {"redis-server"}, "stunnel-pair": {"stunnel-a", "stunnel-b"}, "haproxy-pair": {"haproxy-a", "haproxy-b"}, "ours-tcp": {"front", "back"}}
+
 // Report is a whole run.
 type Report struct {
 	Options Options
 	Paths   []*PathResult
 	Redis   []*RedisResult
 	Wire    []WireResult
-	Started time.Time
-	Elapsed time.Duration
+	// RedisCPU is, by path and pipeline depth, the CPU per request of the path's processes
+	// (redisProcs) together over one redis-benchmark run (SET and GET), one value per round.
+	RedisCPU map[string]map[int][]time.Duration
+	Started  time.Time
+	Elapsed  time.Duration
 	// LoadBefore and LoadAfter are /proc/loadavg at the start and at the end of the run.
 	LoadBefore, LoadAfter string
 	// ProxyBuild says which proxy build was measured; Commit which source (HEAD, and
@@ -195,7 +210,7 @@ func numCPU() int {
 // process it started and returns the figures. It fails if any path fails a request.
 func Run(ctx context.Context, o Options) (rep *Report, err error) {
 	o.defaults()
-	if o.Only == "grpc" {
+	if o.grpcOnly() {
 		return runGRPCOnly(ctx, o)
 	}
 	rep = &Report{Options: o, Started: time.Now(), LoadBefore: loadAvg(), Commit: commit()}
@@ -222,7 +237,7 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 	}
 	clients := map[string]*clientT{}
 	for _, p := range paths {
-		if o.Skip[p.Name] {
+		if o.skipped(p.Name) {
 			fmt.Fprintf(o.Log, "proxybench: skipping %s\n", p.Name)
 			continue
 		}
@@ -246,7 +261,7 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 		}
 	}
 	// Bytes between the two proxies of a pair, per request: ours against the Go pair.
-	if !o.Skip["wire"] {
+	if !o.skipped("wire") {
 		for _, w := range []struct {
 			name, url string
 			c         *counter
@@ -304,7 +319,7 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 		}
 	}
 	// Phase 3: redis-benchmark directly and through each TCP pair, interleaved.
-	if !o.Skip["redis"] {
+	if !o.skipped("redis") {
 		addrs := map[string]string{"direct": t.redis, "stunnel-pair": t.stA, "haproxy-pair": t.haRedisA, "ours-tcp": t.frontRedis}
 		byKey := map[string]*RedisResult{}
 		for r := 0; r < o.Rounds; r++ {
@@ -315,7 +330,22 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 				}
 				for _, path := range redisPaths {
 					fmt.Fprintf(o.Log, "proxybench: round %d/%d, redis-benchmark -P %d %s\n", r+1, o.Rounds, pipe, path)
+					before, uerr := usages(t, redisProcs[path])
 					res, err := runRedisBenchmark(ctx, addrs[path], pipe, o.RedisC, n, "set,get")
+					after, uerr2 := usages(t, redisProcs[path])
+					if err == nil && uerr == nil && uerr2 == nil {
+						var cpu time.Duration
+						for name := range after {
+							cpu += after[name].cpu - before[name].cpu
+						}
+						if rep.RedisCPU == nil {
+							rep.RedisCPU = map[string]map[int][]time.Duration{}
+						}
+						if rep.RedisCPU[path] == nil {
+							rep.RedisCPU[path] = map[int][]time.Duration{}
+						}
+						rep.RedisCPU[path][pipe] = append(rep.RedisCPU[path][pipe], cpu/time.Duration(2*n))
+					}
 					if err != nil {
 						var logs []string
 						for _, pn := range []string{"front", "back", "stunnel-a", "stunnel-b", "haproxy-a", "haproxy-b"} {
@@ -351,7 +381,7 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 		}
 	}
 	// The gRPC part (issue 16), on its own processes: the HTTP/1.1 ones are stopped first.
-	if !o.Skip["grpc"] {
+	if !o.skipped("grpc") {
 		t.stop()
 		if rep.GRPC, err = runGRPC(ctx, &o); err != nil {
 			return nil, err

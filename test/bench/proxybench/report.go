@@ -38,6 +38,14 @@ func spreadD(xs []time.Duration) string {
 	return fmt.Sprintf("%s [%s–%s]", us(m), us(lo), us(hi))
 }
 
+func spreadNs(xs []time.Duration) string {
+	f := make([]float64, len(xs))
+	for i, x := range xs {
+		f[i] = float64(x.Nanoseconds())
+	}
+	return spreadF(f, "%.0f")
+}
+
 func spreadF(xs []float64, format string) string {
 	m, lo, hi := stats(xs)
 	if len(xs) < 2 {
@@ -188,7 +196,7 @@ func (r *Report) Print(w io.Writer) {
 	}
 	fmt.Fprintf(w, "proxybench %s UTC, commit %s, proxy %s\n", r.Started.UTC().Format("2006-01-02 15:04"), r.Commit, r.ProxyBuild)
 	fmt.Fprintf(w, "load average: %s before, %s after; %d cores\n", r.LoadBefore, r.LoadAfter, numCPU())
-	if o.Only == "grpc" {
+	if o.grpcOnly() {
 		r.GRPC.print(w, o)
 		fmt.Fprintf(w, "\nelapsed %s\n", r.Elapsed.Round(time.Second))
 		return
@@ -252,6 +260,20 @@ func (r *Report) Print(w io.Writer) {
 				fmt.Fprintf(w, " %-26s", spreadF(rr.RPS[p], "%.0f"))
 			}
 			fmt.Fprintf(w, " %-20s %s\n", spreadF(ratios(rr.RPS["ours-tcp"], rr.RPS["haproxy-pair"]), "%.2f"), spreadF(ratios(rr.RPS["ours-tcp"], rr.RPS["stunnel-pair"]), "%.2f"))
+		}
+	}
+	if len(r.RedisCPU) > 0 {
+		fmt.Fprintf(w, "\nCPU per Redis request (SET and GET runs together), the path's processes (ns):\n%-10s", "pipeline")
+		for _, p := range redisPaths {
+			fmt.Fprintf(w, " %-26s", p)
+		}
+		fmt.Fprintf(w, " %s\n", "ours/haproxy")
+		for _, pipe := range []int{1, 16} {
+			fmt.Fprintf(w, "%-10s", fmt.Sprintf("-P %d", pipe))
+			for _, p := range redisPaths {
+				fmt.Fprintf(w, " %-26s", spreadNs(r.RedisCPU[p][pipe]))
+			}
+			fmt.Fprintf(w, " %s\n", spreadF(ratios(r.RedisCPU["ours-tcp"][pipe], r.RedisCPU["haproxy-pair"][pipe]), "%.2f"))
 		}
 	}
 	fmt.Fprintf(w, "\ntargets (issue #13), judged on the median of same-round ratios:\n")

@@ -57,23 +57,26 @@ func run(ctx context.Context, args []string) error {
 	fs.IntVar(&o.WireN, "wire-n", 200, "sequential requests of the bytes-on-the-wire measurement")
 	out := fs.String("out", "test/artifacts", "directory the report is also written to (bench-proxy-<time>.txt and bench-proxy-latest.txt); empty: none")
 	skip := fs.String("skip", "", "comma-separated paths to skip (nginx-pair, haproxy-pair, ours-2hop, wire, redis, grpc, ...)")
-	fs.StringVar(&o.Only, "only", "", "run one part alone: grpc (the gRPC unary part of issue 16)")
+	only := fs.String("only", "", "comma-separated paths and parts to run, the rest skipped (e.g. redis; ours-1hop,go-pair for RSS and CPU; grpc alone: the gRPC part on its own processes)")
 	timeout := fs.Duration("timeout", 30*time.Minute, "stop everything after this long")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if *quick {
 		q := proxybench.Quick(o.BinDir)
-		q.ProxyBin, q.Only = o.ProxyBin, o.Only
+		q.ProxyBin = o.ProxyBin
 		o = q
-	}
-	if o.Only != "" && o.Only != "grpc" {
-		return fmt.Errorf("-only %q: the one part that runs alone is grpc", o.Only)
 	}
 	o.Skip = map[string]bool{}
 	for _, s := range strings.Split(*skip, ",") {
 		if s != "" {
 			o.Skip[s] = true
+		}
+	}
+	o.Only = map[string]bool{}
+	for _, s := range strings.Split(*only, ",") {
+		if s != "" {
+			o.Only[s] = true
 		}
 	}
 	o.Log = os.Stderr
