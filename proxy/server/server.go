@@ -574,7 +574,8 @@ func (s *Server) inbound(in config.Inbound, ln net.Listener, port uint16) error 
 	if in.Protocol == config.ProtocolTCP {
 		app := in.ForwardTo
 		d := &net.Dialer{Timeout: l.DialTimeout.D()}
-		s.serveTCP(in.Name, tls.NewListener(ln, tlsCfg), func(ctx context.Context) (net.Conn, error) { return d.DialContext(ctx, "tcp", app) })
+		// tcpproxy.NewListener: TLS reads the socket without EAGAIN reads (TCP_INQ).
+		s.serveTCP(in.Name, tls.NewListener(tcpproxy.NewListener(ln), tlsCfg), func(ctx context.Context) (net.Conn, error) { return d.DialContext(ctx, "tcp", app) })
 		return nil
 	}
 	h := httpproxy.NewInbound(s.deps, in)
@@ -608,7 +609,16 @@ func (s *Server) outbound(out config.Outbound, ln net.Listener) {
 			if !s.Identity.Ready() {
 				return nil, attestation.Rejectf(httpproxy.CodeNoIdentity, "%v", identity.ErrNoIdentity)
 			}
-			return d.DialContext(ctx, "tcp", out.Upstream)
+			raw, err := d.NetDialer.DialContext(ctx, "tcp", out.Upstream)
+			if err != nil {
+				return nil, err
+			}
+			tc := tls.Client(tcpproxy.NewConn(raw), d.Config) // TLS over the TCP_INQ reader
+			if err := tc.HandshakeContext(ctx); err != nil {
+				raw.Close()
+				return nil, err
+			}
+			return tc, nil
 		})
 		return
 	}
