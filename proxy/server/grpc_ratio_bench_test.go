@@ -39,14 +39,26 @@ func BenchmarkGRPCPairVsGoH2Pair8(b *testing.B) {
 	benchGRPCPairVsGoH2Pair(b, 8)
 }
 
+// BenchmarkGRPCPairChannelVsGoH2Pair8 is BenchmarkGRPCPairVsGoH2Pair8 with
+// chain.peerSignatures: channel on both proxies (two ECDSA verifications fewer per call).
+func BenchmarkGRPCPairChannelVsGoH2Pair8(b *testing.B) {
+	benchGRPCPairVsGoH2PairMode(b, 8, config.PeerSignaturesChannel)
+}
+
 func benchGRPCPairVsGoH2Pair(b *testing.B, workers int) {
+	benchGRPCPairVsGoH2PairMode(b, workers, "")
+}
+
+func benchGRPCPairVsGoH2PairMode(b *testing.B, workers int, peerSigs string) {
 	// One app for the three paths; the attested pair is grpcPair's, in front of it.
 	appAddr, _ := startGRPCApp(b)
 	e := newEnv(b, time.Hour)
 	bc := e.cfg("back", mrBack)
+	bc.Chain.PeerSignatures = peerSigs
 	bc.Inbound = []config.Inbound{{Name: "api", Listen: "127.0.0.1:0", Protocol: config.ProtocolGRPC, ForwardTo: appAddr, Allow: []string{"front"}}}
 	back := e.start(bc)
 	fc := e.cfg("front", mrFront)
+	fc.Chain.PeerSignatures = peerSigs
 	fc.Outbound = []config.Outbound{{Name: "to-back", Listen: "127.0.0.1:0", Protocol: config.ProtocolGRPC, Upstream: back.Addr("api"), UpstreamIdentity: []string{"back"}, Authority: "back.internal"}}
 	front := e.start(fc)
 	ours := grpcClient(b, front.Addr("to-back"))
