@@ -3,6 +3,7 @@ package inference_test
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"errors"
 	"net/http"
 	"os"
@@ -13,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"google.golang.org/protobuf/proto"
 
 	pb "github.com/countersign/countersign/inference-server/oipgrpc/inferencepb"
 	"github.com/countersign/countersign/inference-server/ortsession"
@@ -127,8 +130,14 @@ func TestGRPCClientAgainstInferenceServer(t *testing.T) {
 				t.Errorf("%s: class %d: gRPC %+v, REST %+v", name, i, gr.Classes[i], rr.Classes[i])
 			}
 		}
-		if !strings.Contains(string(gr.Body), `"modelName":"chest-scan-classifier"`) && !strings.Contains(string(gr.Body), `"modelName": "chest-scan-classifier"`) {
-			t.Errorf("%s: body %s", name, gr.Body)
+		// The body is the response message as on the wire (what a receipt covers): an
+		// uncompressed length-prefixed ModelInferResponse.
+		var m pb.ModelInferResponse
+		if gr.Encoding != inference.EncodingGRPC || len(gr.Body) < 5 || gr.Body[0] != 0 || int(binary.BigEndian.Uint32(gr.Body[1:5])) != len(gr.Body)-5 {
+			t.Fatalf("%s: body (%s) is not one length-prefixed gRPC message: % x", name, gr.Encoding, gr.Body[:min(len(gr.Body), 8)])
+		}
+		if err := proto.Unmarshal(gr.Body[5:], &m); err != nil || m.GetModelName() != "chest-scan-classifier" {
+			t.Errorf("%s: body: %v, model %q", name, err, m.GetModelName())
 		}
 	}
 	// An unknown model is an *inference.Error naming the gRPC code.
