@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 
 	"github.com/countersign/countersign/attestation/attester"
+	"github.com/countersign/countersign/proxy/config"
 )
 
 // Settings is what a pod's annotations ask for, decoded and checked, with the injector's
@@ -29,8 +30,8 @@ type Settings struct {
 	// ConfigMap holding its CA ("" for the system roots).
 	AttestationURL   string
 	AttestationCAKey string
-	// SimMREnclave is the measurement a sim proxy claims ("" for the attester's default).
-	SimMREnclave string
+	// SimMREnclave is the measurement a sim proxy claims (zero for the attester's default).
+	SimMREnclave config.Measurement
 	// CPU, Memory and EPC size the proxy container (EPC only with the sgx attester).
 	CPU, Memory, EPC resource.Quantity
 	// AdminPort serves /readyz, /healthz and /metrics.

@@ -107,13 +107,6 @@ func validateAttester(errs *fieldErrors, p fieldPath, a *Attester) {
 		if a.SimPlatformKey == "" {
 			errs.add(p.child("simPlatformKey"), "required with type sim (make one with `proxy sim-platform-key --out FILE`)")
 		}
-		for _, m := range []struct{ field, v string }{{"mrenclave", a.SimIdentity.MREnclave}, {"mrsigner", a.SimIdentity.MRSigner}} {
-			if m.v != "" {
-				if _, err := attester.ParseMeasurement(m.v); err != nil {
-					errs.add(p.child("simIdentity").child(m.field), "%v", err)
-				}
-			}
-		}
 	case attester.NameSGX:
 		if a.SimPlatformKey != "" || a.SimIdentity != (SimIdentity{}) {
 			errs.add(p.child("simPlatformKey"), "sim settings given with type sgx")
