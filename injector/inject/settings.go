@@ -35,7 +35,7 @@ type Settings struct {
 	// CPU, Memory and EPC size the proxy container (EPC only with the sgx attester).
 	CPU, Memory, EPC resource.Quantity
 	// AdminPort serves /readyz, /healthz and /metrics.
-	AdminPort int
+	AdminPort uint16
 	// Inbound and Outbound are the explicit listeners, sorted by annotation.
 	Inbound  []Listener
 	Outbound []Listener
@@ -55,10 +55,10 @@ type Listener struct {
 	// Annotation is the annotation's key, for messages.
 	Annotation string
 	Name       string
-	Port       int
+	Port       uint16
 	Protocol   string
 	// Forward is the app's port (inbound only).
-	Forward int
+	Forward uint16
 	// Upstream is the peer proxy's host:port (outbound only).
 	Upstream string
 	// Identities are the callers allowed (inbound) or the identities the upstream must prove
@@ -74,15 +74,15 @@ type Transparent struct {
 	Inbound []TransparentListener
 	// ExcludeInboundPorts holds the admin port, the explicit inbound listeners' ports and the
 	// annotated ones, sorted and without duplicates.
-	ExcludeInboundPorts  []int
-	ExcludeOutboundPorts []int
+	ExcludeInboundPorts  []uint16
+	ExcludeOutboundPorts []uint16
 	ExcludeOutboundCIDRs []string
 }
 
 // TransparentListener is one transparent-inbound.countersign.dev/<name> annotation.
 type TransparentListener struct {
 	Name       string
-	Port       int
+	Port       uint16
 	Protocol   string
 	Identities []string
 }
@@ -188,7 +188,7 @@ func (c *Config) parsePolicyConfigMap(ann map[string]string) (string, error) {
 	return v, nil
 }
 
-func parseAdminPort(ann map[string]string) (int, error) {
+func parseAdminPort(ann map[string]string) (uint16, error) {
 	v, ok := ann[AnnotationAdminPort]
 	if !ok {
 		return DefaultAdminPort, nil

@@ -304,14 +304,14 @@ func validateTransparent(errs *fieldErrors, p fieldPath, t *Transparent, s *seen
 	for i, out := range t.Outbound {
 		f := p.child("outbound").index(i)
 		s.name(errs, f.child("name"), out.Name)
-		ap, err := netip.ParseAddrPort(out.Destination)
-		switch {
-		case err != nil:
-			errs.add(f.child("destination"), "%q is not ip:port", out.Destination)
+		switch ap := out.Destination; {
+		case !ap.IsValid():
+			errs.add(f.child("destination"), "required: ip:port")
 		case dsts[ap]:
-			errs.add(f.child("destination"), "%q is listed twice", out.Destination)
+			errs.add(f.child("destination"), "%q is listed twice", ap)
+		default:
+			dsts[ap] = true
 		}
-		dsts[ap] = true
 		validateProtocol(errs, f.child("protocol"), out.Protocol)
 		validateIdentities(errs, f.child("upstreamIdentity"), out.UpstreamIdentity, "the policy identities the upstream must prove")
 	}

@@ -74,8 +74,8 @@ func (s *Server) startTransparent(listen func(name, addr string) (net.Listener, 
 	static := map[netip.AddrPort]*transparent.ChanListener{}
 	for _, r := range t.Outbound {
 		cl := transparent.NewChanListener(outLn.Addr())
-		static[netip.MustParseAddrPort(r.Destination)] = cl
-		s.outbound(config.Outbound{Name: r.Name, Protocol: r.Protocol, Upstream: r.Destination, UpstreamIdentity: r.UpstreamIdentity, Authority: r.Authority}, cl)
+		static[r.Destination] = cl
+		s.outbound(config.Outbound{Name: r.Name, Protocol: r.Protocol, Upstream: r.Destination.String(), UpstreamIdentity: r.UpstreamIdentity, Authority: r.Authority}, cl)
 	}
 	var dynHTTP *transparent.ChanListener
 	if s.cp != nil {
