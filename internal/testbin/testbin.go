@@ -4,12 +4,12 @@
 package testbin
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -68,20 +68,25 @@ func goBuild(pkg string) (string, error) {
 	return bin, nil
 }
 
-// repoRoot is the directory of go.mod above the working directory.
+// repoRoot is the directory of the module's go.mod, as the go command finds it.
 func repoRoot() (string, error) {
-	d, err := os.Getwd()
-	if err != nil {
-		return "", err
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if gomod := strings.TrimSpace(string(out)); err == nil && gomod != "" && gomod != os.DevNull {
+		return filepath.Dir(gomod), nil
 	}
-	for {
-		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
-			return d, nil
+	return "", fmt.Errorf("testbin: no go.mod above the working directory (%v)", err)
+}
+
+// Link builds the main packages of bins (name -> package) and links each into dir by its name.
+func Link(dir string, bins map[string]string) error {
+	for name, pkg := range bins {
+		bin, err := Path(pkg)
+		if err == nil {
+			err = os.Symlink(bin, filepath.Join(dir, name))
 		}
-		parent := filepath.Dir(d)
-		if parent == d {
-			return "", errors.New("testbin: no go.mod above the working directory")
+		if err != nil {
+			return fmt.Errorf("build %s: %w", name, err)
 		}
-		d = parent
 	}
+	return nil
 }

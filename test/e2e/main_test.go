@@ -34,18 +34,12 @@ func run(m *testing.M) int {
 	defer os.RemoveAll(dir)
 	binDir = dir
 	fmt.Println("e2e: building attestation-service and proxy")
-	for name, pkg := range map[string]string{
+	if err := testbin.Link(dir, map[string]string{
 		"attestation-service": "./attestation/cmd/attestation-service",
 		"proxy":               "./proxy/cmd/proxy",
-	} {
-		bin, err := testbin.Path(pkg)
-		if err == nil {
-			err = os.Symlink(bin, filepath.Join(dir, name))
-		}
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "build %s: %v\n", name, err)
-			return 1
-		}
+	}); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
 	}
 	return m.Run()
 }

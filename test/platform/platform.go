@@ -62,21 +62,12 @@ func Binaries(t testing.TB) string {
 		if buildErr != nil {
 			return
 		}
-		for name, pkg := range map[string]string{
+		buildErr = testbin.Link(binDir, map[string]string{
 			"attestation-service": "./attestation/cmd/attestation-service",
 			"proxy":               "./proxy/cmd/proxy",
 			"inference-server":    "./inference-server/cmd/inference-server",
 			"records":             "./sample-apps/records/cmd/records",
-		} {
-			bin, err := testbin.Path(pkg)
-			if err == nil {
-				err = os.Symlink(bin, filepath.Join(binDir, name))
-			}
-			if err != nil {
-				buildErr = err
-				return
-			}
-		}
+		})
 	})
 	if buildErr != nil {
 		t.Fatal(buildErr)
