@@ -87,12 +87,6 @@ type NumericDate int64
 // Time converts d to a time.Time.
 func (d NumericDate) Time() time.Time { return time.Unix(int64(d), 0) }
 
-// NewNumericDate converts t (truncated to seconds).
-func NewNumericDate(t time.Time) *NumericDate {
-	d := NumericDate(t.Unix())
-	return &d
-}
-
 // UnmarshalJSON accepts only a JSON number.
 func (d *NumericDate) UnmarshalJSON(b []byte) error {
 	b = bytes.TrimSpace(b)

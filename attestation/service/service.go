@@ -232,9 +232,6 @@ func KeyID(cert *x509.Certificate) string {
 	return base64.RawURLEncoding.EncodeToString(sum[:])
 }
 
-// Issuer returns the configured issuer.
-func (s *Service) Issuer() string { return s.issuer }
-
 // KeyID returns the kid of the signing key.
 func (s *Service) KeyID() string { return s.kid }
 
@@ -318,8 +315,6 @@ type apiError struct {
 	msg    string
 	inner  *maa.InnerError
 }
-
-func (e *apiError) Error() string { return e.code + ": " + e.msg }
 
 func badRequest(code, format string, args ...any) *apiError {
 	return &apiError{status: http.StatusBadRequest, code: code, msg: fmt.Sprintf(format, args...)}

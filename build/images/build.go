@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
-	"sort"
 	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -490,14 +489,4 @@ func inferenceFiles(b *Builder, t *Tree) error {
 		return err
 	}
 	return t.AddDir(filepath.Join(b.Root, "inference-server/models"), "models", "inference-server/models", nil)
-}
-
-// SortedNames returns the results' names in order.
-func SortedNames(rs []Result) []string {
-	out := make([]string, len(rs))
-	for i, r := range rs {
-		out[i] = r.Name
-	}
-	sort.Strings(out)
-	return out
 }

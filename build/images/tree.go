@@ -151,16 +151,6 @@ func (t *Tree) AddDir(src, prefix, origin string, drop func(string) bool) error 
 	})
 }
 
-// Lookup returns the entry at p (no symlink following).
-func (t *Tree) Lookup(p string) (*Entry, bool) {
-	c, err := clean(p)
-	if err != nil {
-		return nil, false
-	}
-	e, ok := t.entries[c]
-	return e, ok
-}
-
 // Paths returns every path, sorted.
 func (t *Tree) Paths() []string {
 	out := make([]string, 0, len(t.entries))

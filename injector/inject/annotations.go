@@ -89,12 +89,12 @@ func annErr(ann, value, format string, args ...any) *Error {
 		Message: fmt.Sprintf("annotation %s=%q: %s", ann, v, fmt.Sprintf(format, args...))}
 }
 
-func parsePort(ann, value, field, s string) (int, error) {
-	p, err := strconv.Atoi(s)
-	if err != nil || p < 1 || p > 65535 {
+func parsePort(ann, value, field, s string) (uint16, error) {
+	p, err := strconv.ParseUint(s, 10, 16)
+	if err != nil || p < 1 {
 		return 0, annErr(ann, value, "%s %q is not a port (expected 1-65535)", field, s)
 	}
-	return p, nil
+	return uint16(p), nil
 }
 
 func parseProtocol(ann, value, s string) (string, error) {

@@ -255,17 +255,17 @@ func (c *Config) proxyConfig(s *Settings) *config.Config {
 	return pc
 }
 
-func hostPort(host string, port int) string { return host + ":" + strconv.Itoa(port) }
+func hostPort(host string, port uint16) string { return host + ":" + strconv.Itoa(int(port)) }
 
 var dnsLabelRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$`)
 
-func intstrPort(p int) intstr.IntOrString { return intstr.FromInt32(int32(p)) }
+func intstrPort(p uint16) intstr.IntOrString { return intstr.FromInt32(int32(p)) }
 
 // portConflicts refuses a pod whose containers already use a port the proxy listens on: they
 // share one network namespace.
 func portConflicts(pod *corev1.Pod, s *Settings) error {
-	owner := map[int]string{s.AdminPort: "the proxy's admin port (" + AnnotationAdminPort + ")"}
-	claim := func(port int, what string) error {
+	owner := map[int32]string{int32(s.AdminPort): "the proxy's admin port (" + AnnotationAdminPort + ")"}
+	claim := func(port int32, what string) error {
 		if prev, ok := owner[port]; ok {
 			return &Error{Reason: ReasonPortConflict, Message: fmt.Sprintf("port %d is used by both %s and %s", port, prev, what)}
 		}
@@ -273,12 +273,12 @@ func portConflicts(pod *corev1.Pod, s *Settings) error {
 		return nil
 	}
 	for p, what := range meshPorts(s) {
-		if err := claim(p, what); err != nil {
+		if err := claim(int32(p), what); err != nil {
 			return err
 		}
 	}
 	for _, l := range append(slices.Clip(s.Inbound), s.Outbound...) {
-		if err := claim(l.Port, "annotation "+l.Annotation); err != nil {
+		if err := claim(int32(l.Port), "annotation "+l.Annotation); err != nil {
 			return err
 		}
 	}
@@ -288,7 +288,7 @@ func portConflicts(pod *corev1.Pod, s *Settings) error {
 				continue
 			}
 			for _, p := range ctr.Ports {
-				if err := claim(int(p.ContainerPort), "container "+ctr.Name); err != nil {
+				if err := claim(p.ContainerPort, "container "+ctr.Name); err != nil {
 					return err
 				}
 			}

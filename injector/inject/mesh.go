@@ -8,8 +8,6 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
-	"sort"
-	"strconv"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -84,7 +82,7 @@ var transparentInboundFields = map[string]bool{"port": true, "protocol": true, "
 
 // parseTransparent reads the interception annotations; nil when interception is off. adminPort
 // and the explicit inbound listeners are excluded from inbound interception.
-func (c *Config) parseTransparent(ann map[string]string, adminPort int, inbound []Listener) (*Transparent, error) {
+func (c *Config) parseTransparent(ann map[string]string, adminPort uint16, inbound []Listener) (*Transparent, error) {
 	on, err := transparentEnabled(ann)
 	if err != nil {
 		return nil, err
@@ -126,7 +124,8 @@ func (c *Config) parseTransparent(ann map[string]string, adminPort int, inbound 
 		}
 		t.ExcludeInboundPorts = append(t.ExcludeInboundPorts, ps...)
 	}
-	t.ExcludeInboundPorts = dedupInts(t.ExcludeInboundPorts)
+	slices.Sort(t.ExcludeInboundPorts)
+	t.ExcludeInboundPorts = slices.Compact(t.ExcludeInboundPorts)
 	for _, in := range t.Inbound {
 		if slices.Contains(t.ExcludeInboundPorts, in.Port) {
 			return nil, &Error{Reason: ReasonPortConflict, Message: fmt.Sprintf(
@@ -185,14 +184,14 @@ func (c *Config) meshConfig(s *Settings, pc *config.Config) {
 	if t := s.Transparent; t != nil {
 		ct := &config.Transparent{
 			ProxyUID:             config.DefaultProxyUID,
-			ExcludeInboundPorts:  t.ExcludeInboundPorts,
-			ExcludeOutboundPorts: t.ExcludeOutboundPorts,
+			ExcludeInboundPorts:  ints(t.ExcludeInboundPorts),
+			ExcludeOutboundPorts: ints(t.ExcludeOutboundPorts),
 			ExcludeOutboundCIDRs: t.ExcludeOutboundCIDRs,
 		}
 		for _, l := range t.Inbound {
 			ct.Inbound = append(ct.Inbound, config.TransparentInbound{
 				Name:     "t-" + l.Name,
-				Port:     l.Port,
+				Port:     int(l.Port),
 				Protocol: l.Protocol,
 				Allow:    l.Identities,
 			})
@@ -211,8 +210,8 @@ func (c *Config) meshConfig(s *Settings, pc *config.Config) {
 	}
 }
 
-func parsePortList(ann, v string) ([]int, error) {
-	var out []int
+func parsePortList(ann, v string) ([]uint16, error) {
+	var out []uint16
 	for _, s := range strings.Split(v, ",") {
 		p, err := parsePort(ann, v, "port", strings.TrimSpace(s))
 		if err != nil {
@@ -223,32 +222,27 @@ func parsePortList(ann, v string) ([]int, error) {
 	return out, nil
 }
 
-func dedupInts(l []int) []int {
-	sort.Ints(l)
-	out := l[:0]
-	for i, v := range l {
-		if i == 0 || v != l[i-1] {
-			out = append(out, v)
-		}
+// ints is the proxy configuration's form of a port list.
+func ints(ports []uint16) []int {
+	if ports == nil {
+		return nil
+	}
+	out := make([]int, len(ports))
+	for i, p := range ports {
+		out[i] = int(p)
 	}
 	return out
 }
 
 // meshPorts are the ports transparent mode makes the proxy listen on, for portConflicts.
-func meshPorts(s *Settings) map[int]string {
+func meshPorts(s *Settings) map[uint16]string {
 	if s.Transparent == nil {
 		return nil
 	}
-	return map[int]string{
-		listenPort(config.DefaultInboundListen):  "the proxy's inbound interception port (" + AnnotationTransparent + ")",
-		listenPort(config.DefaultOutboundListen): "the proxy's outbound interception port (" + AnnotationTransparent + ")",
+	return map[uint16]string{
+		config.DefaultInboundPort:  "the proxy's inbound interception port (" + AnnotationTransparent + ")",
+		config.DefaultOutboundPort: "the proxy's outbound interception port (" + AnnotationTransparent + ")",
 	}
-}
-
-// listenPort is the port of a host:port the injector wrote itself.
-func listenPort(addr string) int {
-	p, _ := strconv.Atoi(addr[strings.LastIndexByte(addr, ':')+1:])
-	return p
 }
 
 // checkAppUID refuses a transparent pod whose app could run as the proxy's UID: its traffic

@@ -12,6 +12,8 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/countersign/countersign/proxy/config"
 )
 
 const (
@@ -39,22 +41,23 @@ const (
 
 var (
 	configMapKeyRE = regexp.MustCompile(`^[-._a-zA-Z0-9]{1,253}$`)
-	hex64RE        = regexp.MustCompile(`^[0-9a-fA-F]{64}$`)
 )
 
-// parseSimMREnclave returns the measurement a sim proxy claims ("" for the attester's default).
-func parseSimMREnclave(ann map[string]string, att string) (string, error) {
+// parseSimMREnclave returns the measurement a sim proxy claims (zero for the attester's
+// default).
+func parseSimMREnclave(ann map[string]string, att string) (config.Measurement, error) {
 	v, ok := ann[AnnotationSimMREnclave]
 	if !ok {
-		return "", nil
+		return config.Measurement{}, nil
 	}
 	if att != "sim" {
-		return "", annErr(AnnotationSimMREnclave, v, "only meaningful with %s=sim (this pod uses the %s attester, whose enclave is measured by the hardware)", AnnotationAttester, att)
+		return config.Measurement{}, annErr(AnnotationSimMREnclave, v, "only meaningful with %s=sim (this pod uses the %s attester, whose enclave is measured by the hardware)", AnnotationAttester, att)
 	}
-	if !hex64RE.MatchString(v) {
-		return "", annErr(AnnotationSimMREnclave, v, "not an MRENCLAVE (expected 64 hex digits)")
+	m, err := config.ParseMeasurement(v)
+	if err != nil {
+		return config.Measurement{}, annErr(AnnotationSimMREnclave, v, "not an MRENCLAVE (expected 64 hex digits)")
 	}
-	return strings.ToLower(v), nil
+	return m, nil
 }
 
 // parseAttestationService returns the attestation service URL for the pod's proxy and the key

@@ -135,7 +135,11 @@ func TestInjectSimMREnclave(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := pc.Attester.SimIdentity.MREnclave; got != tc.want {
+			got := ""
+			if m := pc.Attester.SimIdentity.MREnclave; !m.IsZero() {
+				got = m.String()
+			}
+			if got != tc.want {
 				t.Errorf("simIdentity.mrenclave %q, want %q", got, tc.want)
 			}
 		})

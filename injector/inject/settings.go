@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 
 	"github.com/countersign/countersign/attestation/attester"
+	"github.com/countersign/countersign/proxy/config"
 )
 
 // Settings is what a pod's annotations ask for, decoded and checked, with the injector's
@@ -29,12 +30,12 @@ type Settings struct {
 	// ConfigMap holding its CA ("" for the system roots).
 	AttestationURL   string
 	AttestationCAKey string
-	// SimMREnclave is the measurement a sim proxy claims ("" for the attester's default).
-	SimMREnclave string
+	// SimMREnclave is the measurement a sim proxy claims (zero for the attester's default).
+	SimMREnclave config.Measurement
 	// CPU, Memory and EPC size the proxy container (EPC only with the sgx attester).
 	CPU, Memory, EPC resource.Quantity
 	// AdminPort serves /readyz, /healthz and /metrics.
-	AdminPort int
+	AdminPort uint16
 	// Inbound and Outbound are the explicit listeners, sorted by annotation.
 	Inbound  []Listener
 	Outbound []Listener
@@ -54,10 +55,10 @@ type Listener struct {
 	// Annotation is the annotation's key, for messages.
 	Annotation string
 	Name       string
-	Port       int
+	Port       uint16
 	Protocol   string
 	// Forward is the app's port (inbound only).
-	Forward int
+	Forward uint16
 	// Upstream is the peer proxy's host:port (outbound only).
 	Upstream string
 	// Identities are the callers allowed (inbound) or the identities the upstream must prove
@@ -73,15 +74,15 @@ type Transparent struct {
 	Inbound []TransparentListener
 	// ExcludeInboundPorts holds the admin port, the explicit inbound listeners' ports and the
 	// annotated ones, sorted and without duplicates.
-	ExcludeInboundPorts  []int
-	ExcludeOutboundPorts []int
+	ExcludeInboundPorts  []uint16
+	ExcludeOutboundPorts []uint16
 	ExcludeOutboundCIDRs []string
 }
 
 // TransparentListener is one transparent-inbound.countersign.dev/<name> annotation.
 type TransparentListener struct {
 	Name       string
-	Port       int
+	Port       uint16
 	Protocol   string
 	Identities []string
 }
@@ -187,7 +188,7 @@ func (c *Config) parsePolicyConfigMap(ann map[string]string) (string, error) {
 	return v, nil
 }
 
-func parseAdminPort(ann map[string]string) (int, error) {
+func parseAdminPort(ann map[string]string) (uint16, error) {
 	v, ok := ann[AnnotationAdminPort]
 	if !ok {
 		return DefaultAdminPort, nil

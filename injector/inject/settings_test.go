@@ -34,7 +34,7 @@ func TestParseSettings(t *testing.T) {
 	if tr == nil || len(tr.Inbound) != 2 || tr.Inbound[0].Name != "api" || tr.Inbound[0].Port != 8080 {
 		t.Fatalf("transparent %+v", tr)
 	}
-	if want := []int{8443, 9000, 16020}; !reflect.DeepEqual(tr.ExcludeInboundPorts, want) {
+	if want := []uint16{8443, 9000, 16020}; !reflect.DeepEqual(tr.ExcludeInboundPorts, want) {
 		t.Errorf("excluded inbound ports %v, want %v", tr.ExcludeInboundPorts, want)
 	}
 	if !reflect.DeepEqual(s.XDSUpstreamIdentities, []string{"redis", "inference"}) {

@@ -128,8 +128,12 @@ identities:
 }
 
 func (e *meshEnv) cfg(id, mr string) *config.Config {
+	m, err := config.ParseMeasurement(mr)
+	if err != nil {
+		panic(err)
+	}
 	return &config.Config{
-		Attester:           config.Attester{Type: "sim", SimPlatformKey: e.svc.PlatformKeyFile, SimIdentity: config.SimIdentity{MREnclave: mr}},
+		Attester:           config.Attester{Type: "sim", SimPlatformKey: e.svc.PlatformKeyFile, SimIdentity: config.SimIdentity{MREnclave: m}},
 		AttestationService: config.AttestationService{URL: e.svc.URL, CAFile: e.svc.CAFile},
 		PolicyFile:         e.policy, Identity: id, Admin: config.Admin{Listen: "127.0.0.1:0"},
 		Refresh: config.Refresh{MinBackoff: config.Duration(100 * time.Millisecond), MaxBackoff: config.Duration(300 * time.Millisecond)},

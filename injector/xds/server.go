@@ -159,17 +159,6 @@ func nodeInfo(n *corev3.Node) (xdsmeta.NodeInfo, bool, string) {
 // Addr is the bound gRPC address.
 func (s *Server) Addr() string { return s.ln.Addr().String() }
 
-// Version is the current generation: the sequence number and the digest prefix of the whole
-// translation ("" before the first). Each proxy's view carries its own version, derived from it.
-func (s *Server) Version() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.res == nil {
-		return ""
-	}
-	return strconv.FormatUint(s.seq, 10) + "-" + s.digest[:12]
-}
-
 // Run starts the informers and serves until ctx ends.
 func (s *Server) Run(ctx context.Context) error {
 	f := informers.NewSharedInformerFactoryWithOptions(s.cfg.Client, 0, informers.WithNamespace(s.cfg.Namespace))

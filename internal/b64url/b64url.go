@@ -42,6 +42,3 @@ func Decode(dst, src []byte) (int, error) {
 	}
 	return n, nil
 }
-
-// EncodeToString encodes b canonically.
-func EncodeToString(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }

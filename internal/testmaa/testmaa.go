@@ -9,7 +9,6 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
-	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/base64"
@@ -210,11 +209,4 @@ func Encode(v any) string {
 		panic(err)
 	}
 	return base64.RawURLEncoding.EncodeToString(b)
-}
-
-// TLSConfig returns a client TLS config trusting the server.
-func (is *Issuer) TLSConfig() *tls.Config {
-	pool := x509.NewCertPool()
-	pool.AddCert(is.Server.Certificate())
-	return &tls.Config{RootCAs: pool}
 }

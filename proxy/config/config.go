@@ -76,10 +76,10 @@ type Attester struct {
 
 // SimIdentity is what a simulated enclave claims; empty fields get the sim attester's defaults.
 type SimIdentity struct {
-	MREnclave string `json:"mrenclave,omitempty"`
-	MRSigner  string `json:"mrsigner,omitempty"`
-	ProductID uint16 `json:"productId,omitempty"`
-	SVN       uint16 `json:"svn,omitempty"`
+	MREnclave Measurement `json:"mrenclave,omitzero"`
+	MRSigner  Measurement `json:"mrsigner,omitzero"`
+	ProductID uint16      `json:"productId,omitempty"`
+	SVN       uint16      `json:"svn,omitempty"`
 }
 
 // AttestationService is where tokens come from.

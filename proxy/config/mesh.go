@@ -2,6 +2,7 @@ package config
 
 import (
 	"net"
+	"net/netip"
 	"time"
 )
 
@@ -41,10 +42,10 @@ type TransparentInbound struct {
 // TransparentOutbound routes connections to Destination (ip:port) to the upstream proxy at
 // the same address over attested mTLS (the upstream's inbound interception catches it).
 type TransparentOutbound struct {
-	Name             string   `json:"name"`
-	Destination      string   `json:"destination"`
-	Protocol         string   `json:"protocol"`
-	UpstreamIdentity []string `json:"upstreamIdentity"`
+	Name             string         `json:"name"`
+	Destination      netip.AddrPort `json:"destination"`
+	Protocol         string         `json:"protocol"`
+	UpstreamIdentity []string       `json:"upstreamIdentity"`
 	// Authority is the Host sent upstream (http); default the destination.
 	Authority string `json:"authority,omitempty"`
 }
@@ -74,11 +75,13 @@ type XDS struct {
 	MaxBackoff Duration `json:"maxBackoff,omitempty"`
 }
 
-// Defaults of the mesh sections.
+// Defaults of the mesh sections; the ports are those of the listen addresses.
 const (
-	DefaultInboundListen  = "0.0.0.0:15006"
-	DefaultOutboundListen = "127.0.0.1:15001"
-	DefaultProxyUID       = 1337
+	DefaultInboundListen         = "0.0.0.0:15006"
+	DefaultOutboundListen        = "127.0.0.1:15001"
+	DefaultInboundPort    uint16 = 15006
+	DefaultOutboundPort   uint16 = 15001
+	DefaultProxyUID              = 1337
 )
 
 func (c *Config) setMeshDefaults() {

@@ -24,6 +24,8 @@ func TestStrictDecodingNamesFieldAndValue(t *testing.T) {
 		"simPlatformKey number":     {"simPlatformKey: platform.pem", "simPlatformKey: 42", []string{"attester.simPlatformKey", "42", "a string"}},
 		"simPlatformKey list":       {"simPlatformKey: platform.pem", "simPlatformKey: [a]", []string{"attester.simPlatformKey", `["a"]`, "a string"}},
 		"mrenclave as a number":     {"simPlatformKey: platform.pem", "simPlatformKey: platform.pem, simIdentity: {mrenclave: 1234}", []string{"attester.simIdentity.mrenclave", "1234", "a string"}},
+		"mrenclave not hex":         {"simPlatformKey: platform.pem", "simPlatformKey: platform.pem, simIdentity: {mrenclave: xyz}", []string{"attester.simIdentity.mrenclave", `"xyz"`, "64 hex digits"}},
+		"mrsigner too short":        {"simPlatformKey: platform.pem", `simPlatformKey: platform.pem, simIdentity: {mrsigner: "00"}`, []string{"attester.simIdentity.mrsigner", `"00"`, "64 hex digits"}},
 		"allow not a list":          {"allow: [portal]", "allow: {a: b}", []string{"inbound[0].allow", "an object", "a list of strings"}},
 		"http attestation service":  {`url: "https://127.0.0.1:8443"`, `url: "http://127.0.0.1:8443"`, []string{"attestationService.url", "http://127.0.0.1:8443", "https://"}},
 		"attestation url with path": {`url: "https://127.0.0.1:8443"`, `url: "https://127.0.0.1:8443/x"`, []string{"attestationService.url"}},

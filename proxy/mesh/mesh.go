@@ -72,16 +72,11 @@ type handlerKey struct {
 	checker                            attestedtls.Checker
 }
 
-// New validates the xds section of the configuration and builds the client; it registers the
+// New builds the client for the xds section of the configuration (config.CheckPolicy has
+// checked its identities against the policy); it registers the
 // xDS counters with the proxy's registry.
 func New(c Config) (*Mesh, error) {
 	x := c.Proxy.XDS
-	eng := c.Engine
-	for i, id := range x.UpstreamIdentities {
-		if eng.Policy.Identities[id] == nil {
-			return nil, fmt.Errorf("xds.upstreamIdentities[%d]: identity %q is not in the policy (%v)", i, id, eng.Policy.IdentityNames())
-		}
-	}
 	tlsCfg, err := clientTLS(x)
 	if err != nil {
 		return nil, err
@@ -101,7 +96,7 @@ func New(c Config) (*Mesh, error) {
 	connected := prometheus.NewGauge(prometheus.GaugeOpts{Name: "countersign_xds_connected", Help: "1 while a stream to the control plane is up."})
 	c.Metrics.Registry.MustRegister(updates, connected)
 	m.xds, err = xdsclient.New(xdsclient.Config{
-		Server: x.Server, TLS: tlsCfg, NodeID: x.NodeID, Floor: eng, Logger: c.Logger, Node: node,
+		Server: x.Server, TLS: tlsCfg, NodeID: x.NodeID, Floor: c.Engine, Logger: c.Logger, Node: node,
 		Inbound: func(port uint16) (string, []string, bool) {
 			in, ok := m.inbound[port]
 			return in.Name, in.Allow, ok

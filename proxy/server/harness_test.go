@@ -115,8 +115,12 @@ func write(t testing.TB, path, s string) {
 
 // cfg returns a proxy configuration for identity name claiming measurement mr.
 func (e *env) cfg(name, mr string) *config.Config {
+	m, err := config.ParseMeasurement(mr)
+	if err != nil {
+		panic(err)
+	}
 	c := &config.Config{
-		Attester:           config.Attester{Type: "sim", SimPlatformKey: e.platform, SimIdentity: config.SimIdentity{MREnclave: mr}},
+		Attester:           config.Attester{Type: "sim", SimPlatformKey: e.platform, SimIdentity: config.SimIdentity{MREnclave: m}},
 		AttestationService: config.AttestationService{URL: e.url, CAFile: e.caFile},
 		PolicyFile:         e.policy,
 		Identity:           name,

@@ -6,7 +6,6 @@ package server
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -32,29 +31,6 @@ func listenPort(ln net.Listener) uint16 {
 		return uint16(a.Port)
 	}
 	return 0
-}
-
-// checkTransparent checks that the transparent routes name identities of the policy.
-func (s *Server) checkTransparent() error {
-	t := s.cfg.Transparent
-	if t == nil {
-		return nil
-	}
-	var errs []error
-	check := func(field string, ids []string) {
-		for _, id := range ids {
-			if s.Engine.Policy.Identities[id] == nil {
-				errs = append(errs, fmt.Errorf("%s: identity %q is not in the policy (%v)", field, id, s.Engine.Policy.IdentityNames()))
-			}
-		}
-	}
-	for i, in := range t.Inbound {
-		check(fmt.Sprintf("transparent.inbound[%d].allow", i), in.Allow)
-	}
-	for i, out := range t.Outbound {
-		check(fmt.Sprintf("transparent.outbound[%d].upstreamIdentity", i), out.UpstreamIdentity)
-	}
-	return errors.Join(errs...)
 }
 
 // startTransparent binds the transparent listeners; listen records each for cleanup on
@@ -98,8 +74,8 @@ func (s *Server) startTransparent(listen func(name, addr string) (net.Listener, 
 	static := map[netip.AddrPort]*transparent.ChanListener{}
 	for _, r := range t.Outbound {
 		cl := transparent.NewChanListener(outLn.Addr())
-		static[netip.MustParseAddrPort(r.Destination)] = cl
-		s.outbound(config.Outbound{Name: r.Name, Protocol: r.Protocol, Upstream: r.Destination, UpstreamIdentity: r.UpstreamIdentity, Authority: r.Authority}, cl)
+		static[r.Destination] = cl
+		s.outbound(config.Outbound{Name: r.Name, Protocol: r.Protocol, Upstream: r.Destination.String(), UpstreamIdentity: r.UpstreamIdentity, Authority: r.Authority}, cl)
 	}
 	var dynHTTP *transparent.ChanListener
 	if s.cp != nil {

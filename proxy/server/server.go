@@ -108,23 +108,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("policyFile: %w", err)
 	}
-	check := func(field string, ids []string) error {
-		for _, id := range ids {
-			if _, ok := p.Identities[id]; !ok {
-				return fmt.Errorf("%s: identity %q is not in the policy (%v)", field, id, p.IdentityNames())
-			}
-		}
-		return nil
-	}
-	var errs []error
-	errs = append(errs, check("identity", []string{cfg.Identity}), check("chain.identities", cfg.Chain.Identities))
-	for i, in := range cfg.Inbound {
-		errs = append(errs, check(fmt.Sprintf("inbound[%d].allow", i), in.Allow))
-	}
-	for i, out := range cfg.Outbound {
-		errs = append(errs, check(fmt.Sprintf("outbound[%d].upstreamIdentity", i), out.UpstreamIdentity))
-	}
-	if err := errors.Join(errs...); err != nil {
+	if err := cfg.CheckPolicy(p); err != nil {
 		return nil, err
 	}
 	eng, err := policy.NewEngine(p, log, func(c *token.Config) {
@@ -138,13 +122,8 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	}
 	a := opts.Attester
 	if a == nil {
-		id := attester.SimIdentity{ProductID: cfg.Attester.SimIdentity.ProductID, SVN: cfg.Attester.SimIdentity.SVN}
-		if s := cfg.Attester.SimIdentity.MREnclave; s != "" {
-			id.MREnclave, _ = attester.ParseMeasurement(s)
-		}
-		if s := cfg.Attester.SimIdentity.MRSigner; s != "" {
-			id.MRSigner, _ = attester.ParseMeasurement(s)
-		}
+		sim := cfg.Attester.SimIdentity
+		id := attester.SimIdentity{MREnclave: sim.MREnclave, MRSigner: sim.MRSigner, ProductID: sim.ProductID, SVN: sim.SVN}
 		a, err = attester.New(cfg.Attester.Type, attester.Options{SimPlatformKey: cfg.Attester.SimPlatformKey, SimIdentity: id})
 		if err != nil {
 			return nil, fmt.Errorf("attester: %w", err)
@@ -182,9 +161,6 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 			},
 		},
 		Forwarded: chain.NewTTLSet[string, *chain.Chain](1 << 16),
-	}
-	if err := s.checkTransparent(); err != nil {
-		return nil, err
 	}
 	if cfg.XDS != nil {
 		if s.cp, err = s.newControlPlane(); err != nil {

@@ -36,6 +36,7 @@ import (
 
 	"github.com/countersign/countersign/attestation/quote"
 	"github.com/countersign/countersign/attestation/service"
+	"github.com/countersign/countersign/internal/testbin"
 	"github.com/countersign/countersign/proxy/chain"
 	"github.com/countersign/countersign/proxy/httpproxy"
 	"github.com/countersign/countersign/proxy/transparent"
@@ -229,14 +230,9 @@ func selfSigned(t *testing.T, ip string) (tls.Certificate, []byte) {
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: k}, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }
 
-func buildProxy(t *testing.T, dir string) string {
+func buildProxy(t *testing.T, _ string) string {
 	t.Helper()
-	bin := filepath.Join(dir, "proxy")
-	cmd := exec.Command("go", "build", "-o", bin, "github.com/countersign/countersign/proxy/cmd/proxy")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build proxy: %v\n%s", err, out)
-	}
-	return bin
+	return testbin.Build(t, "./proxy/cmd/proxy")
 }
 
 func TestTransparentInterceptionNetns(t *testing.T) {

@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/countersign/countersign/internal/testbin"
 )
 
 var binDir string
@@ -32,16 +34,12 @@ func run(m *testing.M) int {
 	defer os.RemoveAll(dir)
 	binDir = dir
 	fmt.Println("e2e: building attestation-service and proxy")
-	for name, pkg := range map[string]string{
-		"attestation-service": "github.com/countersign/countersign/attestation/cmd/attestation-service",
-		"proxy":               "github.com/countersign/countersign/proxy/cmd/proxy",
-	} {
-		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, name), pkg)
-		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-		if err := cmd.Run(); err != nil {
-			fmt.Fprintf(os.Stderr, "build %s: %v\n", name, err)
-			return 1
-		}
+	if err := testbin.Link(dir, map[string]string{
+		"attestation-service": "./attestation/cmd/attestation-service",
+		"proxy":               "./proxy/cmd/proxy",
+	}); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
 	}
 	return m.Run()
 }

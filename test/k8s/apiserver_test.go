@@ -5,10 +5,10 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"github.com/countersign/countersign/internal/testbin"
 	"github.com/countersign/countersign/internal/testnet"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -60,15 +60,9 @@ func buildInjector(t *testing.T) string { return goBuild(t, "injector", "./injec
 // goBuild builds a main package of the repository into the test's temporary directory.
 func goBuild(t *testing.T, name, pkg string) string {
 	t.Helper()
-	root, err := kubetest.RepoRoot()
+	bin, err := testbin.Path(pkg)
 	if err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(t.TempDir(), name)
-	cmd := exec.Command("go", "build", "-o", bin, pkg)
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build %s: %v\n%s", name, err, out)
+		t.Fatalf("build %s: %v", name, err)
 	}
 	return bin
 }

@@ -648,8 +648,8 @@ func checkProxyWouldStart(t *testing.T, c *kubetest.Cluster, p *corev1.Pod) {
 			t.Fatalf("pod %s: %v", p.Name, err)
 		}
 		id, ok := pol.Identities[cfg.Identity]
-		mr := cfg.Attester.SimIdentity.MREnclave
-		if !ok || mr == "" || !slices.ContainsFunc(id.MREnclave, func(m string) bool { return strings.EqualFold(m, mr) }) {
+		mr := cfg.Attester.SimIdentity.MREnclave.String()
+		if !ok || cfg.Attester.SimIdentity.MREnclave.IsZero() || !slices.ContainsFunc(id.MREnclave, func(m string) bool { return strings.EqualFold(m, mr) }) {
 			t.Errorf("pod %s: sim proxy claims mrenclave %q, which the policy's identity %s does not list", p.Name, mr, cfg.Identity)
 		}
 	}

@@ -6,7 +6,6 @@
 package platform
 
 import (
-	"bufio"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -19,6 +18,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"github.com/countersign/countersign/internal/testbin"
 	"github.com/countersign/countersign/internal/testnet"
 	"math/big"
 	"net"
@@ -62,19 +62,12 @@ func Binaries(t testing.TB) string {
 		if buildErr != nil {
 			return
 		}
-		for name, pkg := range map[string]string{
+		buildErr = testbin.Link(binDir, map[string]string{
 			"attestation-service": "./attestation/cmd/attestation-service",
 			"proxy":               "./proxy/cmd/proxy",
 			"inference-server":    "./inference-server/cmd/inference-server",
 			"records":             "./sample-apps/records/cmd/records",
-		} {
-			cmd := exec.Command("go", "build", "-o", filepath.Join(binDir, name), pkg)
-			cmd.Dir = RepoRoot()
-			if out, err := cmd.CombinedOutput(); err != nil {
-				buildErr = fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
-				return
-			}
-		}
+		})
 	})
 	if buildErr != nil {
 		t.Fatal(buildErr)
@@ -406,9 +399,6 @@ func (p *Platform) waitHTTP(name, url string, c *http.Client) {
 	}
 }
 
-// WaitReady waits until url answers 200.
-func (p *Platform) WaitReady(name, url string) { p.waitHTTP(name, url, http.DefaultClient) }
-
 func (p *Platform) waitTCP(name, a string) {
 	p.t.Helper()
 	for i := 0; ; i++ {
@@ -493,19 +483,4 @@ func selfSigned(t testing.TB, certFile, keyFile string) *x509.Certificate {
 	write(t, keyFile, string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kb})))
 	c, _ := x509.ParseCertificate(der)
 	return c
-}
-
-// ReadLines returns a file's lines (for logs).
-func ReadLines(path string) []string {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil
-	}
-	defer f.Close()
-	var out []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		out = append(out, sc.Text())
-	}
-	return out
 }
