@@ -30,9 +30,6 @@ type Service struct {
 	codec *codec // nil: requests were decoded by the default codec
 }
 
-// NewService returns the service for srv.
-func NewService(srv *server.Server) *Service { return &Service{srv: srv} }
-
 // Options bound a gRPC server. Zero fields take the defaults in parentheses.
 type Options struct {
 	MaxRecvMsgBytes      int           // largest request message; set it to the REST body limit (8 MiB)

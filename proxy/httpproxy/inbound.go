@@ -135,23 +135,7 @@ func (h *Inbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.d.Reject(w, r, h.cfg.Name, http.StatusForbidden, asRejection(err, attestedtls.CodeNotAttested))
 		return
 	}
-	rec := attestedtls.RecordedFrom(ctx)
-	var self chain.Self
-	if rec != nil {
-		if c := rec.Cert(); c != nil && c.Leaf != nil {
-			// Usually the certificate presented is the identity's current one, whose token and
-			// key are at hand; after a refresh an older connection still signs with its own.
-			if cur := h.d.Identity.Current(); cur != nil && &cur.Cert == c {
-				self = selfFromCert(cur)
-			} else {
-				tok, terr := attestedtls.TokenFromCertificate(c.Leaf)
-				key, ok := c.PrivateKey.(*ecdsa.PrivateKey)
-				if terr == nil && ok {
-					self = chain.Self{Key: key, Token: tok}
-				}
-			}
-		}
-	}
+	self := h.connSelf(ctx)
 	if self.Key == nil {
 		h.d.Reject(w, r, h.cfg.Name, http.StatusServiceUnavailable, attestation.Rejectf(CodeNoIdentity, "cannot tell which certificate this connection presented"))
 		return
@@ -213,4 +197,28 @@ func (h *Inbound) modifyResponse(resp *http.Response) error {
 	resp.Header.Set(chain.HeaderCountersig, cs)
 	setBody(resp, b)
 	return nil
+}
+
+// connSelf is what this proxy signs with on the connection of ctx: the certificate it presented
+// there (recorded at the handshake), or a zero Self when that cannot be told.
+func (h *Inbound) connSelf(ctx context.Context) chain.Self {
+	rec := attestedtls.RecordedFrom(ctx)
+	if rec == nil {
+		return chain.Self{}
+	}
+	c := rec.Cert()
+	if c == nil || c.Leaf == nil {
+		return chain.Self{}
+	}
+	// Usually the certificate presented is the identity's current one, whose token and key are
+	// at hand; after a refresh an older connection still signs with its own.
+	if cur := h.d.Identity.Current(); cur != nil && &cur.Cert == c {
+		return selfFromCert(cur)
+	}
+	tok, terr := attestedtls.TokenFromCertificate(c.Leaf)
+	key, ok := c.PrivateKey.(*ecdsa.PrivateKey)
+	if terr != nil || !ok {
+		return chain.Self{}
+	}
+	return chain.Self{Key: key, Token: tok}
 }

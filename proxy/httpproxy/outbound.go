@@ -162,11 +162,7 @@ func (o *Outbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// handed it to the app; anything else is dropped (and counted), never forwarded.
 	var prev *chain.Chain
 	if vals := r.Header.Values(chain.HeaderChain); len(vals) > 0 {
-		if len(vals) == 1 && len(vals[0]) <= o.d.Chain.MaxBytes {
-			if parts, err := chain.Split(vals[0], o.d.Chain.MaxHops); err == nil {
-				prev, _ = o.d.Forwarded.Get(chain.Digest(parts[len(parts)-1]), now)
-			}
-		}
+		prev = o.forwarded(vals, now)
 		if prev == nil {
 			o.d.Logger.Warn("dropping a chain header from the app that this proxy did not hand it", "listener", o.cfg.Name)
 			o.d.Metrics.Reject(o.cfg.Name, CodeChainForged)
@@ -175,14 +171,10 @@ func (o *Outbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	// Only the exact spelling asks for a receipt; variants are dropped below with the rest.
-	wantReceipt := false
-	if vals, ok := r.Header[chain.HeaderWantReceipt]; ok {
-		if len(vals) != 1 || vals[0] != chain.ReceiptInline {
-			o.d.Reject(w, r, o.cfg.Name, http.StatusBadRequest, attestation.Reject(CodeWantReceipt, chain.HeaderWantReceipt, fmt.Sprintf("%q", vals), fmt.Sprintf("one value, %q", chain.ReceiptInline)))
-			return
-		}
-		wantReceipt = true
+	wantReceipt, rej := wantsReceipt(r)
+	if rej != nil {
+		o.d.Reject(w, r, o.cfg.Name, http.StatusBadRequest, rej)
+		return
 	}
 	o.d.variantsDropped(o.cfg.Name, "request", deleteOurs(r.Header))
 	h2 := config.IsHTTP2(o.cfg.Protocol)
@@ -333,4 +325,31 @@ func (o *Outbound) checkCountersig(enc string, st *outState, peerTok string, pk 
 		return chain.CheckCountersigChannel(enc, st.entryDigest, peerTok, resp)
 	}
 	return chain.VerifyCountersig(enc, st.entryDigest, peerTok, pk, resp)
+}
+
+// wantsReceipt reads Countersign-Want-Receipt: only the exact spelling asks (variants are
+// dropped with the rest of ours), and only with the one value "inline".
+func wantsReceipt(r *http.Request) (bool, *attestation.Rejection) {
+	vals, ok := r.Header[chain.HeaderWantReceipt]
+	if !ok {
+		return false, nil
+	}
+	if len(vals) != 1 || vals[0] != chain.ReceiptInline {
+		return false, attestation.Reject(CodeWantReceipt, chain.HeaderWantReceipt, fmt.Sprintf("%q", vals), fmt.Sprintf("one value, %q", chain.ReceiptInline))
+	}
+	return true, nil
+}
+
+// forwarded is the chain the app passed (the values of its Countersign-Chain header) if this
+// proxy's inbound side handed it that chain and its request is still in flight, else nil.
+func (o *Outbound) forwarded(vals []string, now time.Time) *chain.Chain {
+	if len(vals) != 1 || len(vals[0]) > o.d.Chain.MaxBytes {
+		return nil
+	}
+	parts, err := chain.Split(vals[0], o.d.Chain.MaxHops)
+	if err != nil {
+		return nil
+	}
+	prev, _ := o.d.Forwarded.Get(chain.Digest(parts[len(parts)-1]), now)
+	return prev
 }
