@@ -97,14 +97,29 @@ func parsePort(ann, value, field, s string) (uint16, error) {
 	return uint16(p), nil
 }
 
+// parseProtocol reads a transparent route's protocol: http or tcp.
 func parseProtocol(ann, value, s string) (string, error) {
 	switch s {
 	case "http", "tcp":
 		return s, nil
 	case "":
 		return "", annErr(ann, value, "protocol is required (expected http or tcp)")
+	case "http2", "grpc":
+		return "", annErr(ann, value, "protocol %q (expected http or tcp: http2 and grpc need an inbound.countersign.dev or outbound.countersign.dev listener)", s)
 	}
 	return "", annErr(ann, value, "protocol %q (expected http or tcp)", s)
+}
+
+// parseListenerProtocol reads an explicit listener's protocol: http, http2, grpc or tcp
+// (docs/proxy-config.md).
+func parseListenerProtocol(ann, value, s string) (string, error) {
+	switch s {
+	case "http", "http2", "grpc", "tcp":
+		return s, nil
+	case "":
+		return "", annErr(ann, value, "protocol is required (expected http, http2, grpc or tcp)")
+	}
+	return "", annErr(ann, value, "protocol %q (expected http, http2, grpc or tcp)", s)
 }
 
 func parseIdentities(ann, value, field, s string) ([]string, error) {
@@ -172,7 +187,7 @@ func parseListener(k, v string) (Listener, error) {
 	if l.Port, err = parsePort(k, v, "port", f["port"]); err != nil {
 		return Listener{}, err
 	}
-	if l.Protocol, err = parseProtocol(k, v, f["protocol"]); err != nil {
+	if l.Protocol, err = parseListenerProtocol(k, v, f["protocol"]); err != nil {
 		return Listener{}, err
 	}
 	if inbound {

@@ -244,7 +244,7 @@ func TestInjectRejects(t *testing.T) {
 		{"bad attester", map[string]string{AnnotationAttester: "tdx"}, nil, ReasonInvalidAnnotation, []string{AnnotationAttester, "expected sgx or sim"}},
 		{"bad port", map[string]string{InboundPrefix + "api": "port=99999 forward=8080 protocol=http allow=a"}, nil, ReasonInvalidAnnotation, []string{InboundPrefix + "api", "expected 1-65535"}},
 		{"missing forward", map[string]string{InboundPrefix + "api": "port=8443 protocol=http allow=a"}, nil, ReasonInvalidAnnotation, []string{InboundPrefix + "api", "forward is required"}},
-		{"bad protocol", map[string]string{InboundPrefix + "api": "port=8443 forward=8080 protocol=grpc allow=a"}, nil, ReasonInvalidAnnotation, []string{"expected http or tcp"}},
+		{"bad protocol", map[string]string{InboundPrefix + "api": "port=8443 forward=8080 protocol=h2 allow=a"}, nil, ReasonInvalidAnnotation, []string{"expected http, http2, grpc or tcp"}},
 		{"unknown field", map[string]string{OutboundPrefix + "redis": "port=6380 upstream=r:1 identity=r protocol=tcp tls=off"}, nil, ReasonInvalidAnnotation, []string{OutboundPrefix + "redis", `unknown field "tls"`, "expected identity, port, protocol, upstream"}},
 		{"bad upstream", map[string]string{OutboundPrefix + "redis": "port=6380 upstream=redis identity=r protocol=tcp"}, nil, ReasonInvalidAnnotation, []string{"upstream", "host:port"}},
 		{"not key=value", map[string]string{OutboundPrefix + "redis": "6380"}, nil, ReasonInvalidAnnotation, []string{"is not key=value"}},

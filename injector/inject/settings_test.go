@@ -100,3 +100,21 @@ func TestParseSettingsNamesAnnotation(t *testing.T) {
 		})
 	}
 }
+
+// TestListenerProtocols: explicit listeners may carry http2 and grpc (docs/protocol.md section
+// 11); transparent routes only http and tcp, refused by name.
+func TestListenerProtocols(t *testing.T) {
+	for _, proto := range []string{"http", "http2", "grpc", "tcp"} {
+		l, err := parseListener(OutboundPrefix+"models", "port=9002 upstream=inference.diag.svc:8444 identity=inference protocol="+proto)
+		if err != nil || l.Protocol != proto {
+			t.Errorf("outbound protocol=%s: %+v %v", proto, l, err)
+		}
+		l, err = parseListener(InboundPrefix+"api", "port=8444 forward=8001 allow=records-api protocol="+proto)
+		if err != nil || l.Protocol != proto {
+			t.Errorf("inbound protocol=%s: %+v %v", proto, l, err)
+		}
+	}
+	if _, err := parseProtocol("transparent-inbound.countersign.dev/api", "port=8080 protocol=grpc allow=a", "grpc"); err == nil || !strings.Contains(err.Error(), "need an inbound.countersign.dev or outbound.countersign.dev listener") {
+		t.Errorf("a transparent grpc route: %v", err)
+	}
+}
