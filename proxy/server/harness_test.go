@@ -4,10 +4,11 @@ import (
 	"crypto/ed25519"
 	"crypto/rsa"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/pem"
 	"fmt"
-	"github.com/countersign/countersign/internal/testproxy"
 	"io"
+	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -17,6 +18,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/countersign/countersign/internal/testproxy"
 
 	"github.com/countersign/countersign/attestation/quote"
 	"github.com/countersign/countersign/attestation/service"
@@ -157,3 +160,7 @@ func newApp(t testing.TB) (*httptest.Server, *atomic.Pointer[http.Header]) {
 	t.Cleanup(s.Close)
 	return s, &last
 }
+
+func big1() *big.Int { return big.NewInt(1) }
+
+func b64(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
