@@ -71,7 +71,13 @@ func NewJWK(pub crypto.PublicKey, kid string) (JWK, error) {
 			return JWK{}, err
 		}
 		n := (len(raw) - 1) / 2
-		return JWK{Kty: "EC", Kid: kid, Crv: crv, X: b64(raw[1 : 1+n]), Y: b64(raw[1+n:])}, nil
+		return JWK{
+			Kty: "EC",
+			Kid: kid,
+			Crv: crv,
+			X:   b64(raw[1 : 1+n]),
+			Y:   b64(raw[1+n:]),
+		}, nil
 	case *rsa.PublicKey:
 		return JWK{Kty: "RSA", Kid: kid, N: b64(k.N.Bytes()), E: b64(big.NewInt(int64(k.E)).Bytes())}, nil
 	case ed25519.PublicKey:

@@ -62,7 +62,13 @@ func TestParseRuntimeDataErrors(t *testing.T) {
 }
 
 func TestDecodeBase64BothAlphabets(t *testing.T) {
-	for in, want := range map[string]string{"-_8": "\xfb\xff", "+/8": "\xfb\xff", "-_8=": "\xfb\xff", "+/8=": "\xfb\xff", "aGk": "hi"} {
+	for in, want := range map[string]string{
+		"-_8":  "\xfb\xff",
+		"+/8":  "\xfb\xff",
+		"-_8=": "\xfb\xff",
+		"+/8=": "\xfb\xff",
+		"aGk":  "hi",
+	} {
 		got, err := DecodeBase64(in)
 		if err != nil || string(got) != want {
 			t.Errorf("%q: got %q, %v", in, got, err)

@@ -50,9 +50,13 @@ func wantSGXClaims(r *quote.Report, q, runtime []byte, nonce any) map[string]any
 	mrsigner := hex.EncodeToString(r.MRSigner[:])
 	qh := sha256.Sum256(q)
 	collateral := map[string]any{
-		"qeidcertshash": emptySHA256, "qeidcrlhash": emptySHA256, "qeidhash": emptySHA256,
+		"qeidcertshash":    emptySHA256,
+		"qeidcrlhash":      emptySHA256,
+		"qeidhash":         emptySHA256,
 		"quotehash":        hex.EncodeToString(qh[:]),
-		"tcbinfocertshash": emptySHA256, "tcbinfocrlhash": emptySHA256, "tcbinfohash": emptySHA256,
+		"tcbinfocertshash": emptySHA256,
+		"tcbinfocrlhash":   emptySHA256,
+		"tcbinfohash":      emptySHA256,
 	}
 	ehd := b64url(runtime)
 	c := map[string]any{

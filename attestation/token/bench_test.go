@@ -28,9 +28,15 @@ func realisticToken(b testing.TB, is *testmaa.Issuer, now time.Time) string {
 	c := is.Claims(now, j)
 	c["x-ms-sgx-ehd"] = strings.Repeat("A", 200)
 	c["x-ms-sgx-report-data"] = strings.Repeat("0", 128)
-	c["x-ms-sgx-collateral"] = map[string]string{"qeidcertshash": strings.Repeat("a", 64), "qeidcrlhash": strings.Repeat("b", 64),
-		"qeidhash": strings.Repeat("c", 64), "quotehash": strings.Repeat("d", 64), "tcbinfocertshash": strings.Repeat("e", 64),
-		"tcbinfocrlhash": strings.Repeat("f", 64), "tcbinfohash": strings.Repeat("0", 64)}
+	c["x-ms-sgx-collateral"] = map[string]string{
+		"qeidcertshash":    strings.Repeat("a", 64),
+		"qeidcrlhash":      strings.Repeat("b", 64),
+		"qeidhash":         strings.Repeat("c", 64),
+		"quotehash":        strings.Repeat("d", 64),
+		"tcbinfocertshash": strings.Repeat("e", 64),
+		"tcbinfocrlhash":   strings.Repeat("f", 64),
+		"tcbinfohash":      strings.Repeat("0", 64),
+	}
 	for _, alias := range []string{"sgx-mrsigner", "sgx-mrenclave", "maa-ehd", "aas-ehd"} {
 		c[alias] = strings.Repeat("1", 64)
 	}

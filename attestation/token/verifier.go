@@ -148,8 +148,11 @@ func New(cfg Config) (*Verifier, error) {
 			}
 		}
 		v.issuers[ic.URL] = &issuer{
-			url: ic.URL, certsURL: keySetURL(ic.URL), client: client, cfg: &v.cfg,
-			log: cfg.Logger.With("component", "jwks"),
+			url:      ic.URL,
+			certsURL: keySetURL(ic.URL),
+			client:   client,
+			cfg:      &v.cfg,
+			log:      cfg.Logger.With("component", "jwks"),
 		}
 	}
 	return v, nil

@@ -55,17 +55,34 @@ func Specs() []Spec {
 		{Name: "pause", Binaries: []GoBinary{{Package: "./build/pause", Dest: "pause"}}, Entrypoint: []string{"/pause"}},
 		{Name: "proxy-sim", Base: true, Binaries: []GoBinary{proxyLean}, Entrypoint: []string{"/proxy"}},
 		{Name: "proxy-sim-xds", Base: true, Binaries: []GoBinary{{Package: "./proxy/cmd/proxy", CGO: "static", Dest: "proxy"}}, Entrypoint: []string{"/proxy"}},
-		{Name: "proxy-init", Base: true, Groups: []string{"iptables"}, Binaries: []GoBinary{proxyLean},
-			Files: iptablesAlternatives, Entrypoint: []string{"/proxy"}, Env: []string{pathEnv}},
+		{
+			Name:       "proxy-init",
+			Base:       true,
+			Groups:     []string{"iptables"},
+			Binaries:   []GoBinary{proxyLean},
+			Files:      iptablesAlternatives,
+			Entrypoint: []string{"/proxy"},
+			Env:        []string{pathEnv},
+		},
 		{Name: "injector", Base: true, Binaries: []GoBinary{{Package: "./injector/cmd/injector", CGO: "static", Dest: "injector"}}, Entrypoint: []string{"/injector"}},
 		{Name: "attestation-service", Base: true, Binaries: []GoBinary{{Package: "./attestation/cmd/attestation-service", Dest: "attestation-service"}},
 			Entrypoint: []string{"/attestation-service"}},
-		{Name: "records", Base: true, Binaries: []GoBinary{{Package: "./sample-apps/records/cmd/records", Dest: "records"}},
-			Files: portalFiles, Entrypoint: []string{"/records"}},
-		{Name: "inference-server", Base: true, Groups: []string{"cc"},
-			Binaries: []GoBinary{{Package: "./inference-server/cmd/inference-server", CGO: "dynamic", Dest: "inference-server"}},
-			Files:    inferenceFiles, Entrypoint: []string{"/inference-server"},
-			Env: []string{"ONNXRUNTIME_LIB=/usr/lib/onnxruntime/libonnxruntime.so.1"}},
+		{
+			Name:       "records",
+			Base:       true,
+			Binaries:   []GoBinary{{Package: "./sample-apps/records/cmd/records", Dest: "records"}},
+			Files:      portalFiles,
+			Entrypoint: []string{"/records"},
+		},
+		{
+			Name:       "inference-server",
+			Base:       true,
+			Groups:     []string{"cc"},
+			Binaries:   []GoBinary{{Package: "./inference-server/cmd/inference-server", CGO: "dynamic", Dest: "inference-server"}},
+			Files:      inferenceFiles,
+			Entrypoint: []string{"/inference-server"},
+			Env:        []string{"ONNXRUNTIME_LIB=/usr/lib/onnxruntime/libonnxruntime.so.1"},
+		},
 		{Name: "redis", Base: true, Groups: []string{"redis"}, Entrypoint: []string{"/usr/bin/redis-server"}},
 		// The on-node tests' client (test/node/cmd/probe): an unmodified app in a pod. Not in
 		// the charts.
@@ -130,7 +147,15 @@ func NewBuilder(root, cache string, log io.Writer) (*Builder, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Builder{Root: root, Cache: cache, Version: version, Lock: lock, List: list, Log: log, binaries: map[string][]byte{}}, nil
+	return &Builder{
+		Root:     root,
+		Cache:    cache,
+		Version:  version,
+		Lock:     lock,
+		List:     list,
+		Log:      log,
+		binaries: map[string][]byte{},
+	}, nil
 }
 
 // Build builds the named images (all when names is empty).

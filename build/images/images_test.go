@@ -87,8 +87,16 @@ func noShell(img v1.Image) error {
 	if err != nil {
 		return err
 	}
-	shells := map[string]bool{"bin/sh": true, "bin/bash": true, "bin/dash": true, "bin/busybox": true,
-		"usr/bin/sh": true, "usr/bin/bash": true, "usr/bin/dash": true, "usr/bin/busybox": true}
+	shells := map[string]bool{
+		"bin/sh":          true,
+		"bin/bash":        true,
+		"bin/dash":        true,
+		"bin/busybox":     true,
+		"usr/bin/sh":      true,
+		"usr/bin/bash":    true,
+		"usr/bin/dash":    true,
+		"usr/bin/busybox": true,
+	}
 	for _, l := range layers {
 		rc, err := l.Uncompressed()
 		if err != nil {

@@ -96,7 +96,13 @@ func (t *Tree) File(p string, mode int64, data []byte, origin string) error {
 
 // Dir adds a directory owned by uid:gid.
 func (t *Tree) Dir(p string, mode int64, uid, gid int, origin string) error {
-	return t.put(p, &Entry{Type: tar.TypeDir, Mode: mode &^ 0o6000, UID: uid, GID: gid, Origin: origin})
+	return t.put(p, &Entry{
+		Type:   tar.TypeDir,
+		Mode:   mode &^ 0o6000,
+		UID:    uid,
+		GID:    gid,
+		Origin: origin,
+	})
 }
 
 // Symlink adds a symbolic link.

@@ -66,8 +66,13 @@ func BenchModel() (Files, error) {
 			onnxpb.Tensor{Name: b, Dims: []int64{out}, Data: make([]float32, out)})
 		x, conv, y := fmt.Sprintf("x%d", i), fmt.Sprintf("conv%d.out", i+1), fmt.Sprintf("x%d", i+1)
 		nodes = append(nodes,
-			onnxpb.Node{Name: fmt.Sprintf("conv%d", i+1), OpType: "Conv", Inputs: []string{x, w, b}, Outputs: []string{conv},
-				Attrs: []onnxpb.Attr{onnxpb.IntsAttr("kernel_shape", 3, 3), onnxpb.IntsAttr("pads", 1, 1, 1, 1), onnxpb.IntsAttr("strides", 2, 2)}},
+			onnxpb.Node{
+				Name:    fmt.Sprintf("conv%d", i+1),
+				OpType:  "Conv",
+				Inputs:  []string{x, w, b},
+				Outputs: []string{conv},
+				Attrs:   []onnxpb.Attr{onnxpb.IntsAttr("kernel_shape", 3, 3), onnxpb.IntsAttr("pads", 1, 1, 1, 1), onnxpb.IntsAttr("strides", 2, 2)},
+			},
 			onnxpb.Node{Name: fmt.Sprintf("relu%d", i+1), OpType: "Relu", Inputs: []string{conv}, Outputs: []string{y}})
 		in = out
 	}
@@ -77,12 +82,27 @@ func BenchModel() (Files, error) {
 		onnxpb.Tensor{Name: "fc.bias", Dims: []int64{nc}, Data: make([]float32, nc)})
 	nodes = append(nodes,
 		onnxpb.Node{Name: "gap", OpType: "GlobalAveragePool", Inputs: []string{last}, Outputs: []string{"pooled"}},
-		onnxpb.Node{Name: "flatten", OpType: "Flatten", Inputs: []string{"pooled"}, Outputs: []string{"features"},
-			Attrs: []onnxpb.Attr{onnxpb.IntAttr("axis", 1)}},
-		onnxpb.Node{Name: "fc", OpType: "Gemm", Inputs: []string{"features", "fc.weight", "fc.bias"}, Outputs: []string{"logits"},
-			Attrs: []onnxpb.Attr{onnxpb.IntAttr("transB", 1)}},
-		onnxpb.Node{Name: "softmax", OpType: "Softmax", Inputs: []string{"logits"}, Outputs: []string{"probabilities"},
-			Attrs: []onnxpb.Attr{onnxpb.IntAttr("axis", -1)}})
+		onnxpb.Node{
+			Name:    "flatten",
+			OpType:  "Flatten",
+			Inputs:  []string{"pooled"},
+			Outputs: []string{"features"},
+			Attrs:   []onnxpb.Attr{onnxpb.IntAttr("axis", 1)},
+		},
+		onnxpb.Node{
+			Name:    "fc",
+			OpType:  "Gemm",
+			Inputs:  []string{"features", "fc.weight", "fc.bias"},
+			Outputs: []string{"logits"},
+			Attrs:   []onnxpb.Attr{onnxpb.IntAttr("transB", 1)},
+		},
+		onnxpb.Node{
+			Name:    "softmax",
+			OpType:  "Softmax",
+			Inputs:  []string{"logits"},
+			Outputs: []string{"probabilities"},
+			Attrs:   []onnxpb.Attr{onnxpb.IntAttr("axis", -1)},
+		})
 	m := onnxpb.Model{
 		IRVersion:       8,
 		ProducerName:    "countersign-modelgen",
@@ -160,7 +180,11 @@ func configJSON(name string, side int64, digest string) ([]byte, error) {
 		Inputs       []tensor `json:"inputs"`
 		Outputs      []tensor `json:"outputs"`
 	}{
-		Name: name, Version: "1", Platform: "onnxruntime_onnx", Model: "model.onnx", SHA256: digest,
+		Name:         name,
+		Version:      "1",
+		Platform:     "onnxruntime_onnx",
+		Model:        "model.onnx",
+		SHA256:       digest,
 		MaxBatchSize: 32,
 		Inputs:       []tensor{{Name: "scan", Datatype: "FP32", Shape: []int64{-1, 1, side, side}}},
 		Outputs: []tensor{

@@ -23,7 +23,15 @@ const Name = "chest-scan-classifier"
 
 // Default settings of the committed model. Changing any of them changes the committed bytes.
 var (
-	DefaultTrain = TrainConfig{Seed: 20240604, PerClass: 300, Epochs: 8, BatchSize: 16, LR: 0.01, Beta1: 0.9, Beta2: 0.999}
+	DefaultTrain = TrainConfig{
+		Seed:      20240604,
+		PerClass:  300,
+		Epochs:    8,
+		BatchSize: 16,
+		LR:        0.01,
+		Beta1:     0.9,
+		Beta2:     0.999,
+	}
 	// TestSeed draws the held-out set; TestPerClass scans per class.
 	TestSeed     uint64 = 777001
 	TestPerClass        = 200
@@ -137,22 +145,57 @@ func (n *Net) ONNX() []byte {
 			Nodes: []onnxpb.Node{
 				{Name: "center", OpType: "Sub", Inputs: []string{"scan", "input.mean"}, Outputs: []string{"centered"}},
 				{Name: "normalise", OpType: "Mul", Inputs: []string{"centered", "input.scale"}, Outputs: []string{"normalised"}},
-				{Name: "conv1", OpType: "Conv", Inputs: []string{"normalised", "conv1.weight", "conv1.bias"}, Outputs: []string{"conv1.out"},
-					Attrs: []onnxpb.Attr{onnxpb.IntsAttr("kernel_shape", k1, k1), onnxpb.IntsAttr("pads", p1, p1, p1, p1), onnxpb.IntsAttr("strides", s1, s1)}},
+				{
+					Name:    "conv1",
+					OpType:  "Conv",
+					Inputs:  []string{"normalised", "conv1.weight", "conv1.bias"},
+					Outputs: []string{"conv1.out"},
+					Attrs:   []onnxpb.Attr{onnxpb.IntsAttr("kernel_shape", k1, k1), onnxpb.IntsAttr("pads", p1, p1, p1, p1), onnxpb.IntsAttr("strides", s1, s1)},
+				},
 				{Name: "relu1", OpType: "Relu", Inputs: []string{"conv1.out"}, Outputs: []string{"relu1.out"}},
-				{Name: "pool1", OpType: "MaxPool", Inputs: []string{"relu1.out"}, Outputs: []string{"pool1.out"},
-					Attrs: []onnxpb.Attr{onnxpb.IntsAttr("kernel_shape", 2, 2), onnxpb.IntsAttr("strides", 2, 2)}},
-				{Name: "conv2", OpType: "Conv", Inputs: []string{"pool1.out", "conv2.weight", "conv2.bias"}, Outputs: []string{"conv2.out"},
-					Attrs: []onnxpb.Attr{onnxpb.IntsAttr("kernel_shape", k2, k2), onnxpb.IntsAttr("pads", p2, p2, p2, p2), onnxpb.IntsAttr("strides", 1, 1)}},
+				{
+					Name:    "pool1",
+					OpType:  "MaxPool",
+					Inputs:  []string{"relu1.out"},
+					Outputs: []string{"pool1.out"},
+					Attrs:   []onnxpb.Attr{onnxpb.IntsAttr("kernel_shape", 2, 2), onnxpb.IntsAttr("strides", 2, 2)},
+				},
+				{
+					Name:    "conv2",
+					OpType:  "Conv",
+					Inputs:  []string{"pool1.out", "conv2.weight", "conv2.bias"},
+					Outputs: []string{"conv2.out"},
+					Attrs:   []onnxpb.Attr{onnxpb.IntsAttr("kernel_shape", k2, k2), onnxpb.IntsAttr("pads", p2, p2, p2, p2), onnxpb.IntsAttr("strides", 1, 1)},
+				},
 				{Name: "relu2", OpType: "Relu", Inputs: []string{"conv2.out"}, Outputs: []string{"relu2.out"}},
-				{Name: "pool2", OpType: "MaxPool", Inputs: []string{"relu2.out"}, Outputs: []string{"pool2.out"},
-					Attrs: []onnxpb.Attr{onnxpb.IntsAttr("kernel_shape", pool2, pool2), onnxpb.IntsAttr("strides", pool2, pool2)}},
-				{Name: "flatten", OpType: "Flatten", Inputs: []string{"pool2.out"}, Outputs: []string{"features"},
-					Attrs: []onnxpb.Attr{onnxpb.IntAttr("axis", 1)}},
-				{Name: "fc", OpType: "Gemm", Inputs: []string{"features", "fc.weight", "fc.bias"}, Outputs: []string{"logits"},
-					Attrs: []onnxpb.Attr{onnxpb.IntAttr("transB", 1)}},
-				{Name: "softmax", OpType: "Softmax", Inputs: []string{"logits"}, Outputs: []string{"probabilities"},
-					Attrs: []onnxpb.Attr{onnxpb.IntAttr("axis", -1)}},
+				{
+					Name:    "pool2",
+					OpType:  "MaxPool",
+					Inputs:  []string{"relu2.out"},
+					Outputs: []string{"pool2.out"},
+					Attrs:   []onnxpb.Attr{onnxpb.IntsAttr("kernel_shape", pool2, pool2), onnxpb.IntsAttr("strides", pool2, pool2)},
+				},
+				{
+					Name:    "flatten",
+					OpType:  "Flatten",
+					Inputs:  []string{"pool2.out"},
+					Outputs: []string{"features"},
+					Attrs:   []onnxpb.Attr{onnxpb.IntAttr("axis", 1)},
+				},
+				{
+					Name:    "fc",
+					OpType:  "Gemm",
+					Inputs:  []string{"features", "fc.weight", "fc.bias"},
+					Outputs: []string{"logits"},
+					Attrs:   []onnxpb.Attr{onnxpb.IntAttr("transB", 1)},
+				},
+				{
+					Name:    "softmax",
+					OpType:  "Softmax",
+					Inputs:  []string{"logits"},
+					Outputs: []string{"probabilities"},
+					Attrs:   []onnxpb.Attr{onnxpb.IntAttr("axis", -1)},
+				},
 			},
 			Inputs: []onnxpb.ValueInfo{{Name: "scan", ElemType: onnxpb.DataTypeFloat, Dims: []onnxpb.Dim{batch, {Value: 1}, {Value: Size}, {Value: Size}}}},
 			Outputs: []onnxpb.ValueInfo{

@@ -40,9 +40,12 @@ type Net struct {
 
 func newNet(r *rng) *Net {
 	n := &Net{
-		W1: make([]float32, c1*k1*k1), B1: make([]float32, c1),
-		W2: make([]float32, c2*c1*k2*k2), B2: make([]float32, c2),
-		W3: make([]float32, len(Classes)*nFeat), B3: make([]float32, len(Classes)),
+		W1: make([]float32, c1*k1*k1),
+		B1: make([]float32, c1),
+		W2: make([]float32, c2*c1*k2*k2),
+		B2: make([]float32, c2),
+		W3: make([]float32, len(Classes)*nFeat),
+		B3: make([]float32, len(Classes)),
 	}
 	// He-style uniform initialisation: limit sqrt(6/fanIn), precomputed as constants.
 	initU := func(w []float32, limit float32) {
@@ -71,9 +74,15 @@ type acts struct {
 
 func newActs() *acts {
 	return &acts{
-		x: make([]float32, Size*Size), z1: make([]float32, c1*h1*h1), a1: make([]float32, c1*q1*q1), arg1: make([]int32, c1*q1*q1),
-		z2: make([]float32, c2*q1*q1), feat: make([]float32, nFeat), arg2: make([]int32, nFeat),
-		logits: make([]float32, len(Classes)), probs: make([]float32, len(Classes)),
+		x:      make([]float32, Size*Size),
+		z1:     make([]float32, c1*h1*h1),
+		a1:     make([]float32, c1*q1*q1),
+		arg1:   make([]int32, c1*q1*q1),
+		z2:     make([]float32, c2*q1*q1),
+		feat:   make([]float32, nFeat),
+		arg2:   make([]int32, nFeat),
+		logits: make([]float32, len(Classes)),
+		probs:  make([]float32, len(Classes)),
 	}
 }
 
@@ -224,9 +233,12 @@ type grads = Net
 
 func zeroLike(n *Net) *grads {
 	return &Net{
-		W1: make([]float32, len(n.W1)), B1: make([]float32, len(n.B1)),
-		W2: make([]float32, len(n.W2)), B2: make([]float32, len(n.B2)),
-		W3: make([]float32, len(n.W3)), B3: make([]float32, len(n.B3)),
+		W1: make([]float32, len(n.W1)),
+		B1: make([]float32, len(n.B1)),
+		W2: make([]float32, len(n.W2)),
+		B2: make([]float32, len(n.B2)),
+		W3: make([]float32, len(n.W3)),
+		B3: make([]float32, len(n.B3)),
 	}
 }
 

@@ -74,9 +74,15 @@ func TestLoadErrors(t *testing.T) {
 
 func TestValidate(t *testing.T) {
 	ok := func() Config {
-		return Config{Name: "m", Version: "1", Model: "model.onnx", SHA256: strings.Repeat("0", 64), MaxBatchSize: 2,
-			Inputs:  []TensorSpec{{Name: "x", Datatype: "FP32", Shape: []int64{-1, 3}}},
-			Outputs: []TensorSpec{{Name: "y", Datatype: "FP32", Shape: []int64{-1, 2}, Labels: []string{"a", "b"}}}}
+		return Config{
+			Name:         "m",
+			Version:      "1",
+			Model:        "model.onnx",
+			SHA256:       strings.Repeat("0", 64),
+			MaxBatchSize: 2,
+			Inputs:       []TensorSpec{{Name: "x", Datatype: "FP32", Shape: []int64{-1, 3}}},
+			Outputs:      []TensorSpec{{Name: "y", Datatype: "FP32", Shape: []int64{-1, 2}, Labels: []string{"a", "b"}}},
+		}
 	}
 	c := ok()
 	if err := c.Validate(); err != nil {

@@ -168,7 +168,13 @@ func FuzzDecodeInferRequestBinary(f *testing.F) {
 	for _, s := range seeds {
 		f.Add(s[0].(string), s[1].([]byte))
 	}
-	lim := Limits{MaxInputs: 4, MaxOutputs: 4, MaxRank: 4, MaxElements: 1 << 12, MaxString: 256}
+	lim := Limits{
+		MaxInputs:   4,
+		MaxOutputs:  4,
+		MaxRank:     4,
+		MaxElements: 1 << 12,
+		MaxString:   256,
+	}
 	f.Fuzz(func(t *testing.T, header string, raw []byte) {
 		body := append([]byte(header), raw...)
 		req, err := DecodeInferRequestBinary(body, len(header), lim)

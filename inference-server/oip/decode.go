@@ -81,7 +81,13 @@ func (b *Buffers) DecodeInferRequestBinary(body []byte, jsonLen int, lim Limits)
 	if jsonLen < 0 || jsonLen > len(body) {
 		return nil, errorf("%s is %d, but the body has %d bytes", HeaderContentLength, jsonLen, len(body))
 	}
-	d := &decoder{b: body[:jsonLen], lim: lim, bin: body[jsonLen:], binary: true, bufs: b}
+	d := &decoder{
+		b:      body[:jsonLen],
+		lim:    lim,
+		bin:    body[jsonLen:],
+		binary: true,
+		bufs:   b,
+	}
 	req, err := decodeInferRequest(d)
 	if err != nil {
 		return nil, err
@@ -823,7 +829,14 @@ func (d *decoder) input() (Tensor, error) {
 				if err != nil {
 					return err
 				}
-				dd := &decoder{b: d.b, i: d.i, lim: d.lim, bufs: d.bufs, shape: t.Shape, leafDepth: -1}
+				dd := &decoder{
+					b:         d.b,
+					i:         d.i,
+					lim:       d.lim,
+					bufs:      d.bufs,
+					shape:     t.Shape,
+					leafDepth: -1,
+				}
 				parsed, parsedNonFinite, parseErr = dd.data(t.Datatype, int(want))
 				if parseErr != nil {
 					return errorf("input %q: %s", t.Name, parseErr.Error())
@@ -865,7 +878,14 @@ func (d *decoder) input() (Tensor, error) {
 	}
 	data, nonFinite := parsed, parsedNonFinite
 	if data == nil {
-		dd := &decoder{b: d.b[:dataEnd], i: dataStart, lim: d.lim, bufs: d.bufs, shape: t.Shape, leafDepth: -1}
+		dd := &decoder{
+			b:         d.b[:dataEnd],
+			i:         dataStart,
+			lim:       d.lim,
+			bufs:      d.bufs,
+			shape:     t.Shape,
+			leafDepth: -1,
+		}
 		data, nonFinite, err = dd.data(t.Datatype, int(want))
 		if err != nil {
 			return t, errorf("input %q: %s", t.Name, err.Error())

@@ -150,7 +150,13 @@ func FuzzDecodeInferRequest(f *testing.F) {
 	f.Add([]byte(`{"inputs":[{"data":[[1,2],[3,4]],"shape":[2,2],"name":"x","datatype":"INT64"}]}`))
 	f.Add([]byte(`{"inputs":[{"name":"x","datatype":"FP32","shape":[3],"data":[NaN,Infinity,-Infinity]}]}`))
 	f.Add([]byte(`{"inputs":[{"name":"s","datatype":"BYTES","shape":[1],"data":["\ud83d\ude00\n"]}]}`))
-	lim := Limits{MaxInputs: 4, MaxOutputs: 4, MaxRank: 4, MaxElements: 1 << 12, MaxString: 256}
+	lim := Limits{
+		MaxInputs:   4,
+		MaxOutputs:  4,
+		MaxRank:     4,
+		MaxElements: 1 << 12,
+		MaxString:   256,
+	}
 	f.Fuzz(func(t *testing.T, body []byte) {
 		req, err := DecodeInferRequest(body, lim)
 		if err != nil {

@@ -46,7 +46,13 @@ func TestIntegerDatatypes(t *testing.T) {
 			if got := reflect.ValueOf(r.Inputs[0].Data); got.Len() != 2 || got.Index(0).Interface() == got.Index(1).Interface() {
 				t.Errorf("nested: data %#v", r.Inputs[0].Data)
 			}
-			for what, data := range map[string]string{"below": "[" + c.below + "]", "above": "[" + c.above + "]", "fraction": "[1.5]", "exponent": "[1e2]", "string": `["1"]`} {
+			for what, data := range map[string]string{
+				"below":    "[" + c.below + "]",
+				"above":    "[" + c.above + "]",
+				"fraction": "[1.5]",
+				"exponent": "[1e2]",
+				"string":   `["1"]`,
+			} {
 				_, err := DecodeInferRequest(body(c.datatype, "[1]", data), DefaultLimits)
 				if err == nil {
 					t.Errorf("%s %s accepted", what, data)

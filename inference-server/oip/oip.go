@@ -109,7 +109,13 @@ type Limits struct {
 }
 
 // DefaultLimits are generous for image models and still bounded.
-var DefaultLimits = Limits{MaxInputs: 32, MaxOutputs: 32, MaxRank: 8, MaxElements: 1 << 24, MaxString: 1 << 16}
+var DefaultLimits = Limits{
+	MaxInputs:   32,
+	MaxOutputs:  32,
+	MaxRank:     8,
+	MaxElements: 1 << 24,
+	MaxString:   1 << 16,
+}
 
 // Error is a protocol error: the request was malformed or does not fit the model. Its message is
 // safe to return to the client.

@@ -170,9 +170,14 @@ func contents(name, datatype string, shape []int64, c *pb.InferTensorContents, l
 		return t, oip.Errorf("input %q: unknown datatype %q", name, datatype)
 	}
 	counts := map[string]int{
-		"bool_contents": len(c.GetBoolContents()), "int_contents": len(c.GetIntContents()), "int64_contents": len(c.GetInt64Contents()),
-		"uint_contents": len(c.GetUintContents()), "uint64_contents": len(c.GetUint64Contents()), "fp32_contents": len(c.GetFp32Contents()),
-		"fp64_contents": len(c.GetFp64Contents()), "bytes_contents": len(c.GetBytesContents()),
+		"bool_contents":   len(c.GetBoolContents()),
+		"int_contents":    len(c.GetIntContents()),
+		"int64_contents":  len(c.GetInt64Contents()),
+		"uint_contents":   len(c.GetUintContents()),
+		"uint64_contents": len(c.GetUint64Contents()),
+		"fp32_contents":   len(c.GetFp32Contents()),
+		"fp64_contents":   len(c.GetFp64Contents()),
+		"bytes_contents":  len(c.GetBytesContents()),
 	}
 	for f, n := range counts {
 		if f != field && n > 0 {

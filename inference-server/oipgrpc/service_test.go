@@ -42,9 +42,14 @@ func (doubler) Run(_ context.Context, in []oip.Tensor) ([]oip.Tensor, error) {
 
 func testConfig() modelrepo.Config {
 	return modelrepo.Config{
-		Name: "fake", Version: "1", Platform: "fake", Model: "model.onnx", SHA256: strings.Repeat("ab", 32), MaxBatchSize: 8,
-		Inputs:  []modelrepo.TensorSpec{{Name: "x", Datatype: oip.FP32, Shape: []int64{-1, 3}}},
-		Outputs: []modelrepo.TensorSpec{{Name: "y", Datatype: oip.FP32, Shape: []int64{-1, 3}, Labels: []string{"a", "b", "c"}}},
+		Name:         "fake",
+		Version:      "1",
+		Platform:     "fake",
+		Model:        "model.onnx",
+		SHA256:       strings.Repeat("ab", 32),
+		MaxBatchSize: 8,
+		Inputs:       []modelrepo.TensorSpec{{Name: "x", Datatype: oip.FP32, Shape: []int64{-1, 3}}},
+		Outputs:      []modelrepo.TensorSpec{{Name: "y", Datatype: oip.FP32, Shape: []int64{-1, 3}, Labels: []string{"a", "b", "c"}}},
 	}
 }
 
@@ -228,7 +233,13 @@ func FuzzDecodeRequest(f *testing.F) {
 	for _, s := range seeds {
 		f.Add(s[0].([]byte))
 	}
-	lim := oip.Limits{MaxInputs: 4, MaxOutputs: 4, MaxRank: 4, MaxElements: 1 << 12, MaxString: 256}
+	lim := oip.Limits{
+		MaxInputs:   4,
+		MaxOutputs:  4,
+		MaxRank:     4,
+		MaxElements: 1 << 12,
+		MaxString:   256,
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var m pb.ModelInferRequest
 		if proto.Unmarshal(b, &m) != nil {

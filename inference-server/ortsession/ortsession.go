@@ -132,13 +132,19 @@ func New(m *modelrepo.Model, o Options) (*Session, error) {
 func (s *Session) Close() error { return s.s.Destroy() }
 
 var elemTypes = map[string]ort.TensorElementDataType{
-	oip.BOOL: ort.TensorElementDataTypeBool, oip.UINT8: ort.TensorElementDataTypeUint8,
-	oip.UINT16: ort.TensorElementDataTypeUint16, oip.UINT32: ort.TensorElementDataTypeUint32,
-	oip.UINT64: ort.TensorElementDataTypeUint64, oip.INT8: ort.TensorElementDataTypeInt8,
-	oip.INT16: ort.TensorElementDataTypeInt16, oip.INT32: ort.TensorElementDataTypeInt32,
-	oip.INT64: ort.TensorElementDataTypeInt64, oip.FP32: ort.TensorElementDataTypeFloat,
-	oip.FP64: ort.TensorElementDataTypeDouble, oip.FP16: ort.TensorElementDataTypeFloat16,
-	oip.BYTES: ort.TensorElementDataTypeString,
+	oip.BOOL:   ort.TensorElementDataTypeBool,
+	oip.UINT8:  ort.TensorElementDataTypeUint8,
+	oip.UINT16: ort.TensorElementDataTypeUint16,
+	oip.UINT32: ort.TensorElementDataTypeUint32,
+	oip.UINT64: ort.TensorElementDataTypeUint64,
+	oip.INT8:   ort.TensorElementDataTypeInt8,
+	oip.INT16:  ort.TensorElementDataTypeInt16,
+	oip.INT32:  ort.TensorElementDataTypeInt32,
+	oip.INT64:  ort.TensorElementDataTypeInt64,
+	oip.FP32:   ort.TensorElementDataTypeFloat,
+	oip.FP64:   ort.TensorElementDataTypeDouble,
+	oip.FP16:   ort.TensorElementDataTypeFloat16,
+	oip.BYTES:  ort.TensorElementDataTypeString,
 }
 
 func match(kind string, specs []modelrepo.TensorSpec, infos []ort.InputOutputInfo) error {

@@ -57,7 +57,13 @@ func newBatcher(m *model, cfg BatchConfig) *batcher {
 // submit enqueues a request without blocking and waits for its result. inputsFree is false when
 // it gave up waiting (ctx is done) while a worker may still read the inputs.
 func (b *batcher) submit(ctx context.Context, inputs []oip.Tensor, rows int) (outs []oip.Tensor, inputsFree bool, err error) {
-	it := &item{ctx: ctx, inputs: inputs, rows: rows, enqueued: time.Now(), done: make(chan result, 1)}
+	it := &item{
+		ctx:      ctx,
+		inputs:   inputs,
+		rows:     rows,
+		enqueued: time.Now(),
+		done:     make(chan result, 1),
+	}
 	select {
 	case b.queue <- it:
 	default:

@@ -101,7 +101,13 @@ func New(o Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("server: metrics: %w", err)
 	}
-	s := &Server{log: o.Logger, models: map[string]*model{}, maxBody: o.MaxBodyBytes, limits: o.Limits, metrics: met}
+	s := &Server{
+		log:     o.Logger,
+		models:  map[string]*model{},
+		maxBody: o.MaxBodyBytes,
+		limits:  o.Limits,
+		metrics: met,
+	}
 	for _, mm := range o.Models {
 		if err := mm.Config.Validate(); err != nil {
 			return nil, fmt.Errorf("server: model %q: %w", mm.Config.Name, err)
@@ -110,8 +116,10 @@ func New(o Options) (*Server, error) {
 			return nil, fmt.Errorf("server: model %q given twice", mm.Config.Name)
 		}
 		m := &model{
-			cfg: mm.Config, session: mm.Session,
-			inputIdx: map[string]int{}, outputIdx: map[string]int{},
+			cfg:       mm.Config,
+			session:   mm.Session,
+			inputIdx:  map[string]int{},
+			outputIdx: map[string]int{},
 			requests:  met.requests.WithLabelValues(mm.Config.Name),
 			queueHist: met.queue.WithLabelValues(mm.Config.Name),
 			compHist:  met.compute.WithLabelValues(mm.Config.Name),

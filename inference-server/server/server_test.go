@@ -64,7 +64,11 @@ func (f *fakeSession) Run(_ context.Context, in []oip.Tensor) ([]oip.Tensor, err
 
 func fakeConfig() modelrepo.Config {
 	return modelrepo.Config{
-		Name: "fake", Version: "1", Platform: "fake", Model: "model.onnx", SHA256: strings.Repeat("ab", 32),
+		Name:         "fake",
+		Version:      "1",
+		Platform:     "fake",
+		Model:        "model.onnx",
+		SHA256:       strings.Repeat("ab", 32),
 		MaxBatchSize: 8,
 		Inputs:       []modelrepo.TensorSpec{{Name: "x", Datatype: "FP32", Shape: []int64{-1, 3}}},
 		Outputs: []modelrepo.TensorSpec{
@@ -78,8 +82,11 @@ func newTestServer(t *testing.T, sess Session, batch BatchConfig) (*Server, *pro
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	s, err := New(Options{
-		Models: []Model{{Config: fakeConfig(), Session: sess}}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Registry: reg, MaxBodyBytes: 4096, Batch: batch,
+		Models:       []Model{{Config: fakeConfig(), Session: sess}},
+		Logger:       slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Registry:     reg,
+		MaxBodyBytes: 4096,
+		Batch:        batch,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -289,11 +289,19 @@ func (c *Config) Inject() *inject.Config {
 		ex = append(ex, c.Namespace)
 	}
 	ic := &inject.Config{
-		ProxyImage: c.ProxyImage, ProxySimImage: c.ProxySimImage, ProxySimXDSImage: c.ProxySimXDSImage, DefaultAttester: c.DefaultAttester,
-		AttestationURL: c.AttestationURL, AttestationCAKey: c.AttestationCAKey,
-		PolicyConfigMap: c.PolicyConfigMap, SimPlatformKeySecret: c.SimPlatformKeySecret,
-		CPU: q(c.ProxyCPU), Memory: q(c.ProxyMemory), EPC: q(c.SGXEPC), ExcludedNamespaces: ex,
-		ProxyInitImage: c.ProxyInitImage,
+		ProxyImage:           c.ProxyImage,
+		ProxySimImage:        c.ProxySimImage,
+		ProxySimXDSImage:     c.ProxySimXDSImage,
+		DefaultAttester:      c.DefaultAttester,
+		AttestationURL:       c.AttestationURL,
+		AttestationCAKey:     c.AttestationCAKey,
+		PolicyConfigMap:      c.PolicyConfigMap,
+		SimPlatformKeySecret: c.SimPlatformKeySecret,
+		CPU:                  q(c.ProxyCPU),
+		Memory:               q(c.ProxyMemory),
+		EPC:                  q(c.SGXEPC),
+		ExcludedNamespaces:   ex,
+		ProxyInitImage:       c.ProxyInitImage,
 	}
 	if c.XDSListen != "" {
 		addr := c.xdsAddress()

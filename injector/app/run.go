@@ -81,9 +81,16 @@ func Serve(ctx context.Context, cfg *Config, log *slog.Logger) (err error) {
 	switch cfg.TLSMode {
 	case TLSSelf:
 		mgr := &certs.Manager{
-			Client: client, Namespace: cfg.Namespace, SecretName: cfg.CertSecret, WebhookName: cfg.WebhookConfig,
-			Hosts: cfg.Hosts(), Validity: cfg.CertValidity, RotateBefore: cfg.CertRotateBefore,
-			Overlap: cfg.CertOverlap, Interval: cfg.CertSyncInterval, Log: log,
+			Client:       client,
+			Namespace:    cfg.Namespace,
+			SecretName:   cfg.CertSecret,
+			WebhookName:  cfg.WebhookConfig,
+			Hosts:        cfg.Hosts(),
+			Validity:     cfg.CertValidity,
+			RotateBefore: cfg.CertRotateBefore,
+			Overlap:      cfg.CertOverlap,
+			Interval:     cfg.CertSyncInterval,
+			Log:          log,
 			Hooks: certs.Hooks{
 				Step: func(s string) { m.Rotations.WithLabelValues(s).Inc() }, Loaded: loaded,
 				CABundle: m.CABundle.Inc,
@@ -198,8 +205,12 @@ func startXDS(ctx context.Context, g *errgroup.Group, cfg *Config, client kubern
 	g.Go(func() error { fsrc.Run(ctx, 10*time.Second); return nil })
 	g.Go(func() error { cas.Run(ctx, 10*time.Second); return nil })
 	cp, err := xds.New(xds.Config{
-		Listen: cfg.XDSListen, TLS: XDSTLS(fsrc.GetCertificate, cas.Pool), Client: client, Namespace: cfg.XDSWatchNamespace,
-		Debounce: cfg.XDSDebounce, Logger: log,
+		Listen:    cfg.XDSListen,
+		TLS:       XDSTLS(fsrc.GetCertificate, cas.Pool),
+		Client:    client,
+		Namespace: cfg.XDSWatchNamespace,
+		Debounce:  cfg.XDSDebounce,
+		Logger:    log,
 		OnNack: func(_, typeURL, _ string) {
 			t := typeURL[strings.LastIndexByte(typeURL, '.')+1:]
 			if !slices.Contains(metrics.XDSTypes, t) {

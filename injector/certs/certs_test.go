@@ -84,8 +84,16 @@ func TestFileSourceKeepsOldOnBadReload(t *testing.T) {
 }
 
 func TestManagerValidate(t *testing.T) {
-	m := &Manager{Namespace: "ns", SecretName: "s", WebhookName: "w", Hosts: []string{"h"},
-		Validity: 24 * time.Second, RotateBefore: 16 * time.Second, Overlap: 2 * time.Second, Interval: 250 * time.Millisecond}
+	m := &Manager{
+		Namespace:    "ns",
+		SecretName:   "s",
+		WebhookName:  "w",
+		Hosts:        []string{"h"},
+		Validity:     24 * time.Second,
+		RotateBefore: 16 * time.Second,
+		Overlap:      2 * time.Second,
+		Interval:     250 * time.Millisecond,
+	}
 	if err := m.Validate(); err != nil {
 		t.Fatal(err)
 	}

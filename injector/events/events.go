@@ -50,12 +50,20 @@ func (r *Recorder) Event(pod *corev1.Pod, namespace string, reason inject.Reason
 			GenerateName: fmt.Sprintf("%s.", strings.TrimRight(trim(name, 200), "-.")),
 			Namespace:    namespace,
 		},
-		InvolvedObject: corev1.ObjectReference{Kind: "Pod", APIVersion: "v1", Namespace: namespace, Name: name, UID: pod.UID},
+		InvolvedObject: corev1.ObjectReference{
+			Kind:       "Pod",
+			APIVersion: "v1",
+			Namespace:  namespace,
+			Name:       name,
+			UID:        pod.UID,
+		},
 		Reason:         string(reason),
 		Message:        trim(message, 1024),
 		Type:           typ,
 		Source:         corev1.EventSource{Component: Component},
-		FirstTimestamp: now, LastTimestamp: now, Count: 1,
+		FirstTimestamp: now,
+		LastTimestamp:  now,
+		Count:          1,
 	}
 	select {
 	case r.queue <- ev:

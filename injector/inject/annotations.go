@@ -137,7 +137,13 @@ func parseIdentities(ann, value, field, s string) ([]string, error) {
 
 var identityRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$`)
 
-var inboundFields = map[string]bool{"port": true, "forward": true, "protocol": true, "allow": true, "public": true}
+var inboundFields = map[string]bool{
+	"port":     true,
+	"forward":  true,
+	"protocol": true,
+	"allow":    true,
+	"public":   true,
+}
 var outboundFields = map[string]bool{"port": true, "upstream": true, "identity": true, "protocol": true}
 
 // parseListeners reads every inbound.countersign.dev/* and outbound.countersign.dev/* annotation,

@@ -28,8 +28,15 @@ func TestInjectPublicListener(t *testing.T) {
 	for _, in := range pc.Inbound {
 		byName[in.Name] = in
 	}
-	want := config.Inbound{Name: "portal", Listen: "0.0.0.0:9443", Protocol: "http", ForwardTo: "127.0.0.1:8080",
-		Public: true, CertFile: PublicDir + "/portal/tls.crt", KeyFile: PublicDir + "/portal/tls.key"}
+	want := config.Inbound{
+		Name:      "portal",
+		Listen:    "0.0.0.0:9443",
+		Protocol:  "http",
+		ForwardTo: "127.0.0.1:8080",
+		Public:    true,
+		CertFile:  PublicDir + "/portal/tls.crt",
+		KeyFile:   PublicDir + "/portal/tls.key",
+	}
 	if got := byName["portal"]; !reflect.DeepEqual(got, want) {
 		t.Errorf("public inbound %+v, want %+v", got, want)
 	}

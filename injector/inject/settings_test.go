@@ -23,7 +23,14 @@ func TestParseSettings(t *testing.T) {
 	if s.CPU.String() != "250m" || s.Memory.Cmp(c.Memory) != 0 || s.EPC.Cmp(c.EPC) != 0 {
 		t.Errorf("resources cpu %s memory %s epc %s", s.CPU.String(), s.Memory.String(), s.EPC.String())
 	}
-	wantIn := []Listener{{Annotation: InboundPrefix + "api", Name: "api", Port: 8443, Protocol: "http", Forward: 8080, Identities: []string{"portal", "ingress"}}}
+	wantIn := []Listener{{
+		Annotation: InboundPrefix + "api",
+		Name:       "api",
+		Port:       8443,
+		Protocol:   "http",
+		Forward:    8080,
+		Identities: []string{"portal", "ingress"},
+	}}
 	if !reflect.DeepEqual(s.Inbound, wantIn) {
 		t.Errorf("inbound %+v, want %+v", s.Inbound, wantIn)
 	}

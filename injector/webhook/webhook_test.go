@@ -25,10 +25,16 @@ import (
 
 func testConfig() *inject.Config {
 	return &inject.Config{
-		ProxyImage: "proxy@sha256:" + strings.Repeat("a", 64), ProxySimImage: "proxy-sim@sha256:" + strings.Repeat("b", 64),
-		DefaultAttester: "sim", AttestationURL: "https://attest.example", PolicyConfigMap: "countersign-policy",
-		SimPlatformKeySecret: "countersign-sim-platform-key", CPU: resource.MustParse("100m"),
-		Memory: resource.MustParse("128Mi"), EPC: resource.MustParse("64Mi"), ExcludedNamespaces: []string{"kube-system"},
+		ProxyImage:           "proxy@sha256:" + strings.Repeat("a", 64),
+		ProxySimImage:        "proxy-sim@sha256:" + strings.Repeat("b", 64),
+		DefaultAttester:      "sim",
+		AttestationURL:       "https://attest.example",
+		PolicyConfigMap:      "countersign-policy",
+		SimPlatformKeySecret: "countersign-sim-platform-key",
+		CPU:                  resource.MustParse("100m"),
+		Memory:               resource.MustParse("128Mi"),
+		EPC:                  resource.MustParse("64Mi"),
+		ExcludedNamespaces:   []string{"kube-system"},
 	}
 }
 
@@ -46,9 +52,12 @@ func review(op admissionv1.Operation, pod []byte) []byte {
 	r := admissionv1.AdmissionReview{
 		TypeMeta: metav1.TypeMeta{APIVersion: "admission.k8s.io/v1", Kind: "AdmissionReview"},
 		Request: &admissionv1.AdmissionRequest{
-			UID: "0b6d1c8e-1", Kind: metav1.GroupVersionKind{Version: "v1", Kind: "Pod"},
-			Resource: metav1.GroupVersionResource{Version: "v1", Resource: "pods"}, Namespace: "health",
-			Operation: op, Object: runtime.RawExtension{Raw: pod},
+			UID:       "0b6d1c8e-1",
+			Kind:      metav1.GroupVersionKind{Version: "v1", Kind: "Pod"},
+			Resource:  metav1.GroupVersionResource{Version: "v1", Resource: "pods"},
+			Namespace: "health",
+			Operation: op,
+			Object:    runtime.RawExtension{Raw: pod},
 		},
 	}
 	b, _ := json.Marshal(r)

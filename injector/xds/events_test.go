@@ -29,9 +29,14 @@ func TestPodEventsCutSnapshotsOnlyWhenTheyMatter(t *testing.T) {
 	client := fake.NewClientset()
 	var mu sync.Mutex
 	var versions []string
-	s, err := New(Config{Listen: "127.0.0.1:0", TLS: &tls.Config{ClientAuth: tls.RequireAndVerifyClientCert}, Client: client,
-		Namespace: nsName, Debounce: 5 * time.Millisecond,
-		OnSnapshot: func(v string) { mu.Lock(); versions = append(versions, v); mu.Unlock() }})
+	s, err := New(Config{
+		Listen:     "127.0.0.1:0",
+		TLS:        &tls.Config{ClientAuth: tls.RequireAndVerifyClientCert},
+		Client:     client,
+		Namespace:  nsName,
+		Debounce:   5 * time.Millisecond,
+		OnSnapshot: func(v string) { mu.Lock(); versions = append(versions, v); mu.Unlock() },
+	})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -63,8 +63,15 @@ func newPKI(t *testing.T) *pki {
 	p := &pki{dir: t.TempDir()}
 	var err error
 	p.caKey, _ = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "countersign test control-plane CA"}, IsCA: true,
-		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour)}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "countersign test control-plane CA"},
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign,
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &p.caKey.PublicKey, p.caKey)
 	if err != nil {
 		t.Fatal(err)
@@ -83,8 +90,16 @@ func newPKI(t *testing.T) *pki {
 func (p *pki) issue(t *testing.T, cn string, usage x509.ExtKeyUsage) tls.Certificate {
 	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	n, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
-	tmpl := &x509.Certificate{SerialNumber: n, Subject: pkix.Name{CommonName: cn}, DNSNames: []string{cn}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
-		ExtKeyUsage: []x509.ExtKeyUsage{usage}, KeyUsage: x509.KeyUsageDigitalSignature, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour)}
+	tmpl := &x509.Certificate{
+		SerialNumber: n,
+		Subject:      pkix.Name{CommonName: cn},
+		DNSNames:     []string{cn},
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+		ExtKeyUsage:  []x509.ExtKeyUsage{usage},
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.ca, &k.PublicKey, p.caKey)
 	if err != nil {
 		t.Fatal(err)
@@ -135,9 +150,11 @@ func (e *meshEnv) cfg(id, mr string) *config.Config {
 	return &config.Config{
 		Attester:           config.Attester{Type: "sim", SimPlatformKey: e.svc.PlatformKeyFile, SimIdentity: config.SimIdentity{MREnclave: m}},
 		AttestationService: config.AttestationService{URL: e.svc.URL, CAFile: e.svc.CAFile},
-		PolicyFile:         e.policy, Identity: id, Admin: config.Admin{Listen: "127.0.0.1:0"},
-		Refresh: config.Refresh{MinBackoff: config.Duration(100 * time.Millisecond), MaxBackoff: config.Duration(300 * time.Millisecond)},
-		Limits:  config.Limits{ShutdownTimeout: config.Duration(2 * time.Second)},
+		PolicyFile:         e.policy,
+		Identity:           id,
+		Admin:              config.Admin{Listen: "127.0.0.1:0"},
+		Refresh:            config.Refresh{MinBackoff: config.Duration(100 * time.Millisecond), MaxBackoff: config.Duration(300 * time.Millisecond)},
+		Limits:             config.Limits{ShutdownTimeout: config.Duration(2 * time.Second)},
 	}
 }
 
@@ -183,8 +200,20 @@ func (e *meshEnv) backend(name string) backend {
 	c := e.cfg("back", mrBack)
 	// The pinned floor lets front and rogue call; the control plane may narrow that.
 	c.Inbound = []config.Inbound{
-		{Name: "api", Listen: e.listenHost() + ":0", Protocol: "http", ForwardTo: strings.TrimPrefix(app.URL, "http://"), Allow: []string{"front", "rogue"}},
-		{Name: "echo", Listen: e.listenHost() + ":0", Protocol: "tcp", ForwardTo: echo.Addr().String(), Allow: []string{"front", "rogue"}},
+		{
+			Name:      "api",
+			Listen:    e.listenHost() + ":0",
+			Protocol:  "http",
+			ForwardTo: strings.TrimPrefix(app.URL, "http://"),
+			Allow:     []string{"front", "rogue"},
+		},
+		{
+			Name:      "echo",
+			Listen:    e.listenHost() + ":0",
+			Protocol:  "tcp",
+			ForwardTo: echo.Addr().String(),
+			Allow:     []string{"front", "rogue"},
+		},
 	}
 	if e.xds != nil {
 		x := *e.xds
@@ -319,13 +348,19 @@ func runConformance(t *testing.T, client kubernetes.Interface, host string) {
 	var nacks []string
 	cpCtx, stopCP := context.WithCancel(ctx)
 	cpLogs := &testproxy.Logs{}
-	cp, err := xds.New(xds.Config{Listen: "127.0.0.1:0", TLS: p.serverTLS, Client: client, Namespace: ns, Debounce: 5 * time.Millisecond,
-		Logger: slog.New(slog.NewTextHandler(cpLogs, &slog.HandlerOptions{Level: slog.LevelInfo})),
+	cp, err := xds.New(xds.Config{
+		Listen:    "127.0.0.1:0",
+		TLS:       p.serverTLS,
+		Client:    client,
+		Namespace: ns,
+		Debounce:  5 * time.Millisecond,
+		Logger:    slog.New(slog.NewTextHandler(cpLogs, &slog.HandlerOptions{Level: slog.LevelInfo})),
 		OnNack: func(node, typeURL, reason string) {
 			nackMu.Lock()
 			nacks = append(nacks, node+" "+typeURL+": "+reason)
 			nackMu.Unlock()
-		}})
+		},
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -341,15 +376,42 @@ func runConformance(t *testing.T, client kubernetes.Interface, host string) {
 
 	// The back proxies subscribe too, with no upstream identities: the control plane can only
 	// narrow who may call them.
-	e.xds = &config.XDS{Server: cp.Addr(), ServerName: "xds.test", CAFile: p.caFile, CertFile: p.certFile, KeyFile: p.keyFile,
-		MinBackoff: config.Duration(50 * time.Millisecond), MaxBackoff: config.Duration(200 * time.Millisecond)}
+	e.xds = &config.XDS{
+		Server:     cp.Addr(),
+		ServerName: "xds.test",
+		CAFile:     p.caFile,
+		CertFile:   p.certFile,
+		KeyFile:    p.keyFile,
+		MinBackoff: config.Duration(50 * time.Millisecond),
+		MaxBackoff: config.Duration(200 * time.Millisecond),
+	}
 	backs := []backend{e.backend("back-1"), e.backend("back-2"), e.backend("back-3")}
 	fc := e.cfg("front", mrFront)
-	fc.XDS = &config.XDS{Server: cp.Addr(), ServerName: "xds.test", CAFile: p.caFile, CertFile: p.certFile, KeyFile: p.keyFile,
-		UpstreamIdentities: []string{"back"}, MinBackoff: config.Duration(50 * time.Millisecond), MaxBackoff: config.Duration(200 * time.Millisecond)}
+	fc.XDS = &config.XDS{
+		Server:             cp.Addr(),
+		ServerName:         "xds.test",
+		CAFile:             p.caFile,
+		CertFile:           p.certFile,
+		KeyFile:            p.keyFile,
+		UpstreamIdentities: []string{"back"},
+		MinBackoff:         config.Duration(50 * time.Millisecond),
+		MaxBackoff:         config.Duration(200 * time.Millisecond),
+	}
 	fc.Outbound = []config.Outbound{
-		{Name: "api", Listen: "127.0.0.1:0", Protocol: "http", Cluster: clusterHTTP, UpstreamIdentity: []string{"back"}},
-		{Name: "echo", Listen: "127.0.0.1:0", Protocol: "tcp", Cluster: ns + "/records:echo", UpstreamIdentity: []string{"back"}},
+		{
+			Name:             "api",
+			Listen:           "127.0.0.1:0",
+			Protocol:         "http",
+			Cluster:          clusterHTTP,
+			UpstreamIdentity: []string{"back"},
+		},
+		{
+			Name:             "echo",
+			Listen:           "127.0.0.1:0",
+			Protocol:         "tcp",
+			Cluster:          ns + "/records:echo",
+			UpstreamIdentity: []string{"back"},
+		},
 	}
 	front, frontLogs := e.start(fc)
 	api := "http://" + front.Addr("api") + "/records/1"

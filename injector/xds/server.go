@@ -125,8 +125,15 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, ln: ln, nodes: map[string]*nodeState{}, streams: map[int64]string{}, views: map[string]viewSnap{},
-		sent: map[sentKey]sentResp{}, kick: make(chan struct{}, 1)}
+	s := &Server{
+		cfg:     cfg,
+		ln:      ln,
+		nodes:   map[string]*nodeState{},
+		streams: map[int64]string{},
+		views:   map[string]viewSnap{},
+		sent:    map[sentKey]sentResp{},
+		kick:    make(chan struct{}, 1),
+	}
 	s.cache = cachev3.NewSnapshotCache(true, nodeHash{}, slogAdapter{cfg.Logger})
 	return s, nil
 }

@@ -174,11 +174,19 @@ func bytesOf(b byte) []byte {
 // Claims returns a valid SGX claim set issued now, with runtime data naming keys (JWK objects).
 func (is *Issuer) Claims(now time.Time, runtimeKeys ...any) map[string]any {
 	c := map[string]any{
-		"iss": is.URL, "iat": now.Unix(), "nbf": now.Unix(), "exp": now.Add(8 * time.Hour).Unix(),
-		"jti": "00ff", "x-ms-ver": "1.0", "x-ms-attestation-type": "sgx",
+		"iss":                    is.URL,
+		"iat":                    now.Unix(),
+		"nbf":                    now.Unix(),
+		"exp":                    now.Add(8 * time.Hour).Unix(),
+		"jti":                    "00ff",
+		"x-ms-ver":               "1.0",
+		"x-ms-attestation-type":  "sgx",
 		"x-ms-policy-hash":       "wm9mHlvTU82e8UqoOy1Yj1FBRSNkfe99-69IYDq9eWs",
-		"x-ms-sgx-is-debuggable": false, "x-ms-sgx-mrsigner": MRSigner, "x-ms-sgx-mrenclave": MREnclave,
-		"x-ms-sgx-product-id": 1, "x-ms-sgx-svn": 3,
+		"x-ms-sgx-is-debuggable": false,
+		"x-ms-sgx-mrsigner":      MRSigner,
+		"x-ms-sgx-mrenclave":     MREnclave,
+		"x-ms-sgx-product-id":    1,
+		"x-ms-sgx-svn":           3,
 	}
 	if len(runtimeKeys) > 0 {
 		c["x-ms-runtime"] = map[string]any{"keys": runtimeKeys}

@@ -99,7 +99,13 @@ func TestBatchAttacksRefused(t *testing.T) {
 	other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	tok := Digest("answerer-token")
 	cs := func(entry string, resp [32]byte) Countersig {
-		return Countersig{V: 2, Entry: entry, Token: tok, Resp: b64.EncodeToString(resp[:]), TS: 1700000000000}
+		return Countersig{
+			V:     2,
+			Entry: entry,
+			Token: tok,
+			Resp:  b64.EncodeToString(resp[:]),
+			TS:    1700000000000,
+		}
 	}
 	// Two countersignatures answering requests on two different connections, one batch.
 	entA, entB := Digest("entry on connection A"), Digest("entry on connection B")
@@ -147,7 +153,13 @@ func TestBatchAttacksRefused(t *testing.T) {
 		})
 	}
 	// A v1 payload in three parts is refused too (an entry this time).
-	e := Entry{V: 1, Token: tok, Req: b64.EncodeToString(respA[:]), TS: 1, Nonce: b64.EncodeToString(make([]byte, 16))}
+	e := Entry{
+		V:     1,
+		Token: tok,
+		Req:   b64.EncodeToString(respA[:]),
+		TS:    1,
+		Nonce: b64.EncodeToString(make([]byte, 16)),
+	}
 	ent := batchOf(t, key, ctxEntry, e)[0]
 	if _, _, _, err := ParseEntry(ent); err == nil || !strings.Contains(err.Error(), "version 1 in a 3-part") {
 		t.Errorf("v1 entry in three parts: %v", err)

@@ -102,7 +102,14 @@ func TestCanonicalOnly(t *testing.T) {
 			t.Fatal("countersignature with other spare bits verified")
 		}
 	}
-	rc := Receipt{V: 1, Chain: "x", Tokens: []string{"y"}, Countersignature: "z", Status: 200, BodySHA256: b64.EncodeToString(make([]byte, 32))}
+	rc := Receipt{
+		V:                1,
+		Chain:            "x",
+		Tokens:           []string{"y"},
+		Countersignature: "z",
+		Status:           200,
+		BodySHA256:       b64.EncodeToString(make([]byte, 32)),
+	}
 	for extra := ""; len(extra) < 3; extra += "a" { // find a length that leaves spare bits
 		rc.Chain = "x" + extra
 		enc, _ := rc.Encode()

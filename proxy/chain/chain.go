@@ -559,7 +559,16 @@ func VerifyEntries(ctx context.Context, c Checker, encoded []string, tokens map[
 				return nil, attestation.Rejectf(CodeChainSignature, "entry %d is not signed by a key its token names", i)
 			}
 		}
-		ch.Hops = append(ch.Hops, Hop{Entry: e, Encoded: enc, Identity: dec.Identity, Token: t, signer: signer, sum: sum, hasSum: true, signed: signed})
+		ch.Hops = append(ch.Hops, Hop{
+			Entry:    e,
+			Encoded:  enc,
+			Identity: dec.Identity,
+			Token:    t,
+			signer:   signer,
+			sum:      sum,
+			hasSum:   true,
+			signed:   signed,
+		})
 		ch.Tokens[e.Token] = raw
 	}
 	for d := range tokens {
@@ -612,7 +621,13 @@ func Append(prev *Chain, self Self, req [32]byte, now time.Time) (header, entryD
 	if _, err := rand.Read(nonce); err != nil {
 		return "", "", err
 	}
-	e := Entry{V: self.version(), Token: TokenDigest(self.Token), Req: b64.EncodeToString(req[:]), TS: now.UnixMilli(), Nonce: b64.EncodeToString(nonce)}
+	e := Entry{
+		V:     self.version(),
+		Token: TokenDigest(self.Token),
+		Req:   b64.EncodeToString(req[:]),
+		TS:    now.UnixMilli(),
+		Nonce: b64.EncodeToString(nonce),
+	}
 	if prev != nil && len(prev.Hops) > 0 {
 		e.Index = len(prev.Hops)
 		e.Prev = prev.Tail()
@@ -632,7 +647,13 @@ func Append(prev *Chain, self Self, req [32]byte, now time.Time) (header, entryD
 
 // Countersign signs the answer to the entry whose digest is entryDigest.
 func Countersign(self Self, entryDigest string, resp [32]byte, now time.Time) (string, error) {
-	return sign(self, ctxCountersig, Countersig{V: self.version(), Entry: entryDigest, Token: TokenDigest(self.Token), Resp: b64.EncodeToString(resp[:]), TS: now.UnixMilli()})
+	return sign(self, ctxCountersig, Countersig{
+		V:     self.version(),
+		Entry: entryDigest,
+		Token: TokenDigest(self.Token),
+		Resp:  b64.EncodeToString(resp[:]),
+		TS:    now.UnixMilli(),
+	})
 }
 
 // ParseCountersig parses an encoded countersignature's shape: the statement, b64url(C) and

@@ -39,7 +39,14 @@ func TestDigestAndTokenDigest(t *testing.T) {
 
 // Encode writes what base64url(json.Marshal(r)) is, and ParseReceipt reads it back.
 func TestReceiptEncode(t *testing.T) {
-	r := &Receipt{V: 1, Chain: "a.b,c.d", Tokens: []string{strings.Repeat("t", 9000), "u.v.w", "<&>"}, Countersignature: "x.y", Status: 200, BodySHA256: Digest("body")}
+	r := &Receipt{
+		V:                1,
+		Chain:            "a.b,c.d",
+		Tokens:           []string{strings.Repeat("t", 9000), "u.v.w", "<&>"},
+		Countersignature: "x.y",
+		Status:           200,
+		BodySHA256:       Digest("body"),
+	}
 	for range 3 {
 		got, err := r.Encode()
 		if err != nil {

@@ -133,8 +133,13 @@ func (f fileKeySet) RoundTrip(req *http.Request) (*http.Response, error) {
 	if req.Method != http.MethodGet || req.URL.String() != f.url {
 		return nil, fmt.Errorf("offline verification: no request to %s allowed", req.URL)
 	}
-	return &http.Response{StatusCode: http.StatusOK, Status: "200 OK", Header: http.Header{"Content-Type": {"application/json"}},
-		Body: io.NopCloser(bytes.NewReader(f.doc)), Request: req}, nil
+	return &http.Response{
+		StatusCode: http.StatusOK,
+		Status:     "200 OK",
+		Header:     http.Header{"Content-Type": {"application/json"}},
+		Body:       io.NopCloser(bytes.NewReader(f.doc)),
+		Request:    req,
+	}, nil
 }
 
 // keyFiles parses repeated URL=FILE flags.

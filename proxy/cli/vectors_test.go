@@ -451,7 +451,13 @@ func (g *vecGen) build(s *scene) *scene {
 		if i+1 < len(s.senders) {
 			next = s.senders[i+1]
 		}
-		rq := vecRequest{Hop: hop, Method: "POST", Authority: authorityOf(next), Target: "/v2/models/chest-scan-classifier/infer", Body: &body}
+		rq := vecRequest{
+			Hop:       hop,
+			Method:    "POST",
+			Authority: authorityOf(next),
+			Target:    "/v2/models/chest-scan-classifier/infer",
+			Body:      &body,
+		}
 		if s.stream {
 			rq.Body = nil // B is "-": the countersignature binds the body instead
 		}
@@ -537,7 +543,13 @@ func withoutToken(r obj, tok string) obj {
 // generate returns every file of docs/vectors by name.
 func generateVectors(t *testing.T) map[string][]byte {
 	keys, rk, der := loadKeys(t)
-	g := &vecGen{t: t, keys: keys, rsa: rk, hops: map[string]*vecHop{}, tokens: map[string]string{}}
+	g := &vecGen{
+		t:      t,
+		keys:   keys,
+		rsa:    rk,
+		hops:   map[string]*vecHop{},
+		tokens: map[string]string{},
+	}
 	for i := range keys.Hops {
 		g.hops[keys.Hops[i].Name] = &keys.Hops[i]
 	}
@@ -569,7 +581,16 @@ func generateVectors(t *testing.T) map[string][]byte {
 		case string:
 			b = []byte(x)
 		}
-		cases = append(cases, vecCase{Name: name, Description: desc, File: "receipts/" + name + ".receipt", Identities: ids, Answerer: ans, Verdict: verdict, Code: code, receipt: append(b, '\n')})
+		cases = append(cases, vecCase{
+			Name:        name,
+			Description: desc,
+			File:        "receipts/" + name + ".receipt",
+			Identities:  ids,
+			Answerer:    ans,
+			Verdict:     verdict,
+			Code:        code,
+			receipt:     append(b, '\n'),
+		})
 		return &cases[len(cases)-1]
 	}
 	ok := func(name, desc string, s *scene, r any, ids, ans []string) {
@@ -596,7 +617,13 @@ func generateVectors(t *testing.T) map[string][]byte {
 	// Protocol v2 (group signatures).
 	v2one := g.build(&scene{senders: []string{"records-api"}, answerer: "inference", v2: true})
 	ok("one-hop-v2", "Protocol v2: the entry and the countersignature each in a batch of one (proof 00 01, the root is the leaf).", v2one, g.receipt(v2one), nil, nil)
-	v2two := g.build(&scene{senders: []string{"records-api", "gateway"}, answerer: "inference", v2: true, csSiblings: 2, csIndex: 1})
+	v2two := g.build(&scene{
+		senders:    []string{"records-api", "gateway"},
+		answerer:   "inference",
+		v2:         true,
+		csSiblings: 2,
+		csIndex:    1,
+	})
 	ok("two-hop-v2-batched", "Protocol v2, two hops: the countersignature is leaf 1 of a batch of 3 (its siblings are other statements of the same key).", v2two, g.receipt(v2two), nil, nil)
 	{
 		parts := strings.Split(v2two.countsig, ".")
@@ -758,9 +785,27 @@ func digestVectors() []digestVector {
 	str := func(s string) *string { e := vb64.EncodeToString([]byte(s)); return &e }
 	empty := ""
 	reqs := []digestVector{
-		{Description: "GET with no body and no Content-Length: digested as the empty body (like Content-Length: 0)", Method: "GET", Authority: "records.vectors.countersign.example:8443", Target: "/patients/17?fields=name", Body: &empty},
-		{Description: "POST with a 13-byte body", Method: "POST", Authority: "inference.vectors.countersign.example:8443", Target: "/v2/models/x/infer", Body: str(`{"inputs":[]}`)},
-		{Description: "POST whose body is over 65536 bytes, or whose length the receiving proxy does not know (chunked): B is -", Method: "POST", Authority: "inference.vectors.countersign.example:8443", Target: "/upload", Body: nil},
+		{
+			Description: "GET with no body and no Content-Length: digested as the empty body (like Content-Length: 0)",
+			Method:      "GET",
+			Authority:   "records.vectors.countersign.example:8443",
+			Target:      "/patients/17?fields=name",
+			Body:        &empty,
+		},
+		{
+			Description: "POST with a 13-byte body",
+			Method:      "POST",
+			Authority:   "inference.vectors.countersign.example:8443",
+			Target:      "/v2/models/x/infer",
+			Body:        str(`{"inputs":[]}`),
+		},
+		{
+			Description: "POST whose body is over 65536 bytes, or whose length the receiving proxy does not know (chunked): B is -",
+			Method:      "POST",
+			Authority:   "inference.vectors.countersign.example:8443",
+			Target:      "/upload",
+			Body:        nil,
+		},
 	}
 	var out []digestVector
 	for _, r := range reqs {

@@ -116,7 +116,9 @@ func (o *Outbound) generation(cur *identity.Current) *generation {
 		protos = []string{"h2", "http/1.1"} // HTTP/1.1 with a peer that only speaks it
 	}
 	tlsCfg := attestedtls.ClientConfig(fixedCert{cur}, o.d.Checker, o.host, attestedtls.Options{
-		Listener: o.cfg.Name, Identities: o.cfg.UpstreamIdentity, Logger: o.d.Logger,
+		Listener:   o.cfg.Name,
+		Identities: o.cfg.UpstreamIdentity,
+		Logger:     o.d.Logger,
 		OnReject:   func(listener string, rej *attestation.Rejection) { o.d.Metrics.Reject(listener, rej.Code) },
 		NextProtos: protos,
 	})
@@ -243,8 +245,17 @@ func (o *Outbound) modifyResponse(resp *http.Response) error {
 		if body == nil {
 			body = http.NoBody
 		}
-		resp.Body = &verifyBody{ReadCloser: body, resp: resp, h: sha256.New(), o: o, st: st, peerPK: pk, peerTk: peerTok, peerRw: peer.Token.Raw,
-			grpc: o.cfg.Protocol == config.ProtocolGRPC || isGRPC(resp.Request.Header)}
+		resp.Body = &verifyBody{
+			ReadCloser: body,
+			resp:       resp,
+			h:          sha256.New(),
+			o:          o,
+			st:         st,
+			peerPK:     pk,
+			peerTk:     peerTok,
+			peerRw:     peer.Token.Raw,
+			grpc:       o.cfg.Protocol == config.ProtocolGRPC || isGRPC(resp.Request.Header),
+		}
 		resp.Trailer = nil // everything verifyBody sets goes out as trailers
 		return nil
 	}
@@ -274,7 +285,13 @@ func (o *Outbound) modifyResponse(resp *http.Response) error {
 		return nil
 	}
 	st.tokens[peerTok] = peer.Token.Raw
-	rc := chain.Receipt{V: 1, Chain: st.chainHdr, Countersignature: enc, Status: resp.StatusCode, BodySHA256: b64(sum[:])}
+	rc := chain.Receipt{
+		V:                1,
+		Chain:            st.chainHdr,
+		Countersignature: enc,
+		Status:           resp.StatusCode,
+		BodySHA256:       b64(sum[:]),
+	}
 	for _, t := range st.tokens {
 		rc.Tokens = append(rc.Tokens, t)
 	}
@@ -292,7 +309,16 @@ func (o *Outbound) modifyResponse(resp *http.Response) error {
 // countersignature, in the trailers, covers the request body the answering proxy received.
 func (o *Outbound) bufferStreamed(resp *http.Response, st *outState, pk *ecdsa.PublicKey, peerRaw string) error {
 	peerTok := chain.TokenDigest(peerRaw)
-	v := &verifyBody{ReadCloser: resp.Body, resp: resp, h: sha256.New(), o: o, st: st, peerPK: pk, peerTk: peerTok, peerRw: peerRaw}
+	v := &verifyBody{
+		ReadCloser: resp.Body,
+		resp:       resp,
+		h:          sha256.New(),
+		o:          o,
+		st:         st,
+		peerPK:     pk,
+		peerTk:     peerTok,
+		peerRw:     peerRaw,
+	}
 	b, _, rej := bufferResponse(resp, o.d.Limits.MaxResponseBytes, "the upstream", CodeUpstream)
 	if rej != nil {
 		return rej

@@ -170,7 +170,14 @@ func (h *Inbound) streamAnswer(resp *http.Response, st *inState) {
 	if body == nil {
 		body = http.NoBody
 	}
-	resp.Body = &countersignBody{ReadCloser: body, resp: resp, moved: moved, h: sha256.New(), st: st, d: h.d}
+	resp.Body = &countersignBody{
+		ReadCloser: body,
+		resp:       resp,
+		moved:      moved,
+		h:          sha256.New(),
+		st:         st,
+		d:          h.d,
+	}
 	resp.Trailer = nil // see countersignBody
 	resp.Header.Del("Content-Length")
 	resp.ContentLength = -1
@@ -240,8 +247,15 @@ func (v *verifyBody) finish() *attestation.Rejection {
 	v.o.d.variantsDropped(v.o.cfg.Name, "trailer", deleteOurs(out))
 	if v.st.wantReceipt {
 		v.st.tokens[v.peerTk] = v.peerRw
-		rc := chain.Receipt{V: 2, Chain: v.st.chainHdr, Countersignature: enc, Status: v.resp.StatusCode,
-			BodySHA256: b64(sum), TrailersSHA256: b64(ts[:]), RequestBody: rb}
+		rc := chain.Receipt{
+			V:                2,
+			Chain:            v.st.chainHdr,
+			Countersignature: enc,
+			Status:           v.resp.StatusCode,
+			BodySHA256:       b64(sum),
+			TrailersSHA256:   b64(ts[:]),
+			RequestBody:      rb,
+		}
 		for _, t := range v.st.tokens {
 			rc.Tokens = append(rc.Tokens, t)
 		}

@@ -164,8 +164,12 @@ func (s *Source) refresh(ctx context.Context) error {
 		return err
 	}
 	c := &Current{
-		Key: key, JWK: jwk, Token: t, Expiry: t.Expiry(), Loaded: now,
-		Cert: tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf},
+		Key:    key,
+		JWK:    jwk,
+		Token:  t,
+		Expiry: t.Expiry(),
+		Loaded: now,
+		Cert:   tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf},
 	}
 	s.cur.Store(c)
 	s.cfg.Logger.Info("attested identity loaded", "identity", s.cfg.Identity, "expires", c.Expiry.UTC().Format(time.RFC3339))

@@ -96,12 +96,18 @@ func New(c Config) (*Mesh, error) {
 	connected := prometheus.NewGauge(prometheus.GaugeOpts{Name: "countersign_xds_connected", Help: "1 while a stream to the control plane is up."})
 	c.Metrics.Registry.MustRegister(updates, connected)
 	m.xds, err = xdsclient.New(xdsclient.Config{
-		Server: x.Server, TLS: tlsCfg, NodeID: x.NodeID, Floor: c.Engine, Logger: c.Logger, Node: node,
+		Server: x.Server,
+		TLS:    tlsCfg,
+		NodeID: x.NodeID,
+		Floor:  c.Engine,
+		Logger: c.Logger,
+		Node:   node,
 		Inbound: func(port uint16) (string, []string, bool) {
 			in, ok := m.inbound[port]
 			return in.Name, in.Allow, ok
 		},
-		MinBackoff: x.MinBackoff.D(), MaxBackoff: x.MaxBackoff.D(),
+		MinBackoff: x.MinBackoff.D(),
+		MaxBackoff: x.MaxBackoff.D(),
 		Allowed: func(cluster string) []string {
 			if ids, ok := floors[cluster]; ok {
 				return ids
@@ -250,13 +256,23 @@ func (m *Mesh) ServeCluster(w http.ResponseWriter, r *http.Request, listener, cl
 	if authority == "" {
 		authority = cl.Policy.Authority
 	}
-	k := handlerKey{listener: listener, endpoint: ep, authority: authority, ids: strings.Join(cl.Policy.Identities, ","), checker: cl.Engine}
+	k := handlerKey{
+		listener:  listener,
+		endpoint:  ep,
+		authority: authority,
+		ids:       strings.Join(cl.Policy.Identities, ","),
+		checker:   cl.Engine,
+	}
 	h, ok := m.handlers.Load(k)
 	if !ok {
 		d := *m.cfg.Deps
 		d.Checker = cl.Engine
 		h, _ = m.handlers.LoadOrStore(k, httpproxy.NewOutbound(&d, config.Outbound{
-			Name: listener, Protocol: config.ProtocolHTTP, Upstream: ep, UpstreamIdentity: cl.Policy.Identities, Authority: authority,
+			Name:             listener,
+			Protocol:         config.ProtocolHTTP,
+			Upstream:         ep,
+			UpstreamIdentity: cl.Policy.Identities,
+			Authority:        authority,
 		}))
 	}
 	h.(*httpproxy.Outbound).ServeHTTP(w, r)

@@ -51,11 +51,23 @@ func chainAttacks(t *testing.T, mode string) {
 	a, _ := newApp(t)
 	bc := e.cfg("back", mrBack)
 	bc.Chain.PeerSignatures = mode
-	bc.Inbound = []config.Inbound{{Name: "api", Listen: "127.0.0.1:0", Protocol: "http", ForwardTo: strings.TrimPrefix(a.URL, "http://"), Allow: []string{"front"}}}
+	bc.Inbound = []config.Inbound{{
+		Name:      "api",
+		Listen:    "127.0.0.1:0",
+		Protocol:  "http",
+		ForwardTo: strings.TrimPrefix(a.URL, "http://"),
+		Allow:     []string{"front"},
+	}}
 	bc.Chain.Identities = []string{"front", "third"}
 	back := e.start(bc)
 	withOut := func(c *config.Config) *config.Config {
-		c.Outbound = []config.Outbound{{Name: "o", Listen: "127.0.0.1:0", Protocol: "http", Upstream: back.Addr("api"), UpstreamIdentity: []string{"back"}}}
+		c.Outbound = []config.Outbound{{
+			Name:             "o",
+			Listen:           "127.0.0.1:0",
+			Protocol:         "http",
+			Upstream:         back.Addr("api"),
+			UpstreamIdentity: []string{"back"},
+		}}
 		return c
 	}
 	front := e.start(withOut(e.cfg("front", mrFront)))

@@ -66,7 +66,13 @@ func BenchmarkChainVerify(b *testing.B) {
 	e := newEnv(b, time.Hour)
 	front := e.start(func() *config.Config {
 		c := e.cfg("front", mrFront)
-		c.Outbound = []config.Outbound{{Name: "o", Listen: "127.0.0.1:0", Protocol: "http", Upstream: "127.0.0.1:1", UpstreamIdentity: []string{"back"}}}
+		c.Outbound = []config.Outbound{{
+			Name:             "o",
+			Listen:           "127.0.0.1:0",
+			Protocol:         "http",
+			Upstream:         "127.0.0.1:1",
+			UpstreamIdentity: []string{"back"},
+		}}
 		return c
 	}())
 	ctx := context.Background()

@@ -66,10 +66,22 @@ func TestReplayVariantsRefused(t *testing.T) {
 	e := newEnv(t, time.Hour)
 	a, _ := newApp(t)
 	bc := e.cfg("back", mrBack)
-	bc.Inbound = []config.Inbound{{Name: "api", Listen: "127.0.0.1:0", Protocol: "http", ForwardTo: strings.TrimPrefix(a.URL, "http://"), Allow: []string{"front"}}}
+	bc.Inbound = []config.Inbound{{
+		Name:      "api",
+		Listen:    "127.0.0.1:0",
+		Protocol:  "http",
+		ForwardTo: strings.TrimPrefix(a.URL, "http://"),
+		Allow:     []string{"front"},
+	}}
 	back := e.start(bc)
 	fc := e.cfg("front", mrFront)
-	fc.Outbound = []config.Outbound{{Name: "o", Listen: "127.0.0.1:0", Protocol: "http", Upstream: back.Addr("api"), UpstreamIdentity: []string{"back"}}}
+	fc.Outbound = []config.Outbound{{
+		Name:             "o",
+		Listen:           "127.0.0.1:0",
+		Protocol:         "http",
+		Upstream:         back.Addr("api"),
+		UpstreamIdentity: []string{"back"},
+	}}
 	front := e.start(fc)
 	client := attestedClient(&front.Identity.Current().Cert)
 	empty := sha256.Sum256(nil)

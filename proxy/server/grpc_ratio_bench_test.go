@@ -55,11 +55,24 @@ func benchGRPCPairVsGoH2PairMode(b *testing.B, workers int, peerSigs string) {
 	e := newEnv(b, time.Hour)
 	bc := e.cfg("back", mrBack)
 	bc.Chain.PeerSignatures = peerSigs
-	bc.Inbound = []config.Inbound{{Name: "api", Listen: "127.0.0.1:0", Protocol: config.ProtocolGRPC, ForwardTo: appAddr, Allow: []string{"front"}}}
+	bc.Inbound = []config.Inbound{{
+		Name:      "api",
+		Listen:    "127.0.0.1:0",
+		Protocol:  config.ProtocolGRPC,
+		ForwardTo: appAddr,
+		Allow:     []string{"front"},
+	}}
 	back := e.start(bc)
 	fc := e.cfg("front", mrFront)
 	fc.Chain.PeerSignatures = peerSigs
-	fc.Outbound = []config.Outbound{{Name: "to-back", Listen: "127.0.0.1:0", Protocol: config.ProtocolGRPC, Upstream: back.Addr("api"), UpstreamIdentity: []string{"back"}, Authority: "back.internal"}}
+	fc.Outbound = []config.Outbound{{
+		Name:             "to-back",
+		Listen:           "127.0.0.1:0",
+		Protocol:         config.ProtocolGRPC,
+		Upstream:         back.Addr("api"),
+		UpstreamIdentity: []string{"back"},
+		Authority:        "back.internal",
+	}}
 	front := e.start(fc)
 	ours := grpcClient(b, front.Addr("to-back"))
 	direct := grpcClient(b, appAddr)
@@ -144,15 +157,25 @@ func goH2Pair(b *testing.B, appAddr string) string {
 	bTr := &http.Transport{Protocols: &h2c, MaxIdleConns: 1024, MaxIdleConnsPerHost: 256, IdleConnTimeout: 90 * time.Second}
 	bs := httptest.NewUnstartedServer(rp(&url.URL{Scheme: "http", Host: appAddr}, bTr))
 	bs.EnableHTTP2 = true
-	bs.TLS = &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{cert},
-		ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pool, CurvePreferences: []tls.CurveID{tls.CurveP256}}
+	bs.TLS = &tls.Config{
+		MinVersion:       tls.VersionTLS13,
+		Certificates:     []tls.Certificate{cert},
+		ClientAuth:       tls.RequireAndVerifyClientCert,
+		ClientCAs:        pool,
+		CurvePreferences: []tls.CurveID{tls.CurveP256},
+	}
 	bs.StartTLS()
 	b.Cleanup(bs.Close)
 	bURL, _ := url.Parse(bs.URL)
 
-	aTr := &http.Transport{Protocols: &h2, MaxIdleConns: 1024, MaxIdleConnsPerHost: 256, IdleConnTimeout: 90 * time.Second,
+	aTr := &http.Transport{
+		Protocols:           &h2,
+		MaxIdleConns:        1024,
+		MaxIdleConnsPerHost: 256,
+		IdleConnTimeout:     90 * time.Second,
 		TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: pool, Certificates: []tls.Certificate{cert},
-			CurvePreferences: []tls.CurveID{tls.CurveP256}}}
+			CurvePreferences: []tls.CurveID{tls.CurveP256}},
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)

@@ -101,10 +101,23 @@ func startGRPCApp(t testing.TB) (addr string, app *grpcApp) {
 func grpcPair(t testing.TB, e *env) (testpb.TestServiceClient, *proxyT, *proxyT, *grpcApp) {
 	addr, app := startGRPCApp(t)
 	bc := e.cfg("back", mrBack)
-	bc.Inbound = []config.Inbound{{Name: "api", Listen: "127.0.0.1:0", Protocol: config.ProtocolGRPC, ForwardTo: addr, Allow: []string{"front"}}}
+	bc.Inbound = []config.Inbound{{
+		Name:      "api",
+		Listen:    "127.0.0.1:0",
+		Protocol:  config.ProtocolGRPC,
+		ForwardTo: addr,
+		Allow:     []string{"front"},
+	}}
 	back := e.start(bc)
 	fc := e.cfg("front", mrFront)
-	fc.Outbound = []config.Outbound{{Name: "to-back", Listen: "127.0.0.1:0", Protocol: config.ProtocolGRPC, Upstream: back.Addr("api"), UpstreamIdentity: []string{"back"}, Authority: "back.internal"}}
+	fc.Outbound = []config.Outbound{{
+		Name:             "to-back",
+		Listen:           "127.0.0.1:0",
+		Protocol:         config.ProtocolGRPC,
+		Upstream:         back.Addr("api"),
+		UpstreamIdentity: []string{"back"},
+		Authority:        "back.internal",
+	}}
 	front := e.start(fc)
 	cc, err := grpc.NewClient(front.Addr("to-back"), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -275,11 +288,23 @@ func TestGRPCRejectionIsStatus(t *testing.T) {
 	e := newEnv(t, time.Hour)
 	addr, _ := startGRPCApp(t)
 	bc := e.cfg("back", mrBack)
-	bc.Inbound = []config.Inbound{{Name: "api", Listen: "127.0.0.1:0", Protocol: config.ProtocolGRPC, ForwardTo: addr, Allow: []string{"front"}}}
+	bc.Inbound = []config.Inbound{{
+		Name:      "api",
+		Listen:    "127.0.0.1:0",
+		Protocol:  config.ProtocolGRPC,
+		ForwardTo: addr,
+		Allow:     []string{"front"},
+	}}
 	back := e.start(bc)
 	fc := e.cfg("front", mrFront)
 	// front requires its upstream to be "third": back's attestation is refused by front.
-	fc.Outbound = []config.Outbound{{Name: "to-back", Listen: "127.0.0.1:0", Protocol: config.ProtocolGRPC, Upstream: back.Addr("api"), UpstreamIdentity: []string{"third"}}}
+	fc.Outbound = []config.Outbound{{
+		Name:             "to-back",
+		Listen:           "127.0.0.1:0",
+		Protocol:         config.ProtocolGRPC,
+		Upstream:         back.Addr("api"),
+		UpstreamIdentity: []string{"third"},
+	}}
 	front := e.start(fc)
 	cc, err := grpc.NewClient(front.Addr("to-back"), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {

@@ -123,12 +123,24 @@ func TestH2Limits(t *testing.T) {
 	bc := e.cfg("back", mrBack)
 	bc.Limits = lim
 	bc.Chain.MaxBytes = 8192
-	bc.Inbound = []config.Inbound{{Name: "api", Listen: "127.0.0.1:0", Protocol: config.ProtocolHTTP2, ForwardTo: aln.Addr().String(), Allow: []string{"front"}}}
+	bc.Inbound = []config.Inbound{{
+		Name:      "api",
+		Listen:    "127.0.0.1:0",
+		Protocol:  config.ProtocolHTTP2,
+		ForwardTo: aln.Addr().String(),
+		Allow:     []string{"front"},
+	}}
 	back := e.start(bc)
 	fc := e.cfg("front", mrFront)
 	fc.Limits = lim
 	fc.Chain.MaxBytes = 8192
-	fc.Outbound = []config.Outbound{{Name: "to-back", Listen: "127.0.0.1:0", Protocol: config.ProtocolHTTP2, Upstream: back.Addr("api"), UpstreamIdentity: []string{"back"}}}
+	fc.Outbound = []config.Outbound{{
+		Name:             "to-back",
+		Listen:           "127.0.0.1:0",
+		Protocol:         config.ProtocolHTTP2,
+		Upstream:         back.Addr("api"),
+		UpstreamIdentity: []string{"back"},
+	}}
 	front := e.start(fc)
 	addr := front.Addr("to-back")
 

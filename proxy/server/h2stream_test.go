@@ -78,7 +78,13 @@ func answerGRPC(t *testing.T, back *proxyT, w http.ResponseWriter, entry string,
 func TestH2StreamCountersignature(t *testing.T) {
 	e := newEnv(t, time.Hour)
 	bc := e.cfg("back", mrBack)
-	bc.Inbound = []config.Inbound{{Name: "api", Listen: "127.0.0.1:0", Protocol: config.ProtocolGRPC, ForwardTo: "127.0.0.1:1", Allow: []string{"front"}}}
+	bc.Inbound = []config.Inbound{{
+		Name:      "api",
+		Listen:    "127.0.0.1:0",
+		Protocol:  config.ProtocolGRPC,
+		ForwardTo: "127.0.0.1:1",
+		Allow:     []string{"front"},
+	}}
 	back := e.start(bc)
 	ok := map[string]string{"Grpc-Status": "0", "X-Result": "benign"}
 	cases := []struct {
@@ -101,7 +107,13 @@ func TestH2StreamCountersignature(t *testing.T) {
 				})
 				fc := e.cfg("front", mrFront)
 				fc.Chain.PeerSignatures = mode // the digests are checked either way
-				fc.Outbound = []config.Outbound{{Name: "to-back", Listen: "127.0.0.1:0", Protocol: config.ProtocolGRPC, Upstream: up, UpstreamIdentity: []string{"back"}}}
+				fc.Outbound = []config.Outbound{{
+					Name:             "to-back",
+					Listen:           "127.0.0.1:0",
+					Protocol:         config.ProtocolGRPC,
+					Upstream:         up,
+					UpstreamIdentity: []string{"back"},
+				}}
 				front := e.start(fc)
 				cc, err := grpc.NewClient(front.Addr("to-back"), grpc.WithTransportCredentials(insecure.NewCredentials()))
 				if err != nil {
@@ -137,7 +149,13 @@ func TestH2StreamCountersignature(t *testing.T) {
 			w.Write([]byte("unsigned"))
 		})
 		fc := e.cfg("front", mrFront)
-		fc.Outbound = []config.Outbound{{Name: "to-back", Listen: "127.0.0.1:0", Protocol: config.ProtocolHTTP2, Upstream: up, UpstreamIdentity: []string{"back"}}}
+		fc.Outbound = []config.Outbound{{
+			Name:             "to-back",
+			Listen:           "127.0.0.1:0",
+			Protocol:         config.ProtocolHTTP2,
+			Upstream:         up,
+			UpstreamIdentity: []string{"back"},
+		}}
 		front := e.start(fc)
 		c := h2cClient()
 		resp, err := c.Get("http://" + front.Addr("to-back") + "/x")
@@ -210,10 +228,23 @@ func TestHTTP2ThroughTwoProxies(t *testing.T) {
 	go app.Serve(aln)
 	defer app.Close()
 	bc := e.cfg("back", mrBack)
-	bc.Inbound = []config.Inbound{{Name: "api", Listen: "127.0.0.1:0", Protocol: config.ProtocolHTTP2, ForwardTo: aln.Addr().String(), Allow: []string{"front"}}}
+	bc.Inbound = []config.Inbound{{
+		Name:      "api",
+		Listen:    "127.0.0.1:0",
+		Protocol:  config.ProtocolHTTP2,
+		ForwardTo: aln.Addr().String(),
+		Allow:     []string{"front"},
+	}}
 	back := e.start(bc)
 	fc := e.cfg("front", mrFront)
-	fc.Outbound = []config.Outbound{{Name: "to-back", Listen: "127.0.0.1:0", Protocol: config.ProtocolHTTP2, Upstream: back.Addr("api"), UpstreamIdentity: []string{"back"}, Authority: "back.internal"}}
+	fc.Outbound = []config.Outbound{{
+		Name:             "to-back",
+		Listen:           "127.0.0.1:0",
+		Protocol:         config.ProtocolHTTP2,
+		Upstream:         back.Addr("api"),
+		UpstreamIdentity: []string{"back"},
+		Authority:        "back.internal",
+	}}
 	front := e.start(fc)
 	req, _ := http.NewRequest(http.MethodPost, "http://"+front.Addr("to-back")+"/up", strings.NewReader("hello"))
 	req.Header.Set(chain.HeaderWantReceipt, chain.ReceiptInline)
@@ -250,11 +281,23 @@ func TestPeerSignaturesChannel(t *testing.T) {
 	a, _ := newApp(t)
 	bc := e.cfg("back", mrBack)
 	bc.Chain.PeerSignatures = config.PeerSignaturesChannel
-	bc.Inbound = []config.Inbound{{Name: "api", Listen: "127.0.0.1:0", Protocol: "http", ForwardTo: strings.TrimPrefix(a.URL, "http://"), Allow: []string{"front"}}}
+	bc.Inbound = []config.Inbound{{
+		Name:      "api",
+		Listen:    "127.0.0.1:0",
+		Protocol:  "http",
+		ForwardTo: strings.TrimPrefix(a.URL, "http://"),
+		Allow:     []string{"front"},
+	}}
 	back := e.start(bc)
 	fc := e.cfg("front", mrFront)
 	fc.Chain.PeerSignatures = config.PeerSignaturesChannel
-	fc.Outbound = []config.Outbound{{Name: "to-back", Listen: "127.0.0.1:0", Protocol: "http", Upstream: back.Addr("api"), UpstreamIdentity: []string{"back"}}}
+	fc.Outbound = []config.Outbound{{
+		Name:             "to-back",
+		Listen:           "127.0.0.1:0",
+		Protocol:         "http",
+		Upstream:         back.Addr("api"),
+		UpstreamIdentity: []string{"back"},
+	}}
 	front := e.start(fc)
 	url := "http://" + front.Addr("to-back") + "/r"
 	if r, body := get(t, url, nil); r.StatusCode != 200 {

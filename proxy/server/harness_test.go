@@ -84,7 +84,10 @@ func newEnv(t testing.TB, lifetime time.Duration) *env {
 	t.Cleanup(ts.Close)
 	e.url = ts.URL
 	e.svc, err = service.New(service.Config{
-		Issuer: ts.URL, SigningKey: signingKey, SigningCert: signingCert, TokenLifetime: lifetime,
+		Issuer:          ts.URL,
+		SigningKey:      signingKey,
+		SigningCert:     signingCert,
+		TokenLifetime:   lifetime,
 		SimPlatformKeys: []ed25519.PublicKey{priv.Public().(ed25519.PublicKey)},
 	})
 	if err != nil {

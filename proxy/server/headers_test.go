@@ -37,7 +37,15 @@ func normalisedOurs(name string) bool {
 }
 
 // proxySet are the names (exact spelling) a proxy itself sets towards an app or a caller.
-var proxySet = map[string]bool{chain.HeaderChain: true, chain.HeaderTokens: true, chain.HeaderVerified: true, chain.HeaderCountersig: true, chain.HeaderReceipt: true, chain.HeaderReject: true, chain.HeaderRejectCause: true}
+var proxySet = map[string]bool{
+	chain.HeaderChain:       true,
+	chain.HeaderTokens:      true,
+	chain.HeaderVerified:    true,
+	chain.HeaderCountersig:  true,
+	chain.HeaderReceipt:     true,
+	chain.HeaderReject:      true,
+	chain.HeaderRejectCause: true,
+}
 
 // Go's server and client canonicalise "countersign-verified" to the exact name, which is
 // deleted as ours rather than counted as a variant: of variantNames, this many are counted,
@@ -144,12 +152,33 @@ func TestHeaderVariantsDroppedWSGI(t *testing.T) {
 	certFile, keyFile, pool := tlsPair(t)
 	bc := e.cfg("back", mrBack)
 	bc.Inbound = []config.Inbound{
-		{Name: "public", Listen: "127.0.0.1:0", Protocol: "http", ForwardTo: wsgi, Public: true, CertFile: certFile, KeyFile: keyFile},
-		{Name: "api", Listen: "127.0.0.1:0", Protocol: "http", ForwardTo: wsgi, Allow: []string{"front"}},
+		{
+			Name:      "public",
+			Listen:    "127.0.0.1:0",
+			Protocol:  "http",
+			ForwardTo: wsgi,
+			Public:    true,
+			CertFile:  certFile,
+			KeyFile:   keyFile,
+		},
+		{
+			Name:      "api",
+			Listen:    "127.0.0.1:0",
+			Protocol:  "http",
+			ForwardTo: wsgi,
+			Allow:     []string{"front"},
+		},
 	}
 	back := e.start(bc)
 	fc := e.cfg("front", mrFront)
-	fc.Outbound = []config.Outbound{{Name: "to-back", Listen: "127.0.0.1:0", Protocol: "http", Upstream: back.Addr("api"), UpstreamIdentity: []string{"back"}, Authority: "back.internal"}}
+	fc.Outbound = []config.Outbound{{
+		Name:             "to-back",
+		Listen:           "127.0.0.1:0",
+		Protocol:         "http",
+		Upstream:         back.Addr("api"),
+		UpstreamIdentity: []string{"back"},
+		Authority:        "back.internal",
+	}}
 	front := e.start(fc)
 
 	seenBy := func(body string) map[string]string {
@@ -238,12 +267,33 @@ func TestHeaderVariantsDroppedGoApp(t *testing.T) {
 	certFile, keyFile, pool := tlsPair(t)
 	bc := e.cfg("back", mrBack)
 	bc.Inbound = []config.Inbound{
-		{Name: "public", Listen: "127.0.0.1:0", Protocol: "http", ForwardTo: app, Public: true, CertFile: certFile, KeyFile: keyFile},
-		{Name: "api", Listen: "127.0.0.1:0", Protocol: "http", ForwardTo: app, Allow: []string{"front"}},
+		{
+			Name:      "public",
+			Listen:    "127.0.0.1:0",
+			Protocol:  "http",
+			ForwardTo: app,
+			Public:    true,
+			CertFile:  certFile,
+			KeyFile:   keyFile,
+		},
+		{
+			Name:      "api",
+			Listen:    "127.0.0.1:0",
+			Protocol:  "http",
+			ForwardTo: app,
+			Allow:     []string{"front"},
+		},
 	}
 	back := e.start(bc)
 	fc := e.cfg("front", mrFront)
-	fc.Outbound = []config.Outbound{{Name: "to-back", Listen: "127.0.0.1:0", Protocol: "http", Upstream: back.Addr("api"), UpstreamIdentity: []string{"back"}, Authority: "back.internal"}}
+	fc.Outbound = []config.Outbound{{
+		Name:             "to-back",
+		Listen:           "127.0.0.1:0",
+		Protocol:         "http",
+		Upstream:         back.Addr("api"),
+		UpstreamIdentity: []string{"back"},
+		Authority:        "back.internal",
+	}}
 	front := e.start(fc)
 
 	browser := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}

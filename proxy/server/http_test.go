@@ -31,10 +31,23 @@ func pair(t testing.TB, e *env) (front, back *proxyT, app *appT) {
 	a, last := newApp(t)
 	app = &appT{last: last}
 	bc := e.cfg("back", mrBack)
-	bc.Inbound = []config.Inbound{{Name: "api", Listen: "127.0.0.1:0", Protocol: "http", ForwardTo: strings.TrimPrefix(a.URL, "http://"), Allow: []string{"front"}}}
+	bc.Inbound = []config.Inbound{{
+		Name:      "api",
+		Listen:    "127.0.0.1:0",
+		Protocol:  "http",
+		ForwardTo: strings.TrimPrefix(a.URL, "http://"),
+		Allow:     []string{"front"},
+	}}
 	back = e.start(bc)
 	fc := e.cfg("front", mrFront)
-	fc.Outbound = []config.Outbound{{Name: "to-back", Listen: "127.0.0.1:0", Protocol: "http", Upstream: back.Addr("api"), UpstreamIdentity: []string{"back"}, Authority: "back.internal"}}
+	fc.Outbound = []config.Outbound{{
+		Name:             "to-back",
+		Listen:           "127.0.0.1:0",
+		Protocol:         "http",
+		Upstream:         back.Addr("api"),
+		UpstreamIdentity: []string{"back"},
+		Authority:        "back.internal",
+	}}
 	front = e.start(fc)
 	return front, back, app
 }
@@ -225,7 +238,13 @@ func TestUnallowedIdentityRefusedBothDirections(t *testing.T) {
 	_, back, _ := pair(t, e)
 	// rogue calls back, which allows only front.
 	rc := e.cfg("rogue", mrRogue)
-	rc.Outbound = []config.Outbound{{Name: "to-back", Listen: "127.0.0.1:0", Protocol: "http", Upstream: back.Addr("api"), UpstreamIdentity: []string{"back"}}}
+	rc.Outbound = []config.Outbound{{
+		Name:             "to-back",
+		Listen:           "127.0.0.1:0",
+		Protocol:         "http",
+		Upstream:         back.Addr("api"),
+		UpstreamIdentity: []string{"back"},
+	}}
 	rogue := e.start(rc)
 	resp, _ := get(t, "http://"+rogue.Addr("to-back")+"/", nil)
 	if resp.StatusCode != http.StatusBadGateway {
@@ -236,10 +255,22 @@ func TestUnallowedIdentityRefusedBothDirections(t *testing.T) {
 	// front expects "back" but is pointed at rogue's inbound listener.
 	a, _ := newApp(t)
 	rc2 := e.cfg("rogue", mrRogue)
-	rc2.Inbound = []config.Inbound{{Name: "api", Listen: "127.0.0.1:0", Protocol: "http", ForwardTo: strings.TrimPrefix(a.URL, "http://"), Allow: []string{"front"}}}
+	rc2.Inbound = []config.Inbound{{
+		Name:      "api",
+		Listen:    "127.0.0.1:0",
+		Protocol:  "http",
+		ForwardTo: strings.TrimPrefix(a.URL, "http://"),
+		Allow:     []string{"front"},
+	}}
 	rogue2 := e.start(rc2)
 	fc := e.cfg("front", mrFront)
-	fc.Outbound = []config.Outbound{{Name: "to-back", Listen: "127.0.0.1:0", Protocol: "http", Upstream: rogue2.Addr("api"), UpstreamIdentity: []string{"back"}}}
+	fc.Outbound = []config.Outbound{{
+		Name:             "to-back",
+		Listen:           "127.0.0.1:0",
+		Protocol:         "http",
+		Upstream:         rogue2.Addr("api"),
+		UpstreamIdentity: []string{"back"},
+	}}
 	front := e.start(fc)
 	resp, body := get(t, "http://"+front.Addr("to-back")+"/", nil)
 	if resp.StatusCode != http.StatusBadGateway || resp.Header.Get(chain.HeaderReject) != "mrenclave_mismatch" {
@@ -462,7 +493,13 @@ func TestV1CallerInteroperates(t *testing.T) {
 			e := newEnv(t, time.Hour)
 			a, last := newApp(t)
 			bc := e.cfg("back", mrBack)
-			bc.Inbound = []config.Inbound{{Name: "api", Listen: "127.0.0.1:0", Protocol: "http", ForwardTo: strings.TrimPrefix(a.URL, "http://"), Allow: []string{"front"}}}
+			bc.Inbound = []config.Inbound{{
+				Name:      "api",
+				Listen:    "127.0.0.1:0",
+				Protocol:  "http",
+				ForwardTo: strings.TrimPrefix(a.URL, "http://"),
+				Allow:     []string{"front"},
+			}}
 			back := e.start(bc)
 			fc := frontTo(e, back.Addr("api"))
 			fc.Chain.SignVersion = tc.version

@@ -74,8 +74,20 @@ func TestListenerFailureStopsProxy(t *testing.T) {
 			}()
 			c := e.cfg("back", mrBack)
 			c.Inbound = []config.Inbound{
-				{Name: "api", Listen: "127.0.0.1:0", Protocol: "http", ForwardTo: strings.TrimPrefix(slow.URL, "http://"), Allow: []string{"front"}},
-				{Name: "db", Listen: "127.0.0.1:0", Protocol: "tcp", ForwardTo: "127.0.0.1:1", Allow: []string{"front"}},
+				{
+					Name:      "api",
+					Listen:    "127.0.0.1:0",
+					Protocol:  "http",
+					ForwardTo: strings.TrimPrefix(slow.URL, "http://"),
+					Allow:     []string{"front"},
+				},
+				{
+					Name:      "db",
+					Listen:    "127.0.0.1:0",
+					Protocol:  "tcp",
+					ForwardTo: "127.0.0.1:1",
+					Allow:     []string{"front"},
+				},
 			}
 			c.SetDefaults()
 			if err := c.Validate(); err != nil {
@@ -192,6 +204,13 @@ func TestListenerFailureStopsProxy(t *testing.T) {
 // frontTo is a front proxy with an HTTP outbound to a back proxy at addr.
 func frontTo(e *env, addr string) *config.Config {
 	fc := e.cfg("front", mrFront)
-	fc.Outbound = []config.Outbound{{Name: "to-back", Listen: "127.0.0.1:0", Protocol: "http", Upstream: addr, UpstreamIdentity: []string{"back"}, Authority: "back.internal"}}
+	fc.Outbound = []config.Outbound{{
+		Name:             "to-back",
+		Listen:           "127.0.0.1:0",
+		Protocol:         "http",
+		Upstream:         addr,
+		UpstreamIdentity: []string{"back"},
+		Authority:        "back.internal",
+	}}
 	return fc
 }

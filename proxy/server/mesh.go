@@ -75,7 +75,13 @@ func (s *Server) startTransparent(listen func(name, addr string) (net.Listener, 
 	for _, r := range t.Outbound {
 		cl := transparent.NewChanListener(outLn.Addr())
 		static[r.Destination] = cl
-		s.outbound(config.Outbound{Name: r.Name, Protocol: r.Protocol, Upstream: r.Destination.String(), UpstreamIdentity: r.UpstreamIdentity, Authority: r.Authority}, cl)
+		s.outbound(config.Outbound{
+			Name:             r.Name,
+			Protocol:         r.Protocol,
+			Upstream:         r.Destination.String(),
+			UpstreamIdentity: r.UpstreamIdentity,
+			Authority:        r.Authority,
+		}, cl)
 	}
 	var dynHTTP *transparent.ChanListener
 	if s.cp != nil {

@@ -20,7 +20,13 @@ func TestLeanBuildRefusesXDS(t *testing.T) {
 	}
 	e := newEnv(t, time.Hour)
 	c := e.cfg("back", mrBack)
-	c.Inbound = []config.Inbound{{Name: "api", Listen: "127.0.0.1:0", Protocol: "http", ForwardTo: "127.0.0.1:1", Allow: []string{"front"}}}
+	c.Inbound = []config.Inbound{{
+		Name:      "api",
+		Listen:    "127.0.0.1:0",
+		Protocol:  "http",
+		ForwardTo: "127.0.0.1:1",
+		Allow:     []string{"front"},
+	}}
 	c.XDS = &config.XDS{Server: "127.0.0.1:1", CAFile: e.caFile, CertFile: e.caFile, KeyFile: e.caFile}
 	c.SetDefaults()
 	if err := c.Validate(); err != nil {

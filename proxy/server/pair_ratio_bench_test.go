@@ -69,11 +69,24 @@ func benchPairVsGoRPPairMode(b *testing.B, workers int, peerSigs string) {
 	e := newEnv(b, time.Hour)
 	bc := e.cfg("back", mrBack)
 	bc.Chain.PeerSignatures = peerSigs
-	bc.Inbound = []config.Inbound{{Name: "api", Listen: "127.0.0.1:0", Protocol: "http", ForwardTo: appURL.Host, Allow: []string{"front"}}}
+	bc.Inbound = []config.Inbound{{
+		Name:      "api",
+		Listen:    "127.0.0.1:0",
+		Protocol:  "http",
+		ForwardTo: appURL.Host,
+		Allow:     []string{"front"},
+	}}
 	back := e.start(bc)
 	fc := e.cfg("front", mrFront)
 	fc.Chain.PeerSignatures = peerSigs
-	fc.Outbound = []config.Outbound{{Name: "to-back", Listen: "127.0.0.1:0", Protocol: "http", Upstream: back.Addr("api"), UpstreamIdentity: []string{"back"}, Authority: "back.internal"}}
+	fc.Outbound = []config.Outbound{{
+		Name:             "to-back",
+		Listen:           "127.0.0.1:0",
+		Protocol:         "http",
+		Upstream:         back.Addr("api"),
+		UpstreamIdentity: []string{"back"},
+		Authority:        "back.internal",
+	}}
 	front := e.start(fc)
 
 	getter := func(u string) func(int) error {

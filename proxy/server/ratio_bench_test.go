@@ -105,8 +105,13 @@ func selfSigned(b *testing.B) (certFile, keyFile string, pair tls.Certificate, p
 	if err != nil {
 		b.Fatal(err)
 	}
-	tmpl := &x509.Certificate{SerialNumber: big1(), NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, DNSNames: []string{"localhost"}}
+	tmpl := &x509.Certificate{
+		SerialNumber: big1(),
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+		DNSNames:     []string{"localhost"},
+	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
 	if err != nil {
 		b.Fatal(err)
@@ -139,7 +144,15 @@ func BenchmarkPublicVsGoRP(b *testing.B) {
 
 	e := newEnv(b, time.Hour)
 	c := e.cfg("back", mrBack)
-	c.Inbound = []config.Inbound{{Name: "public", Listen: "127.0.0.1:0", Protocol: "http", ForwardTo: appURL.Host, Public: true, CertFile: certFile, KeyFile: keyFile}}
+	c.Inbound = []config.Inbound{{
+		Name:      "public",
+		Listen:    "127.0.0.1:0",
+		Protocol:  "http",
+		ForwardTo: appURL.Host,
+		Public:    true,
+		CertFile:  certFile,
+		KeyFile:   keyFile,
+	}}
 	edge := e.start(c)
 
 	rp := &httputil.ReverseProxy{
@@ -195,10 +208,22 @@ func BenchmarkTCPPairVsDirect(b *testing.B) {
 	}()
 	e := newEnv(b, time.Hour)
 	bc := e.cfg("back", mrBack)
-	bc.Inbound = []config.Inbound{{Name: "kv", Listen: "127.0.0.1:0", Protocol: "tcp", ForwardTo: ln.Addr().String(), Allow: []string{"front"}}}
+	bc.Inbound = []config.Inbound{{
+		Name:      "kv",
+		Listen:    "127.0.0.1:0",
+		Protocol:  "tcp",
+		ForwardTo: ln.Addr().String(),
+		Allow:     []string{"front"},
+	}}
 	back := e.start(bc)
 	fc := e.cfg("front", mrFront)
-	fc.Outbound = []config.Outbound{{Name: "kv", Listen: "127.0.0.1:0", Protocol: "tcp", Upstream: back.Addr("kv"), UpstreamIdentity: []string{"back"}}}
+	fc.Outbound = []config.Outbound{{
+		Name:             "kv",
+		Listen:           "127.0.0.1:0",
+		Protocol:         "tcp",
+		Upstream:         back.Addr("kv"),
+		UpstreamIdentity: []string{"back"},
+	}}
 	front := e.start(fc)
 
 	const workers = 16

@@ -35,10 +35,22 @@ func TestRedisThroughTCPPair(t *testing.T) {
 	}
 	e := newEnv(t, time.Hour)
 	bc := e.cfg("back", mrBack)
-	bc.Inbound = []config.Inbound{{Name: "redis", Listen: "127.0.0.1:0", Protocol: "tcp", ForwardTo: redisAddr, Allow: []string{"front"}}}
+	bc.Inbound = []config.Inbound{{
+		Name:      "redis",
+		Listen:    "127.0.0.1:0",
+		Protocol:  "tcp",
+		ForwardTo: redisAddr,
+		Allow:     []string{"front"},
+	}}
 	back := e.start(bc)
 	fc := e.cfg("front", mrFront)
-	fc.Outbound = []config.Outbound{{Name: "redis", Listen: "127.0.0.1:0", Protocol: "tcp", Upstream: back.Addr("redis"), UpstreamIdentity: []string{"back"}}}
+	fc.Outbound = []config.Outbound{{
+		Name:             "redis",
+		Listen:           "127.0.0.1:0",
+		Protocol:         "tcp",
+		Upstream:         back.Addr("redis"),
+		UpstreamIdentity: []string{"back"},
+	}}
 	front := e.start(fc)
 	_, p, _ := net.SplitHostPort(front.Addr("redis"))
 	cli := func(args ...string) string {
@@ -62,7 +74,13 @@ func TestRedisThroughTCPPair(t *testing.T) {
 
 	// A rogue proxy cannot reach redis through back.
 	rc := e.cfg("rogue", mrRogue)
-	rc.Outbound = []config.Outbound{{Name: "redis", Listen: "127.0.0.1:0", Protocol: "tcp", Upstream: back.Addr("redis"), UpstreamIdentity: []string{"back"}}}
+	rc.Outbound = []config.Outbound{{
+		Name:             "redis",
+		Listen:           "127.0.0.1:0",
+		Protocol:         "tcp",
+		Upstream:         back.Addr("redis"),
+		UpstreamIdentity: []string{"back"},
+	}}
 	rogue := e.start(rc)
 	_, rp, _ := net.SplitHostPort(rogue.Addr("redis"))
 	if out, err := exec.Command("redis-cli", "-h", "127.0.0.1", "-p", rp, "GET", "patient:1").CombinedOutput(); err == nil && strings.Contains(string(out), "x-ray") {

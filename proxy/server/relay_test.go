@@ -41,7 +41,13 @@ func TestChainContinuesThroughRelayApp(t *testing.T) {
 	e := newEnv(t, 0)
 	app3, last3 := newApp(t)
 	tc := e.cfg("third", mrThird)
-	tc.Inbound = []config.Inbound{{Name: "api", Listen: "127.0.0.1:0", Protocol: "http", ForwardTo: strings.TrimPrefix(app3.URL, "http://"), Allow: []string{"back"}}}
+	tc.Inbound = []config.Inbound{{
+		Name:      "api",
+		Listen:    "127.0.0.1:0",
+		Protocol:  "http",
+		ForwardTo: strings.TrimPrefix(app3.URL, "http://"),
+		Allow:     []string{"back"},
+	}}
 	tc.Chain.Identities = []string{"front", "back"}
 	third := e.start(tc)
 
@@ -71,12 +77,30 @@ func TestChainContinuesThroughRelayApp(t *testing.T) {
 	}))
 	defer relay.Close()
 	bc := e.cfg("back", mrBack)
-	bc.Inbound = []config.Inbound{{Name: "api", Listen: "127.0.0.1:0", Protocol: "http", ForwardTo: strings.TrimPrefix(relay.URL, "http://"), Allow: []string{"front"}}}
-	bc.Outbound = []config.Outbound{{Name: "to-third", Listen: "127.0.0.1:0", Protocol: "http", Upstream: third.Addr("api"), UpstreamIdentity: []string{"third"}}}
+	bc.Inbound = []config.Inbound{{
+		Name:      "api",
+		Listen:    "127.0.0.1:0",
+		Protocol:  "http",
+		ForwardTo: strings.TrimPrefix(relay.URL, "http://"),
+		Allow:     []string{"front"},
+	}}
+	bc.Outbound = []config.Outbound{{
+		Name:             "to-third",
+		Listen:           "127.0.0.1:0",
+		Protocol:         "http",
+		Upstream:         third.Addr("api"),
+		UpstreamIdentity: []string{"third"},
+	}}
 	back := e.start(bc)
 	backOut.Store(back.Addr("to-third"))
 	fc := e.cfg("front", mrFront)
-	fc.Outbound = []config.Outbound{{Name: "to-back", Listen: "127.0.0.1:0", Protocol: "http", Upstream: back.Addr("api"), UpstreamIdentity: []string{"back"}}}
+	fc.Outbound = []config.Outbound{{
+		Name:             "to-back",
+		Listen:           "127.0.0.1:0",
+		Protocol:         "http",
+		Upstream:         back.Addr("api"),
+		UpstreamIdentity: []string{"back"},
+	}}
 	front := e.start(fc)
 
 	resp, body := get(t, "http://"+front.Addr("to-back")+"/start", nil)

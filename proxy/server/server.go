@@ -135,21 +135,44 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	}
 	m := metrics.New()
 	src, err := identity.New(identity.Config{
-		Attester: a, Issuer: &maa.Client{BaseURL: cfg.AttestationService.URL, Endpoint: maa.Endpoint(cfg.AttestationService.Endpoint), HTTP: hc},
-		Checker: eng, Identity: cfg.Identity, Claimed: cfg.Claimed,
-		RefreshAt: cfg.Refresh.At, Jitter: cfg.Refresh.Jitter, MinBackoff: cfg.Refresh.MinBackoff.D(), MaxBackoff: cfg.Refresh.MaxBackoff.D(),
-		AttestTimeout: cfg.AttestationService.Timeout.D(), Now: now, Logger: log,
-		OnRefresh: m.Refreshed,
+		Attester:      a,
+		Issuer:        &maa.Client{BaseURL: cfg.AttestationService.URL, Endpoint: maa.Endpoint(cfg.AttestationService.Endpoint), HTTP: hc},
+		Checker:       eng,
+		Identity:      cfg.Identity,
+		Claimed:       cfg.Claimed,
+		RefreshAt:     cfg.Refresh.At,
+		Jitter:        cfg.Refresh.Jitter,
+		MinBackoff:    cfg.Refresh.MinBackoff.D(),
+		MaxBackoff:    cfg.Refresh.MaxBackoff.D(),
+		AttestTimeout: cfg.AttestationService.Timeout.D(),
+		Now:           now,
+		Logger:        log,
+		OnRefresh:     m.Refreshed,
 	})
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: log, now: now, Engine: eng, Identity: src, Metrics: m, addrs: map[string]string{}, listen: opts.Listen}
+	s := &Server{
+		cfg:      cfg,
+		log:      log,
+		now:      now,
+		Engine:   eng,
+		Identity: src,
+		Metrics:  m,
+		addrs:    map[string]string{},
+		listen:   opts.Listen,
+	}
 	if s.listen == nil {
 		s.listen = func(_, addr string) (net.Listener, error) { return net.Listen("tcp", addr) }
 	}
 	s.deps = &httpproxy.Deps{
-		Checker: eng, Identity: src, Metrics: m, Logger: log, Limits: cfg.Limits, Chain: cfg.Chain, Now: now,
+		Checker:  eng,
+		Identity: src,
+		Metrics:  m,
+		Logger:   log,
+		Limits:   cfg.Limits,
+		Chain:    cfg.Chain,
+		Now:      now,
 		Live: &chain.Live{
 			Checker: eng, Window: cfg.Chain.Window.D(), Replay: chain.NewTTLSet[[32]byte, struct{}](1 << 20),
 			Limits: chain.Limits{
@@ -544,7 +567,12 @@ func (s *Server) inbound(in config.Inbound, ln net.Listener, port uint16) error 
 		tlsCfg = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}, NextProtos: []string{"http/1.1"}}
 	} else {
 		tlsCfg = attestedtls.ServerConfig(s.Identity, s.Engine, attestedtls.Options{
-			Listener: in.Name, Identities: in.Allow, Current: live, Logger: s.log, OnReject: s.onReject, NextProtos: []string{"http/1.1"},
+			Listener:   in.Name,
+			Identities: in.Allow,
+			Current:    live,
+			Logger:     s.log,
+			OnReject:   s.onReject,
+			NextProtos: []string{"http/1.1"},
 		})
 	}
 	if in.Protocol == config.ProtocolTCP {
@@ -609,8 +637,15 @@ func (s *Server) outbound(out config.Outbound, ln net.Listener) {
 func (s *Server) serveTCP(name string, ln net.Listener, dial func(ctx context.Context) (net.Conn, error)) {
 	l := s.cfg.Limits
 	p := tcpproxy.New(tcpproxy.Options{
-		Name: name, MaxConns: l.MaxConnections, IdleTimeout: l.IdleTimeout.D(), HandshakeTimeout: l.HandshakeTimeout.D(),
-		Dial: dial, Logger: s.log, OnReject: s.Metrics.Reject, OnConn: s.connGauge(name), Lifetime: s.peerLifetime,
+		Name:             name,
+		MaxConns:         l.MaxConnections,
+		IdleTimeout:      l.IdleTimeout.D(),
+		HandshakeTimeout: l.HandshakeTimeout.D(),
+		Dial:             dial,
+		Logger:           s.log,
+		OnReject:         s.Metrics.Reject,
+		OnConn:           s.connGauge(name),
+		Lifetime:         s.peerLifetime,
 	})
 	s.addTask(name, func(ctx context.Context) error { return p.Serve(ctx, ln, l.ShutdownTimeout.D()) })
 }

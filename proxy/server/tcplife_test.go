@@ -38,10 +38,22 @@ func echoApp(t *testing.T) string {
 func TestTCPStreamBoundToToken(t *testing.T) {
 	e := newEnv(t, 5*time.Second)
 	bc := e.cfg("back", mrBack)
-	bc.Inbound = []config.Inbound{{Name: "tcp", Listen: "127.0.0.1:0", Protocol: "tcp", ForwardTo: echoApp(t), Allow: []string{"front"}}}
+	bc.Inbound = []config.Inbound{{
+		Name:      "tcp",
+		Listen:    "127.0.0.1:0",
+		Protocol:  "tcp",
+		ForwardTo: echoApp(t),
+		Allow:     []string{"front"},
+	}}
 	back := e.start(bc)
 	fc := e.cfg("front", mrFront)
-	fc.Outbound = []config.Outbound{{Name: "to-back", Listen: "127.0.0.1:0", Protocol: "tcp", Upstream: back.Addr("tcp"), UpstreamIdentity: []string{"back"}}}
+	fc.Outbound = []config.Outbound{{
+		Name:             "to-back",
+		Listen:           "127.0.0.1:0",
+		Protocol:         "tcp",
+		Upstream:         back.Addr("tcp"),
+		UpstreamIdentity: []string{"back"},
+	}}
 	front := e.start(fc)
 
 	cur := front.Identity.Current()

@@ -17,8 +17,13 @@ var meshCodes = mesh.Codes
 
 func (s *Server) newControlPlane() (controlPlane, error) {
 	return mesh.New(mesh.Config{
-		Proxy: s.cfg, Engine: s.Engine, Identity: s.Identity, Metrics: s.Metrics, Logger: s.log,
-		Deps: s.deps, ConnGauge: s.connGauge,
+		Proxy:     s.cfg,
+		Engine:    s.Engine,
+		Identity:  s.Identity,
+		Metrics:   s.Metrics,
+		Logger:    s.log,
+		Deps:      s.deps,
+		ConnGauge: s.connGauge,
 	})
 }
 

@@ -81,7 +81,13 @@ func (c *Conn) Read(p []byte) (int, error) {
 			c.drained = true
 			return 0, errWouldBlock
 		case e != nil:
-			return 0, &net.OpError{Op: "read", Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: e}
+			return 0, &net.OpError{
+				Op:     "read",
+				Net:    "tcp",
+				Source: c.LocalAddr(),
+				Addr:   c.RemoteAddr(),
+				Err:    e,
+			}
 		case n == 0:
 			return 0, io.EOF
 		}

@@ -226,7 +226,13 @@ type copier struct {
 func oneWay(dst, src net.Conn, idle time.Duration, last *atomic.Int64) {
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
-	c := &copier{dst: dst, src: src, idle: idle, last: last, buf: *bp}
+	c := &copier{
+		dst:  dst,
+		src:  src,
+		idle: idle,
+		last: last,
+		buf:  *bp,
+	}
 	if !c.raw() && !c.rawTLS() {
 		c.loop()
 	}

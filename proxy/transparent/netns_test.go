@@ -220,9 +220,15 @@ func selfSigned(t *testing.T, ip string) (tls.Certificate, []byte) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: ip}, IPAddresses: []net.IP{net.ParseIP(ip)},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour), KeyUsage: x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(7),
+		Subject:      pkix.Name{CommonName: ip},
+		IPAddresses:  []net.IP{net.ParseIP(ip)},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
 	if err != nil {
 		t.Fatal(err)
@@ -267,8 +273,13 @@ func TestTransparentInterceptionNetns(t *testing.T) {
 	der, _ := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &signKey.PublicKey, signKey)
 	signCert, _ := x509.ParseCertificate(der)
 	maaURL := fmt.Sprintf("https://%s:%d", tp.clientIP, maaPort)
-	svc, err := service.New(service.Config{Issuer: maaURL, SigningKey: signKey, SigningCert: signCert, TokenLifetime: time.Hour,
-		SimPlatformKeys: []ed25519.PublicKey{platform.Public().(ed25519.PublicKey)}})
+	svc, err := service.New(service.Config{
+		Issuer:          maaURL,
+		SigningKey:      signKey,
+		SigningCert:     signCert,
+		TokenLifetime:   time.Hour,
+		SimPlatformKeys: []ed25519.PublicKey{platform.Public().(ed25519.PublicKey)},
+	})
 	if err != nil {
 		t.Fatal(err)
 	}

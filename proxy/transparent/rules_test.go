@@ -34,12 +34,20 @@ func TestRenderGolden(t *testing.T) {
 	cases := map[string]Rules{
 		"minimal.rules": {ProxyUID: 1337, InboundPort: 15006, OutboundPort: 15001},
 		"excludes.rules": {
-			ProxyUID: 1337, InboundPort: 15006, OutboundPort: 15001,
+			ProxyUID:             1337,
+			InboundPort:          15006,
+			OutboundPort:         15001,
 			ExcludeInboundPorts:  []int{9901, 22, 9901},
 			ExcludeOutboundPorts: []int{53, 443},
 			ExcludeOutboundCIDRs: []netip.Prefix{netip.MustParsePrefix("10.96.0.1/32"), netip.MustParsePrefix("169.254.169.254/32")},
 		},
-		"ipv6.rules": {ProxyUID: 1337, InboundPort: 15006, OutboundPort: 15001, IPv6: true, ExcludeOutboundCIDRs: []netip.Prefix{netip.MustParsePrefix("fd00::/8")}},
+		"ipv6.rules": {
+			ProxyUID:             1337,
+			InboundPort:          15006,
+			OutboundPort:         15001,
+			IPv6:                 true,
+			ExcludeOutboundCIDRs: []netip.Prefix{netip.MustParsePrefix("fd00::/8")},
+		},
 	}
 	for name, r := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -54,7 +62,13 @@ func TestRenderGolden(t *testing.T) {
 // TestRenderOrder checks the properties the golden files are meant to show: the proxy's own
 // UID and loopback return before the redirect, and every excluded port returns.
 func TestRenderOrder(t *testing.T) {
-	r := Rules{ProxyUID: 42, InboundPort: 15006, OutboundPort: 15001, ExcludeInboundPorts: []int{9901}, ExcludeOutboundPorts: []int{53}}
+	r := Rules{
+		ProxyUID:             42,
+		InboundPort:          15006,
+		OutboundPort:         15001,
+		ExcludeInboundPorts:  []int{9901},
+		ExcludeOutboundPorts: []int{53},
+	}
 	out := r.Render()
 	idx := func(s string) int {
 		i := strings.Index(out, s)

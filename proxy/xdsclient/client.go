@@ -107,8 +107,17 @@ func New(cfg Config) (*Client, error) {
 	if cfg.Inbound == nil {
 		cfg.Inbound = func(uint16) (string, []string, bool) { return "", nil, false }
 	}
-	c := &Client{cfg: cfg, clusters: map[string]*Cluster{}, endpoints: map[string][]string{}, listeners: map[string]*listener{},
-		inbound: map[uint16]*Inbound{}, routes: map[string]string{}, versions: map[string]string{}, nonces: map[string]string{}, names: map[string][]string{}}
+	c := &Client{
+		cfg:       cfg,
+		clusters:  map[string]*Cluster{},
+		endpoints: map[string][]string{},
+		listeners: map[string]*listener{},
+		inbound:   map[uint16]*Inbound{},
+		routes:    map[string]string{},
+		versions:  map[string]string{},
+		nonces:    map[string]string{},
+		names:     map[string][]string{},
+	}
 	if cfg.Node != nil {
 		md, err := xdsmeta.EncodeNode(*cfg.Node)
 		if err != nil {
@@ -326,7 +335,13 @@ func (c *Client) onListeners(resp *discoveryv3.DiscoveryResponse) ([]string, err
 			if err != nil {
 				return nil, fmt.Errorf("listener %s (inbound %s, port %d): %w", l.name, pinned, port, err)
 			}
-			inbound[port] = &Inbound{Listener: l.name, Pinned: pinned, Port: port, Allow: slices.Clone(l.inbound.Allow), Engine: eng}
+			inbound[port] = &Inbound{
+				Listener: l.name,
+				Pinned:   pinned,
+				Port:     port,
+				Allow:    slices.Clone(l.inbound.Allow),
+				Engine:   eng,
+			}
 			next[l.name] = l
 			continue
 		}

@@ -54,8 +54,14 @@ func cla(t *testing.T, name string, port uint32) *anypb.Any {
 // one of each kind is NACKed with a reason and the version kept, and the state is unchanged.
 func TestNackKeepsLastGood(t *testing.T) {
 	var events []Event
-	c, err := New(Config{Server: "x:1", TLS: &tls.Config{}, NodeID: "n", Floor: floorEngine(t),
-		Allowed: func(string) []string { return []string{"back"} }, OnEvent: func(e Event) { events = append(events, e) }})
+	c, err := New(Config{
+		Server:  "x:1",
+		TLS:     &tls.Config{},
+		NodeID:  "n",
+		Floor:   floorEngine(t),
+		Allowed: func(string) []string { return []string{"back"} },
+		OnEvent: func(e Event) { events = append(events, e) },
+	})
 	if err != nil {
 		t.Fatal(err)
 	}

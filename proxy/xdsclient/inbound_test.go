@@ -36,13 +36,18 @@ func inboundListener(t *testing.T, name string, port uint32, ip *xdsmeta.Inbound
 func TestInboundNarrowing(t *testing.T) {
 	var events []Event
 	pinned := map[uint16][]string{8443: {"back", "prod"}}
-	c, err := New(Config{Server: "x:1", TLS: &tls.Config{}, NodeID: "n", Floor: floorEngine(t),
+	c, err := New(Config{
+		Server:  "x:1",
+		TLS:     &tls.Config{},
+		NodeID:  "n",
+		Floor:   floorEngine(t),
 		Allowed: func(string) []string { return nil },
 		Inbound: func(port uint16) (string, []string, bool) {
 			a, ok := pinned[port]
 			return "api", a, ok
 		},
-		OnEvent: func(e Event) { events = append(events, e) }})
+		OnEvent: func(e Event) { events = append(events, e) },
+	})
 	if err != nil {
 		t.Fatal(err)
 	}

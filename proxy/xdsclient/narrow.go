@@ -84,9 +84,12 @@ func narrow(floor *policy.Engine, allowed, ids []string, nw map[string]xdsmeta.N
 
 func clone(id *policy.Identity) *policy.Identity {
 	c := &policy.Identity{
-		MREnclave: slices.Clone(id.MREnclave), MRSigner: slices.Clone(id.MRSigner),
-		AllowDebug: id.AllowDebug, AttestationTypes: slices.Clone(id.AttestationTypes),
-		PolicyHash: slices.Clone(id.PolicyHash), MaxTokenAge: id.MaxTokenAge,
+		MREnclave:        slices.Clone(id.MREnclave),
+		MRSigner:         slices.Clone(id.MRSigner),
+		AllowDebug:       id.AllowDebug,
+		AttestationTypes: slices.Clone(id.AttestationTypes),
+		PolicyHash:       slices.Clone(id.PolicyHash),
+		MaxTokenAge:      id.MaxTokenAge,
 	}
 	if id.ProductID != nil {
 		v := *id.ProductID

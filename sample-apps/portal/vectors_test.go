@@ -16,8 +16,12 @@ import (
 // it identifies each hop's enclave (MRENCLAVE, debug) for the user but applies no claim policy
 // and takes no --identity/--answerer constraint (docs/healthcare-demo.md).
 var policyCodes = map[string]bool{
-	"debug_not_allowed": true, "no_identity_matches": true, "claim_missing": true, "claim_type": true,
-	"attestation_type_not_allowed": true, "mrenclave_mismatch": true,
+	"debug_not_allowed":            true,
+	"no_identity_matches":          true,
+	"claim_missing":                true,
+	"claim_type":                   true,
+	"attestation_type_not_allowed": true,
+	"mrenclave_mismatch":           true,
 }
 
 func TestVerifyJSOnVectors(t *testing.T) {

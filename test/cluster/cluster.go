@@ -96,9 +96,16 @@ func describe(ctx context.Context) (*Cluster, error) {
 		}
 	}
 	c := &Cluster{
-		Kubeconfig: env["KUBECONFIG"], Dir: env["CLUSTER_DIR"], ContainerdSock: env["CONTAINERD_SOCK"],
-		Registry: env["REGISTRY"], Node: env["NODE"], NodeIP: env["NODE_IP"], PodCIDR: env["POD_CIDR"],
-		ServiceCIDR: env["SERVICE_CIDR"], DNSIP: env["DNS_IP"], K8sBin: env["K8S_BIN"],
+		Kubeconfig:     env["KUBECONFIG"],
+		Dir:            env["CLUSTER_DIR"],
+		ContainerdSock: env["CONTAINERD_SOCK"],
+		Registry:       env["REGISTRY"],
+		Node:           env["NODE"],
+		NodeIP:         env["NODE_IP"],
+		PodCIDR:        env["POD_CIDR"],
+		ServiceCIDR:    env["SERVICE_CIDR"],
+		DNSIP:          env["DNS_IP"],
+		K8sBin:         env["K8S_BIN"],
 	}
 	if c.Kubeconfig == "" || c.K8sBin == "" {
 		return nil, fmt.Errorf("cluster.sh status --env printed no KUBECONFIG or K8S_BIN:\n%s", out)

@@ -232,7 +232,15 @@ func TestAPIServer(t *testing.T) {
 		extra = spans.TracingArgs(t)
 	}
 	c := kubetest.Start(t, extra...)
-	e := &env{t: t, c: c, injector: buildInjector(t), port: testnet.FreePort(t), admin: testnet.FreePort(t), xds: newXDSPKI(t), spans: spans}
+	e := &env{
+		t:        t,
+		c:        c,
+		injector: buildInjector(t),
+		port:     testnet.FreePort(t),
+		admin:    testnet.FreePort(t),
+		xds:      newXDSPKI(t),
+		spans:    spans,
+	}
 	ctx := context.Background()
 
 	e.namespace(csNS, nil)

@@ -52,7 +52,13 @@ users:
 	writeFile(t, admission, []byte("apiVersion: apiserver.config.k8s.io/v1\nkind: AdmissionConfiguration\nplugins:\n"+plugins.String()))
 
 	c := kubetest.Start(t, "--admission-control-config-file="+admission)
-	e := &env{t: t, c: c, injector: buildInjector(t), port: testnet.FreePort(t), admin: testnet.FreePort(t)}
+	e := &env{
+		t:        t,
+		c:        c,
+		injector: buildInjector(t),
+		port:     testnet.FreePort(t),
+		admin:    testnet.FreePort(t),
+	}
 	e.namespace(csNS, nil)
 	e.namespace("apps", nil)
 	e.helmCountersign("install")

@@ -185,16 +185,47 @@ func healthcareWorkloads(rel string) map[string]workload {
 	cert, key := inject.PublicDir+"/portal/tls.crt", inject.PublicDir+"/portal/tls.key"
 	return map[string]workload{
 		"records": {identity: "records-api",
-			inbound: []config.Inbound{{Name: "portal", Listen: "0.0.0.0:9443", Protocol: "http", ForwardTo: "127.0.0.1:8081",
-				Public: true, CertFile: cert, KeyFile: key}},
+			inbound: []config.Inbound{{
+				Name:      "portal",
+				Listen:    "0.0.0.0:9443",
+				Protocol:  "http",
+				ForwardTo: "127.0.0.1:8081",
+				Public:    true,
+				CertFile:  cert,
+				KeyFile:   key,
+			}},
 			outbound: []config.Outbound{ // sorted by annotation key
-				{Name: "inference", Listen: "127.0.0.1:7001", Protocol: "http", Upstream: rel + "-inference:8443", UpstreamIdentity: []string{"inference"}},
-				{Name: "redis", Listen: "127.0.0.1:6380", Protocol: "tcp", Upstream: rel + "-redis:6443", UpstreamIdentity: []string{"redis"}},
+				{
+					Name:             "inference",
+					Listen:           "127.0.0.1:7001",
+					Protocol:         "http",
+					Upstream:         rel + "-inference:8443",
+					UpstreamIdentity: []string{"inference"},
+				},
+				{
+					Name:             "redis",
+					Listen:           "127.0.0.1:6380",
+					Protocol:         "tcp",
+					Upstream:         rel + "-redis:6443",
+					UpstreamIdentity: []string{"redis"},
+				},
 			}},
 		"inference": {identity: "inference",
-			inbound: []config.Inbound{{Name: "oip", Listen: "0.0.0.0:8443", Protocol: "http", ForwardTo: "127.0.0.1:8000", Allow: []string{"records-api"}}}},
+			inbound: []config.Inbound{{
+				Name:      "oip",
+				Listen:    "0.0.0.0:8443",
+				Protocol:  "http",
+				ForwardTo: "127.0.0.1:8000",
+				Allow:     []string{"records-api"},
+			}}},
 		"redis": {identity: "redis",
-			inbound: []config.Inbound{{Name: "redis", Listen: "0.0.0.0:6443", Protocol: "tcp", ForwardTo: "127.0.0.1:6379", Allow: []string{"records-api"}}}},
+			inbound: []config.Inbound{{
+				Name:      "redis",
+				Listen:    "0.0.0.0:6443",
+				Protocol:  "tcp",
+				ForwardTo: "127.0.0.1:6379",
+				Allow:     []string{"records-api"},
+			}}},
 	}
 }
 
@@ -217,7 +248,13 @@ type demoRelease struct {
 func TestHealthcareChartInstallsInjected(t *testing.T) {
 	start := time.Now()
 	c := kubetest.StartWithControllerManager(t)
-	e := &env{t: t, c: c, injector: buildInjector(t), port: testnet.FreePort(t), admin: testnet.FreePort(t)}
+	e := &env{
+		t:        t,
+		c:        c,
+		injector: buildInjector(t),
+		port:     testnet.FreePort(t),
+		admin:    testnet.FreePort(t),
+	}
 	proxyBin := goBuild(t, "proxy", "./proxy/cmd/proxy")
 	ctx := context.Background()
 	e.namespace(csNS, nil)
@@ -231,8 +268,14 @@ func TestHealthcareChartInstallsInjected(t *testing.T) {
 	if out, err := exec.Command(proxyBin, "sim-platform-key", "--out", filepath.Join(keys, "platform.pem")).CombinedOutput(); err != nil {
 		t.Fatalf("proxy sim-platform-key: %v\n%s", err, out)
 	}
-	sim := demoRelease{name: "hd", ns: "demo", attester: "sim", url: "https://hd-attestation.demo.svc:8443",
-		caFile: inject.PolicyDir + "/attestation-ca.pem", local: true}
+	sim := demoRelease{
+		name:     "hd",
+		ns:       "demo",
+		attester: "sim",
+		url:      "https://hd-attestation.demo.svc:8443",
+		caFile:   inject.PolicyDir + "/attestation-ca.pem",
+		local:    true,
+	}
 	t.Run("Sim", func(t *testing.T) {
 		installStart := time.Now()
 		helmOK(t, c, "install", sim.name, healthcareChart(t), "--namespace", sim.ns, "--create-namespace",

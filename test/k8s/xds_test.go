@@ -55,7 +55,13 @@ func newXDSPKI(t *testing.T) *xdsPKI {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &xdsPKI{port: testnet.FreePort(t), caFile: filepath.Join(dir, "ca.crt"), certFile: filepath.Join(dir, "tls.crt"), keyFile: filepath.Join(dir, "tls.key"), roots: x509.NewCertPool()}
+	p := &xdsPKI{
+		port:     testnet.FreePort(t),
+		caFile:   filepath.Join(dir, "ca.crt"),
+		certFile: filepath.Join(dir, "tls.crt"),
+		keyFile:  filepath.Join(dir, "tls.key"),
+		roots:    x509.NewCertPool(),
+	}
 	for f, b := range map[string][]byte{p.caFile: ca.CertPEM, p.certFile: leaf.CertPEM, p.keyFile: leaf.KeyPEM} {
 		if err := os.WriteFile(f, b, 0o600); err != nil {
 			t.Fatal(err)

@@ -97,7 +97,14 @@ func StartBrowser(t testing.TB, spki []string) *Browser {
 	}
 	cmd := exec.Command(path, args...)
 	cmd.ExtraFiles = []*os.File{toChrome, fromChrome} // fd 3: Chromium reads; fd 4: it writes
-	b := &Browser{t: t, cmd: cmd, w: ourEnd, pending: map[int]chan cdpMsg{}, done: make(chan struct{}), stderr: &lockedBuf{}}
+	b := &Browser{
+		t:       t,
+		cmd:     cmd,
+		w:       ourEnd,
+		pending: map[int]chan cdpMsg{},
+		done:    make(chan struct{}),
+		stderr:  &lockedBuf{},
+	}
 	cmd.Stderr = b.stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {

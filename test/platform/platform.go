@@ -311,7 +311,13 @@ outbound:
 }
 
 func (p *Platform) start(name, path string, args ...string) *Proc {
-	pr := &Proc{t: p.t, Name: name, Path: path, Args: args, Log: filepath.Join(p.Dir, name+".log")}
+	pr := &Proc{
+		t:    p.t,
+		Name: name,
+		Path: path,
+		Args: args,
+		Log:  filepath.Join(p.Dir, name+".log"),
+	}
 	pr.Start()
 	p.Procs[name] = pr
 	p.order = append(p.order, name)
@@ -469,10 +475,14 @@ func selfSigned(t testing.TB, certFile, keyFile string) *x509.Certificate {
 		t.Fatal(err)
 	}
 	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: "healthcare demo portal"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, DNSNames: []string{"localhost"},
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		SerialNumber: big.NewInt(time.Now().UnixNano()),
+		Subject:      pkix.Name{CommonName: "healthcare demo portal"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
+		DNSNames:     []string{"localhost"},
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {

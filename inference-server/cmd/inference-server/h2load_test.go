@@ -48,7 +48,15 @@ func dialH2(addr, path string, m proto.Message) (*h2Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &h2Conn{conn: conn, bw: bufio.NewWriterSize(conn, 64<<10), path: path, host: addr, stream: 1, sendWin: 65535, maxFrame: 16384}
+	c := &h2Conn{
+		conn:     conn,
+		bw:       bufio.NewWriterSize(conn, 64<<10),
+		path:     path,
+		host:     addr,
+		stream:   1,
+		sendWin:  65535,
+		maxFrame: 16384,
+	}
 	c.msg = binary.BigEndian.AppendUint32([]byte{0}, uint32(len(pm)))
 	c.msg = append(c.msg, pm...)
 	c.fr = http2.NewFramer(c.bw, bufio.NewReaderSize(conn, 64<<10))

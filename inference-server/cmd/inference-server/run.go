@@ -59,8 +59,11 @@ func runWithReady(ctx context.Context, args []string, _ io.Writer, stderr io.Wri
 		log.Info("model loaded", "model", m.Name, "version", m.Version, "sha256", m.SHA256, "max_batch_size", m.MaxBatchSize)
 	}
 	srv, err := server.New(server.Options{
-		Models: served, Logger: log, Registry: reg, MaxBodyBytes: cfg.MaxBodyBytes,
-		Batch: server.BatchConfig{MaxSize: cfg.BatchMaxSize, MaxDelay: cfg.BatchMaxDelay, QueueSize: cfg.BatchQueueSize, Workers: cfg.BatchWorkers},
+		Models:       served,
+		Logger:       log,
+		Registry:     reg,
+		MaxBodyBytes: cfg.MaxBodyBytes,
+		Batch:        server.BatchConfig{MaxSize: cfg.BatchMaxSize, MaxDelay: cfg.BatchMaxDelay, QueueSize: cfg.BatchQueueSize, Workers: cfg.BatchWorkers},
 	})
 	if err != nil {
 		return err
@@ -89,9 +92,12 @@ func runWithReady(ctx context.Context, args []string, _ io.Writer, stderr io.Wri
 			return err
 		}
 		gs = oipgrpc.NewServer(srv, oipgrpc.Options{
-			MaxRecvMsgBytes: int(cfg.MaxBodyBytes), MaxConcurrentStreams: uint32(cfg.GRPCMaxStreams),
-			MaxHeaderListBytes: uint32(cfg.MaxHeaderBytes), KeepaliveMinTime: cfg.GRPCKeepaliveMin,
-			MaxConnectionIdle: cfg.IdleTO, ConnectionTimeout: cfg.ReadHeaderTO,
+			MaxRecvMsgBytes:      int(cfg.MaxBodyBytes),
+			MaxConcurrentStreams: uint32(cfg.GRPCMaxStreams),
+			MaxHeaderListBytes:   uint32(cfg.MaxHeaderBytes),
+			KeepaliveMinTime:     cfg.GRPCKeepaliveMin,
+			MaxConnectionIdle:    cfg.IdleTO,
+			ConnectionTimeout:    cfg.ReadHeaderTO,
 		})
 		log.Info("serving gRPC (h2c)", "addr", gln.Addr().String())
 	}

@@ -84,7 +84,17 @@ func (a *API) createPatient(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := a.o.Now().UTC()
-	p := &store.Patient{ID: newID("p_"), Name: in.Name, DateOfBirth: in.DateOfBirth, Sex: in.Sex, MRN: in.MRN, Notes: in.Notes, Version: 1, CreatedAt: now, UpdatedAt: now}
+	p := &store.Patient{
+		ID:          newID("p_"),
+		Name:        in.Name,
+		DateOfBirth: in.DateOfBirth,
+		Sex:         in.Sex,
+		MRN:         in.MRN,
+		Notes:       in.Notes,
+		Version:     1,
+		CreatedAt:   now,
+		UpdatedAt:   now,
+	}
 	got, replayed, err := a.o.Store.CreatePatient(r.Context(), p, idem)
 	if err != nil {
 		a.fail(w, r, err)
@@ -227,7 +237,16 @@ func (a *API) createNote(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := a.o.Now().UTC()
-	rec := &store.Record{ID: newID("r_"), PatientID: pid, Kind: store.KindNote, Title: in.Title, Text: in.Text, Version: 1, CreatedAt: now, UpdatedAt: now}
+	rec := &store.Record{
+		ID:        newID("r_"),
+		PatientID: pid,
+		Kind:      store.KindNote,
+		Title:     in.Title,
+		Text:      in.Text,
+		Version:   1,
+		CreatedAt: now,
+		UpdatedAt: now,
+	}
 	got, replayed, err := a.o.Store.CreateRecord(r.Context(), rec, idem)
 	if err != nil {
 		a.fail(w, r, err)
@@ -378,7 +397,14 @@ func (a *API) uploadScan(w http.ResponseWriter, r *http.Request) {
 	}
 	a.infer.WithLabelValues(outcome).Inc()
 	now := a.o.Now().UTC()
-	d := &store.Diagnosis{Model: res.Model, ModelVersion: res.ModelVersion, Label: res.Label, Response: string(res.Body), Receipt: res.Receipt, At: now}
+	d := &store.Diagnosis{
+		Model:        res.Model,
+		ModelVersion: res.ModelVersion,
+		Label:        res.Label,
+		Response:     string(res.Body),
+		Receipt:      res.Receipt,
+		At:           now,
+	}
 	if res.Encoding == inference.EncodingGRPC {
 		d.Response, d.ResponseEncoding = base64.StdEncoding.EncodeToString(res.Body), res.Encoding
 	}
@@ -386,9 +412,15 @@ func (a *API) uploadScan(w http.ResponseWriter, r *http.Request) {
 		d.Probabilities = append(d.Probabilities, store.Class{Label: c.Label, Score: c.Score})
 	}
 	rec := &store.Record{
-		ID: recID, PatientID: pid, Kind: store.KindScan, Title: title,
+		ID:        recID,
+		PatientID: pid,
+		Kind:      store.KindScan,
+		Title:     title,
 		Scan:      &store.Scan{Format: img.Format, Width: img.Width, Height: img.Height, SHA256: hex.EncodeToString(sum[:])},
-		Diagnosis: d, Version: 1, CreatedAt: now, UpdatedAt: now,
+		Diagnosis: d,
+		Version:   1,
+		CreatedAt: now,
+		UpdatedAt: now,
 	}
 	got, replayed, err := a.o.Store.CreateRecord(r.Context(), rec, idem)
 	if err != nil {

@@ -169,8 +169,13 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: lv}))
 
 	rdb := redis.NewClient(&redis.Options{
-		Addr: c.RedisAddr, DialTimeout: 3 * time.Second, ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second,
-		MaxRetries: 3, MinRetryBackoff: 50 * time.Millisecond, MaxRetryBackoff: 500 * time.Millisecond,
+		Addr:            c.RedisAddr,
+		DialTimeout:     3 * time.Second,
+		ReadTimeout:     5 * time.Second,
+		WriteTimeout:    5 * time.Second,
+		MaxRetries:      3,
+		MinRetryBackoff: 50 * time.Millisecond,
+		MaxRetryBackoff: 500 * time.Millisecond,
 		// The sidecar's outbound TCP listener is the only Redis this app knows.
 		Protocol: 2,
 	})
@@ -191,16 +196,26 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		inferenceAt = "grpc://" + c.InferenceGRPC
 	}
 	h := api.New(api.Options{
-		Store:     st,
-		Inference: ic,
-		Logger:    log, Registry: reg, PortalDir: c.PortalDir, PortalConfig: c.PortalConfig,
+		Store:        st,
+		Inference:    ic,
+		Logger:       log,
+		Registry:     reg,
+		PortalDir:    c.PortalDir,
+		PortalConfig: c.PortalConfig,
 	})
 
 	ln, err := net.Listen("tcp", c.Listen)
 	if err != nil {
 		return fmt.Errorf("--listen: %w", err)
 	}
-	servers := []*http.Server{{Handler: h, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, WriteTimeout: 2 * time.Minute, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}}
+	servers := []*http.Server{{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       time.Minute,
+		WriteTimeout:      2 * time.Minute,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+	}}
 	lns := []net.Listener{ln}
 	if c.AdminListen != "" {
 		aln, err := net.Listen("tcp", c.AdminListen)

@@ -57,7 +57,8 @@ func (c *GRPC) Diagnose(ctx context.Context, id string, t []float32, side int) (
 		raw = binary.LittleEndian.AppendUint32(raw, math.Float32bits(v))
 	}
 	req := &pb.ModelInferRequest{
-		ModelName: c.Model, Id: id,
+		ModelName:        c.Model,
+		Id:               id,
 		Inputs:           []*pb.ModelInferRequest_InferInputTensor{{Name: "scan", Datatype: "FP32", Shape: []int64{1, 1, int64(side), int64(side)}}},
 		RawInputContents: [][]byte{raw},
 		Outputs: []*pb.ModelInferRequest_InferRequestedOutputTensor{{Name: "probabilities",

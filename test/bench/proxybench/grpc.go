@@ -65,8 +65,13 @@ func (g *GRPCReport) Path(name string) *GRPCPathResult {
 
 // runGRPCOnly is Run with -only grpc: the gRPC part alone.
 func runGRPCOnly(ctx context.Context, o Options) (*Report, error) {
-	rep := &Report{Options: o, Started: time.Now(), LoadBefore: loadAvg(), Commit: commit(),
-		ProxyBuild: describeBuild(filepath.Join(o.BinDir, o.ProxyBin))}
+	rep := &Report{
+		Options:    o,
+		Started:    time.Now(),
+		LoadBefore: loadAvg(),
+		Commit:     commit(),
+		ProxyBuild: describeBuild(filepath.Join(o.BinDir, o.ProxyBin)),
+	}
 	g, err := runGRPC(ctx, &o)
 	if err != nil {
 		return nil, err

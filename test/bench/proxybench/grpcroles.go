@@ -98,8 +98,13 @@ func runGoH2Proxy(ctx context.Context, fs *flag.FlagSet) error {
 	}
 	if up.Scheme == "https" {
 		tr.Protocols = &h2
-		tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: pool, Certificates: []tls.Certificate{pair},
-			ServerName: up.Hostname(), CurvePreferences: []tls.CurveID{tls.CurveP256}}
+		tr.TLSClientConfig = &tls.Config{
+			MinVersion:       tls.VersionTLS13,
+			RootCAs:          pool,
+			Certificates:     []tls.Certificate{pair},
+			ServerName:       up.Hostname(),
+			CurvePreferences: []tls.CurveID{tls.CurveP256},
+		}
 	}
 	rp := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
@@ -116,9 +121,14 @@ func runGoH2Proxy(ctx context.Context, fs *flag.FlagSet) error {
 	s := &http.Server{Handler: rp, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, Protocols: &h2c}
 	if *serveTLS {
 		s.Protocols = &h2
-		s.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{pair},
-			ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pool, NextProtos: []string{"h2"},
-			CurvePreferences: []tls.CurveID{tls.CurveP256}}
+		s.TLSConfig = &tls.Config{
+			MinVersion:       tls.VersionTLS13,
+			Certificates:     []tls.Certificate{pair},
+			ClientAuth:       tls.RequireAndVerifyClientCert,
+			ClientCAs:        pool,
+			NextProtos:       []string{"h2"},
+			CurvePreferences: []tls.CurveID{tls.CurveP256},
+		}
 	}
 	return serveAll(ctx, map[*http.Server]net.Listener{s: ln})
 }

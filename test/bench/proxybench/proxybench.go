@@ -228,12 +228,47 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 	rep.ProxyBuild = t.proxyBuild
 	paths := []Path{
 		{Name: "direct", Desc: "client → app, plaintext", URL: "http://" + t.app, Procs: []string{"app"}},
-		{Name: "go-pair", Desc: "client → Go ReverseProxy A →mTLS→ Go ReverseProxy B → app", URL: "http://" + t.goA, Procs: []string{"go-a", "go-b"}, Base: "direct", Hops: 1},
-		{Name: "nginx-pair", Desc: "client → nginx A →mTLS→ nginx B → app", URL: "http://" + t.ngA, Procs: []string{"nginx-a", "nginx-b"}, Base: "direct", Hops: 1},
-		{Name: "haproxy-pair", Desc: "client → HAProxy A →mTLS→ HAProxy B → app", URL: "http://" + t.haA, Procs: []string{"haproxy-a", "haproxy-b"}, Base: "direct", Hops: 1},
-		{Name: "ours-1hop", Desc: "client → front (outbound) →attested mTLS+chain→ back (inbound) → app", URL: "http://" + t.frontOut, Procs: []string{"front", "back"}, Base: "direct", Hops: 1},
+		{
+			Name:  "go-pair",
+			Desc:  "client → Go ReverseProxy A →mTLS→ Go ReverseProxy B → app",
+			URL:   "http://" + t.goA,
+			Procs: []string{"go-a", "go-b"},
+			Base:  "direct",
+			Hops:  1,
+		},
+		{
+			Name:  "nginx-pair",
+			Desc:  "client → nginx A →mTLS→ nginx B → app",
+			URL:   "http://" + t.ngA,
+			Procs: []string{"nginx-a", "nginx-b"},
+			Base:  "direct",
+			Hops:  1,
+		},
+		{
+			Name:  "haproxy-pair",
+			Desc:  "client → HAProxy A →mTLS→ HAProxy B → app",
+			URL:   "http://" + t.haA,
+			Procs: []string{"haproxy-a", "haproxy-b"},
+			Base:  "direct",
+			Hops:  1,
+		},
+		{
+			Name:  "ours-1hop",
+			Desc:  "client → front (outbound) →attested mTLS+chain→ back (inbound) → app",
+			URL:   "http://" + t.frontOut,
+			Procs: []string{"front", "back"},
+			Base:  "direct",
+			Hops:  1,
+		},
 		{Name: "relay", Desc: "client → relay app → app, plaintext", URL: "http://" + t.relayDirect, Procs: []string{"app"}},
-		{Name: "ours-2hop", Desc: "client → front →mTLS→ back → relay app → back →mTLS→ third → app", URL: "http://" + t.frontOut2, Procs: []string{"front", "back", "third"}, Base: "relay", Hops: 2},
+		{
+			Name:  "ours-2hop",
+			Desc:  "client → front →mTLS→ back → relay app → back →mTLS→ third → app",
+			URL:   "http://" + t.frontOut2,
+			Procs: []string{"front", "back", "third"},
+			Base:  "relay",
+			Hops:  2,
+		},
 	}
 	clients := map[string]*clientT{}
 	for _, p := range paths {
@@ -241,8 +276,14 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 			fmt.Fprintf(o.Log, "proxybench: skipping %s\n", p.Name)
 			continue
 		}
-		rep.Paths = append(rep.Paths, &PathResult{Path: p, RSSKiB: map[string][]int64{}, AnonKiB: map[string][]int64{}, HWMKiB: map[string]int64{},
-			CPURate: map[string][]time.Duration{}, CPUSat: map[string][]time.Duration{}})
+		rep.Paths = append(rep.Paths, &PathResult{
+			Path:    p,
+			RSSKiB:  map[string][]int64{},
+			AnonKiB: map[string][]int64{},
+			HWMKiB:  map[string]int64{},
+			CPURate: map[string][]time.Duration{},
+			CPUSat:  map[string][]time.Duration{},
+		})
 		clients[p.Name] = &clientT{c: newClient(t.roots, max(o.RateConns, o.WrkConns))}
 	}
 	fail := func(p *PathResult, err error) error {
@@ -527,7 +568,19 @@ func stats[T int | int64 | float64 | time.Duration](xs []T) (med, lo, hi T) {
 // figures.
 func Quick(binDir string) Options {
 	return Options{
-		BinDir: binDir, LatRate: 300, LatFor: time.Second, Rate: 300, RateFor: time.Second, RateConns: 4, Rounds: 1,
-		NoWrk: true, SatRequests: 300, WrkConns: 4, RedisN: 500, RedisNPipe: 2000, RedisC: 4, WireN: 20,
+		BinDir:      binDir,
+		LatRate:     300,
+		LatFor:      time.Second,
+		Rate:        300,
+		RateFor:     time.Second,
+		RateConns:   4,
+		Rounds:      1,
+		NoWrk:       true,
+		SatRequests: 300,
+		WrkConns:    4,
+		RedisN:      500,
+		RedisNPipe:  2000,
+		RedisC:      4,
+		WireN:       20,
 	}
 }

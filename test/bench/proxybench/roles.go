@@ -224,8 +224,13 @@ func runGoProxy(ctx context.Context, fs *flag.FlagSet) error {
 	}
 	s := server(rp)
 	if *serveTLS {
-		s.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{pair},
-			ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pool, NextProtos: []string{"http/1.1"}}
+		s.TLSConfig = &tls.Config{
+			MinVersion:   tls.VersionTLS13,
+			Certificates: []tls.Certificate{pair},
+			ClientAuth:   tls.RequireAndVerifyClientCert,
+			ClientCAs:    pool,
+			NextProtos:   []string{"http/1.1"},
+		}
 	}
 	return serveAll(ctx, map[*http.Server]net.Listener{s: ln})
 }

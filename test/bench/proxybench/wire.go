@@ -113,6 +113,11 @@ func measureWire(ctx context.Context, t *topology, name, url string, c *counter,
 		}
 	}
 	// The last response's bytes have reached the client, so they passed the counter.
-	return WireResult{Path: name, Requests: n, Up: float64(c.up.Load()-up0) / float64(n),
-		Down: float64(c.down.Load()-down0) / float64(n), NewConns: c.accepted.Load() - acc0}, nil
+	return WireResult{
+		Path:     name,
+		Requests: n,
+		Up:       float64(c.up.Load()-up0) / float64(n),
+		Down:     float64(c.down.Load()-down0) / float64(n),
+		NewConns: c.accepted.Load() - acc0,
+	}, nil
 }

@@ -141,8 +141,11 @@ func start(t testing.TB, withCM bool, extraArgs []string) *Cluster {
 	c.CAPEM = caPEM
 	saKey := ecKeyPEM(t)
 	files := map[string][]byte{
-		"ca.crt": caPEM, "apiserver.crt": certPEM, "apiserver.key": keyPEM, "sa.key": saKey,
-		"tokens.csv": []byte(c.Token + ",admin,admin-uid,system:masters\n"),
+		"ca.crt":        caPEM,
+		"apiserver.crt": certPEM,
+		"apiserver.key": keyPEM,
+		"sa.key":        saKey,
+		"tokens.csv":    []byte(c.Token + ",admin,admin-uid,system:masters\n"),
 	}
 	for n, b := range files {
 		if err := os.WriteFile(filepath.Join(dir, n), b, 0o600); err != nil {
@@ -171,8 +174,11 @@ func start(t testing.TB, withCM bool, extraArgs []string) *Cluster {
 	startProc(t, dir, "kube-apiserver", apiBin, append(args, extraArgs...)...)
 
 	c.Config = &rest.Config{
-		Host: c.URL, BearerToken: c.Token, TLSClientConfig: rest.TLSClientConfig{CAData: caPEM},
-		QPS: 1000, Burst: 1000,
+		Host:            c.URL,
+		BearerToken:     c.Token,
+		TLSClientConfig: rest.TLSClientConfig{CAData: caPEM},
+		QPS:             1000,
+		Burst:           1000,
 	}
 	var err error
 	if c.Client, err = kubernetes.NewForConfig(c.Config); err != nil {
@@ -335,19 +341,31 @@ func servingCert(t testing.TB) (caPEM, certPEM, keyPEM []byte) {
 	t.Helper()
 	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	now := time.Now()
-	ca := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "kubetest-ca"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour), IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageCertSign}
+	ca := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "kubetest-ca"},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.Add(24 * time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign,
+	}
 	caDER, err := x509.CreateCertificate(rand.Reader, ca, ca, &caKey.PublicKey, caKey)
 	if err != nil {
 		t.Fatal(err)
 	}
 	caCert, _ := x509.ParseCertificate(caDER)
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	leaf := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "kube-apiserver"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour), KeyUsage: x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, DNSNames: []string{"localhost"}}
+	leaf := &x509.Certificate{
+		SerialNumber: big.NewInt(2),
+		Subject:      pkix.Name{CommonName: "kube-apiserver"},
+		NotBefore:    now.Add(-time.Hour),
+		NotAfter:     now.Add(24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
+		DNSNames:     []string{"localhost"},
+	}
 	der, err := x509.CreateCertificate(rand.Reader, leaf, caCert, &key.PublicKey, caKey)
 	if err != nil {
 		t.Fatal(err)
