@@ -63,9 +63,8 @@ type Attr struct {
 	Ints  []int64
 }
 
-// IntAttr, FloatAttr and IntsAttr build attributes.
+// IntAttr and IntsAttr build attributes.
 func IntAttr(name string, v int64) Attr     { return Attr{Name: name, Int: &v} }
-func FloatAttr(name string, v float32) Attr { return Attr{Name: name, Float: &v} }
 func IntsAttr(name string, v ...int64) Attr { return Attr{Name: name, Ints: v} }
 
 // Tensor is a float32 TensorProto initializer stored as raw little-endian data.
