@@ -19,3 +19,10 @@ func BuildOnce() (Files, *Net, error) {
 }
 
 func expRef(x float64) float64 { return math.Exp(x) }
+
+// Predict returns the class probabilities for one scan.
+func (n *Net) Predict(x []float32) []float32 {
+	a := newActs()
+	n.forward(x, a)
+	return append([]float32(nil), a.probs...)
+}

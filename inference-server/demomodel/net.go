@@ -330,13 +330,6 @@ func (n *Net) backward(a *acts, label int, g *grads, dFeat, dA1, dZ1 []float32) 
 	}
 }
 
-// Predict returns the class probabilities for one scan.
-func (n *Net) Predict(x []float32) []float32 {
-	a := newActs()
-	n.forward(x, a)
-	return append([]float32(nil), a.probs...)
-}
-
 // TrainConfig sets the training run.
 type TrainConfig struct {
 	Seed      uint64

@@ -85,12 +85,6 @@ func InboundName(cluster string, port int32) string {
 	return fmt.Sprintf("inbound|%s|%d", cluster, port)
 }
 
-// Translate turns the cluster state into Envoy resources. It is pure and deterministic.
-func Translate(in Input) (map[resource.Type][]types.Resource, []Skipped) {
-	out, _, skipped := translate(in)
-	return out, skipped
-}
-
 // translate also returns, for each inbound Listener, the identities of the proxies it is for.
 func translate(in Input) (map[resource.Type][]types.Resource, map[string][]string, []Skipped) {
 	out := map[resource.Type][]types.Resource{}

@@ -199,3 +199,9 @@ func TestTranslateInboundAndViews(t *testing.T) {
 		t.Errorf("skipped %v", sk)
 	}
 }
+
+// Translate turns the cluster state into Envoy resources. It is pure and deterministic.
+func Translate(in Input) (map[resource.Type][]types.Resource, []Skipped) {
+	out, _, skipped := translate(in)
+	return out, skipped
+}
