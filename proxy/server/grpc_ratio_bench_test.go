@@ -128,12 +128,13 @@ func benchGRPCPairVsGoH2PairMode(b *testing.B, workers int, peerSigs string) {
 	}
 }
 
-func grpcClient(b *testing.B, addr string) testpb.TestServiceClient {
+// grpcClient is a TestService client of addr over h2c, as an app dials an outbound listener.
+func grpcClient(tb testing.TB, addr string) testpb.TestServiceClient {
 	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
-	b.Cleanup(func() { cc.Close() })
+	tb.Cleanup(func() { cc.Close() })
 	return testpb.NewTestServiceClient(cc)
 }
 

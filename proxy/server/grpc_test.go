@@ -13,7 +13,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -97,8 +96,12 @@ func startGRPCApp(t testing.TB) (addr string, app *grpcApp) {
 }
 
 // grpcPair starts back (inbound grpc to a gRPC app, allowing front) and front (outbound grpc
-// to back), and returns a client of front's outbound listener.
-func grpcPair(t testing.TB, e *env) (testpb.TestServiceClient, *proxyT, *proxyT, *grpcApp) {
+// to back), and returns a client of front's outbound listener. front requires its upstream to
+// prove one of upstreamIDs (default back).
+func grpcPair(t testing.TB, e *env, upstreamIDs ...string) (testpb.TestServiceClient, *proxyT, *proxyT, *grpcApp) {
+	if len(upstreamIDs) == 0 {
+		upstreamIDs = []string{"back"}
+	}
 	addr, app := startGRPCApp(t)
 	bc := e.cfg("back", mrBack)
 	bc.Inbound = []config.Inbound{{
@@ -115,16 +118,11 @@ func grpcPair(t testing.TB, e *env) (testpb.TestServiceClient, *proxyT, *proxyT,
 		Listen:           "127.0.0.1:0",
 		Protocol:         config.ProtocolGRPC,
 		Upstream:         back.Addr("api"),
-		UpstreamIdentity: []string{"back"},
+		UpstreamIdentity: upstreamIDs,
 		Authority:        "back.internal",
 	}}
 	front := e.start(fc)
-	cc, err := grpc.NewClient(front.Addr("to-back"), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cc.Close() })
-	return testpb.NewTestServiceClient(cc), front, back, app
+	return grpcClient(t, front.Addr("to-back")), front, back, app
 }
 
 // grpcFrame is a gRPC length-prefixed message, as it is on the wire (uncompressed).
@@ -286,35 +284,12 @@ func TestGRPCThroughTwoProxies(t *testing.T) {
 // reason code), not an HTTP 403 that clients read as UNKNOWN.
 func TestGRPCRejectionIsStatus(t *testing.T) {
 	e := newEnv(t, time.Hour)
-	addr, _ := startGRPCApp(t)
-	bc := e.cfg("back", mrBack)
-	bc.Inbound = []config.Inbound{{
-		Name:      "api",
-		Listen:    "127.0.0.1:0",
-		Protocol:  config.ProtocolGRPC,
-		ForwardTo: addr,
-		Allow:     []string{"front"},
-	}}
-	back := e.start(bc)
-	fc := e.cfg("front", mrFront)
 	// front requires its upstream to be "third": back's attestation is refused by front.
-	fc.Outbound = []config.Outbound{{
-		Name:             "to-back",
-		Listen:           "127.0.0.1:0",
-		Protocol:         config.ProtocolGRPC,
-		Upstream:         back.Addr("api"),
-		UpstreamIdentity: []string{"third"},
-	}}
-	front := e.start(fc)
-	cc, err := grpc.NewClient(front.Addr("to-back"), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
+	c, _, _, _ := grpcPair(t, e, "third")
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	var hdr, trl metadata.MD
-	_, err = testpb.NewTestServiceClient(cc).UnaryCall(ctx, &testpb.SimpleRequest{}, grpc.Header(&hdr), grpc.Trailer(&trl))
+	_, err := c.UnaryCall(ctx, &testpb.SimpleRequest{}, grpc.Header(&hdr), grpc.Trailer(&trl))
 	st, _ := status.FromError(err)
 	if st.Code() != codes.PermissionDenied {
 		t.Fatalf("an upstream front does not accept: %v, want PERMISSION_DENIED", err)
@@ -325,7 +300,7 @@ func TestGRPCRejectionIsStatus(t *testing.T) {
 	}
 	// The outbound listener refuses a bad receipt request as a status too.
 	rctx := metadata.AppendToOutgoingContext(ctx, strings.ToLower(chain.HeaderWantReceipt), "yes")
-	_, err = testpb.NewTestServiceClient(cc).UnaryCall(rctx, &testpb.SimpleRequest{})
+	_, err = c.UnaryCall(rctx, &testpb.SimpleRequest{})
 	if st, _ := status.FromError(err); st.Code() != codes.InvalidArgument || !strings.Contains(st.Message(), "receipt_request_invalid") {
 		t.Errorf("a bad %s: %v, want INVALID_ARGUMENT receipt_request_invalid", chain.HeaderWantReceipt, err)
 	}

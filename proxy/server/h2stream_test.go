@@ -11,9 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/status"
 
@@ -115,14 +113,10 @@ func TestH2StreamCountersignature(t *testing.T) {
 					UpstreamIdentity: []string{"back"},
 				}}
 				front := e.start(fc)
-				cc, err := grpc.NewClient(front.Addr("to-back"), grpc.WithTransportCredentials(insecure.NewCredentials()))
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer cc.Close()
+				c := grpcClient(t, front.Addr("to-back"))
 				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 				defer cancel()
-				resp, err := testpb.NewTestServiceClient(cc).UnaryCall(ctx, &testpb.SimpleRequest{Payload: &testpb.Payload{Body: []byte("q")}})
+				resp, err := c.UnaryCall(ctx, &testpb.SimpleRequest{Payload: &testpb.Payload{Body: []byte("q")}})
 				st, _ := status.FromError(err)
 				if st.Code() != tc.code {
 					t.Fatalf("call: %v, want %v", err, tc.code)
