@@ -272,27 +272,7 @@ func TestHTTP2ThroughTwoProxies(t *testing.T) {
 // and a receipt asked for is still a verified one (the countersignature is verified then).
 func TestPeerSignaturesChannel(t *testing.T) {
 	e := newEnv(t, time.Hour)
-	a, _ := newApp(t)
-	bc := e.cfg("back", mrBack)
-	bc.Chain.PeerSignatures = config.PeerSignaturesChannel
-	bc.Inbound = []config.Inbound{{
-		Name:      "api",
-		Listen:    "127.0.0.1:0",
-		Protocol:  "http",
-		ForwardTo: strings.TrimPrefix(a.URL, "http://"),
-		Allow:     []string{"front"},
-	}}
-	back := e.start(bc)
-	fc := e.cfg("front", mrFront)
-	fc.Chain.PeerSignatures = config.PeerSignaturesChannel
-	fc.Outbound = []config.Outbound{{
-		Name:             "to-back",
-		Listen:           "127.0.0.1:0",
-		Protocol:         "http",
-		Upstream:         back.Addr("api"),
-		UpstreamIdentity: []string{"back"},
-	}}
-	front := e.start(fc)
+	front, back, _ := pair(t, e, func(c *config.Config) { c.Chain.PeerSignatures = config.PeerSignaturesChannel })
 	url := "http://" + front.Addr("to-back") + "/r"
 	if r, body := get(t, url, nil); r.StatusCode != 200 {
 		t.Fatalf("%d %s", r.StatusCode, body)

@@ -26,8 +26,9 @@ import (
 	"github.com/countersign/countersign/proxy/httpproxy"
 )
 
-// pair starts back (inbound http to a real app, allowing front) and front (outbound http to back).
-func pair(t testing.TB, e *env) (front, back *proxyT, app *appT) {
+// pair starts back (inbound http to a real app, allowing front) and front (outbound http to back);
+// tune, if given, adjusts both configurations before they start.
+func pair(t testing.TB, e *env, tune ...func(*config.Config)) (front, back *proxyT, app *appT) {
 	a, last := newApp(t)
 	app = &appT{last: last}
 	bc := e.cfg("back", mrBack)
@@ -38,6 +39,9 @@ func pair(t testing.TB, e *env) (front, back *proxyT, app *appT) {
 		ForwardTo: strings.TrimPrefix(a.URL, "http://"),
 		Allow:     []string{"front"},
 	}}
+	for _, f := range tune {
+		f(bc)
+	}
 	back = e.start(bc)
 	fc := e.cfg("front", mrFront)
 	fc.Outbound = []config.Outbound{{
@@ -48,6 +52,9 @@ func pair(t testing.TB, e *env) (front, back *proxyT, app *appT) {
 		UpstreamIdentity: []string{"back"},
 		Authority:        "back.internal",
 	}}
+	for _, f := range tune {
+		f(fc)
+	}
 	front = e.start(fc)
 	return front, back, app
 }

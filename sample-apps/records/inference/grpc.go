@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"sort"
-	"strconv"
 	"strings"
 	"time"
 
@@ -150,19 +148,9 @@ func parseGRPC(resp *pb.ModelInferResponse) (*Result, error) {
 			return nil, errors.New("probabilities output is empty")
 		}
 		res := &Result{Model: resp.GetModelName(), ModelVersion: resp.GetModelVersion(), Body: body}
-		for _, it := range items {
-			parts := strings.SplitN(it, ":", 3)
-			if len(parts) != 3 {
-				return nil, fmt.Errorf("classification entry %q is not score:index:label", it)
-			}
-			score, err := strconv.ParseFloat(parts[0], 64)
-			if err != nil || score < 0 || score > 1 {
-				return nil, fmt.Errorf("classification entry %q: score is not a probability", it)
-			}
-			res.Classes = append(res.Classes, Class{Label: parts[2], Score: score})
+		if err := res.classify(items); err != nil {
+			return nil, err
 		}
-		sort.SliceStable(res.Classes, func(i, j int) bool { return res.Classes[i].Score > res.Classes[j].Score })
-		res.Label = res.Classes[0].Label
 		return res, nil
 	}
 	return nil, errors.New("response has no probabilities output")

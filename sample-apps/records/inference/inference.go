@@ -179,20 +179,29 @@ func ParseResponse(b []byte) (*Result, error) {
 			return nil, errors.New("probabilities output is empty")
 		}
 		res := &Result{Model: ir.ModelName, ModelVersion: ir.ModelVersion, Body: b}
-		for _, it := range items {
-			parts := strings.SplitN(it, ":", 3)
-			if len(parts) != 3 {
-				return nil, fmt.Errorf("classification entry %q is not score:index:label", it)
-			}
-			score, err := strconv.ParseFloat(parts[0], 64)
-			if err != nil || score < 0 || score > 1 {
-				return nil, fmt.Errorf("classification entry %q: score is not a probability", it)
-			}
-			res.Classes = append(res.Classes, Class{Label: parts[2], Score: score})
+		if err := res.classify(items); err != nil {
+			return nil, err
 		}
-		sort.SliceStable(res.Classes, func(i, j int) bool { return res.Classes[i].Score > res.Classes[j].Score })
-		res.Label = res.Classes[0].Label
 		return res, nil
 	}
 	return nil, errors.New("response has no probabilities output")
+}
+
+// classify fills r's classes, highest score first, and its label from the classification
+// entries "score:index:label" that both the REST and the gRPC answer carry.
+func (r *Result) classify(items []string) error {
+	for _, it := range items {
+		parts := strings.SplitN(it, ":", 3)
+		if len(parts) != 3 {
+			return fmt.Errorf("classification entry %q is not score:index:label", it)
+		}
+		score, err := strconv.ParseFloat(parts[0], 64)
+		if err != nil || score < 0 || score > 1 {
+			return fmt.Errorf("classification entry %q: score is not a probability", it)
+		}
+		r.Classes = append(r.Classes, Class{Label: parts[2], Score: score})
+	}
+	sort.SliceStable(r.Classes, func(i, j int) bool { return r.Classes[i].Score > r.Classes[j].Score })
+	r.Label = r.Classes[0].Label
+	return nil
 }

@@ -395,12 +395,7 @@ func (g *GRPCReport) added(p *GRPCPathResult, pick func(*GRPCPathResult) []time.
 	if d == nil || p == nil || p == d {
 		return nil
 	}
-	pv, dv := pick(p), pick(d)
-	var out []time.Duration
-	for i := range min(len(pv), len(dv)) {
-		out = append(out, pv[i]-dv[i])
-	}
-	return out
+	return perRoundDiff(pick(p), pick(d))
 }
 
 func grpcP50(p *GRPCPathResult) []time.Duration { return p.P50 }

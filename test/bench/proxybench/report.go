@@ -73,10 +73,14 @@ func (r *Report) added(p *PathResult, pick func(*PathResult) []time.Duration) []
 	if b == nil || p.Hops == 0 {
 		return nil
 	}
-	pv, bv := pick(p), pick(b)
+	return perRoundDiff(pick(p), pick(b))
+}
+
+// perRoundDiff is a[i] - b[i] for the rounds both have.
+func perRoundDiff(a, b []time.Duration) []time.Duration {
 	var out []time.Duration
-	for i := range min(len(pv), len(bv)) {
-		out = append(out, pv[i]-bv[i])
+	for i := range min(len(a), len(b)) {
+		out = append(out, a[i]-b[i])
 	}
 	return out
 }
